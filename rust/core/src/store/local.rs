@@ -1,0 +1,370 @@
+//! `file://`: buffered local files. A store rooted at `/`; the key `a/b` is
+//! the path `/a/b`. Writes go to `<name>.tmp-<random>` and are renamed into
+//! place, so a reader never sees a partial file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{check_range, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
+use crate::error::{Error, Result};
+
+/// Marks our temp files; `list` skips them.
+pub(crate) const TEMP_MARKER: &str = ".tmp-";
+
+#[derive(Debug, Default, Clone)]
+pub struct LocalStore;
+
+impl LocalStore {
+    pub fn new() -> Self {
+        LocalStore
+    }
+}
+
+pub(crate) fn key_path(key: &str) -> PathBuf {
+    Path::new("/").join(key)
+}
+
+pub(crate) fn file_uri(scheme: &str, key: &str) -> String {
+    format!("{scheme}:///{key}")
+}
+
+/// A name no other writer in any process picks at the same time.
+pub(crate) fn temp_path(final_path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tag = crate::codec::crc::crc32c(format!("{}-{nanos}-{n}", std::process::id()).as_bytes());
+    let mut name = final_path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!("{TEMP_MARKER}{tag:08x}{n:x}"));
+    final_path.with_file_name(name)
+}
+
+/// Reject keys that cannot name a file.
+pub(crate) fn check_file_key(uri: &str, key: &str) -> Result<()> {
+    if key.is_empty() || key.ends_with('/') {
+        return Err(Error::invalid(format!(
+            "{uri}: an object path must name a file, not a directory"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn create_parent(uri: &str, path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::from_io(uri, e))?;
+    }
+    Ok(())
+}
+
+/// fsync the directory holding `path`, so a rename into it is durable.
+pub(crate) fn sync_parent(uri: &str, path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::from_io(uri, e))?;
+    }
+    Ok(())
+}
+
+/// Move a finished temp file to its final name. With `exclusive`, an
+/// existing final name wins and `Ok(false)` is returned (link(2) is atomic).
+pub(crate) fn publish(uri: &str, temp: &Path, dest: &Path, exclusive: bool) -> Result<bool> {
+    if exclusive {
+        let linked = match fs::hard_link(temp, dest) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => {
+                let _ = fs::remove_file(temp);
+                return Err(Error::from_io(uri, e));
+            }
+        };
+        fs::remove_file(temp).map_err(|e| Error::from_io(uri, e))?;
+        Ok(linked)
+    } else {
+        fs::rename(temp, dest).map_err(|e| {
+            let _ = fs::remove_file(temp);
+            Error::from_io(uri, e)
+        })?;
+        Ok(true)
+    }
+}
+
+pub(crate) fn meta_from_fs(key: &str, md: &fs::Metadata) -> ObjectMeta {
+    ObjectMeta {
+        key: key.to_string(),
+        size: md.len(),
+        etag: None,
+        crc32c: None,
+        last_modified: md.modified().ok(),
+    }
+}
+
+pub(crate) fn head_file(uri: &str, key: &str) -> Result<ObjectMeta> {
+    let md = fs::metadata(key_path(key)).map_err(|e| Error::from_io(uri, e))?;
+    if md.is_dir() {
+        return Err(Error::NotFound {
+            uri: format!("{uri} (a directory, not an object)"),
+        });
+    }
+    Ok(meta_from_fs(key, &md))
+}
+
+/// Every file whose key starts with `prefix`, sorted, skipping temp files.
+pub(crate) fn list_files(uri: &str, prefix: &str) -> Result<Vec<ObjectMeta>> {
+    // Walk from the deepest directory the prefix fully names.
+    let dir_key = match prefix.rfind('/') {
+        Some(i) => &prefix[..i],
+        None => "",
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![(key_path(dir_key), dir_key.to_string())];
+    while let Some((dir, key)) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::from_io(uri, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::from_io(uri, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child = super::join_key(&key, &name);
+            // Prune subtrees that cannot hold a match.
+            if !(child.starts_with(prefix) || prefix.starts_with(&format!("{child}/"))) {
+                continue;
+            }
+            let ft = entry.file_type().map_err(|e| Error::from_io(uri, e))?;
+            if ft.is_dir() {
+                stack.push((entry.path(), child));
+            } else if child.starts_with(prefix) && !name.contains(TEMP_MARKER) {
+                let md = entry.metadata().map_err(|e| Error::from_io(uri, e))?;
+                out.push(meta_from_fs(&child, &md));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+pub(crate) fn delete_file(uri: &str, key: &str) -> Result<()> {
+    fs::remove_file(key_path(key)).map_err(|e| Error::from_io(uri, e))
+}
+
+/// Run blocking file work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    uri: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::backend(uri, format!("I/O task failed: {e}"), false))?
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    fn uri(&self, key: &str) -> String {
+        file_uri("file", key)
+    }
+
+    async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> Result<ObjectMeta> {
+        let mut w = self.writer(key, opts).await?;
+        w.write(data).await?;
+        w.finish().await
+    }
+
+    async fn writer(&self, key: &str, opts: &PutOptions) -> Result<Box<dyn ObjectWriter>> {
+        let uri = self.uri(key);
+        check_file_key(&uri, key)?;
+        let key = key.to_string();
+        let fsync = opts.fsync;
+        blocking(&uri.clone(), move || {
+            let dest = key_path(&key);
+            create_parent(&uri, &dest)?;
+            let temp = temp_path(&dest);
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .map_err(|e| Error::from_io(&uri, e))?;
+            Ok(Box::new(LocalWriter {
+                uri,
+                key,
+                dest,
+                temp: Some(temp),
+                file: Some(file),
+                size: 0,
+                fsync,
+            }) as Box<dyn ObjectWriter>)
+        })
+        .await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let uri = self.uri(key);
+        let path = key_path(key);
+        blocking(&uri.clone(), move || {
+            let file = File::open(&path).map_err(|e| Error::from_io(&uri, e))?;
+            let size = file.metadata().map_err(|e| Error::from_io(&uri, e))?.len();
+            check_range(&uri, &range, size)?;
+            let len = (range.end.min(size) - range.start) as usize;
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, range.start)
+                .map_err(|e| Error::from_io(&uri, e))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let uri = self.uri(key);
+        let path = key_path(key);
+        blocking(&uri.clone(), move || {
+            fs::read(&path)
+                .map(Bytes::from)
+                .map_err(|e| Error::from_io(&uri, e))
+        })
+        .await
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let uri = self.uri(key);
+        let key = key.to_string();
+        blocking(&uri.clone(), move || head_file(&uri, &key)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let uri = self.uri(prefix);
+        let prefix = prefix.to_string();
+        blocking(&uri.clone(), move || list_files(&uri, &prefix)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let uri = self.uri(key);
+        let key = key.to_string();
+        blocking(&uri.clone(), move || delete_file(&uri, &key)).await
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        let uri = self.uri(key);
+        check_file_key(&uri, key)?;
+        let key = key.to_string();
+        blocking(&uri.clone(), move || {
+            let dest = key_path(&key);
+            create_parent(&uri, &dest)?;
+            let temp = temp_path(&dest);
+            let written = File::create_new(&temp)
+                .and_then(|mut f| f.write_all(&data).and_then(|_| f.sync_all()));
+            if let Err(e) = written {
+                let _ = fs::remove_file(&temp);
+                return Err(Error::from_io(&uri, e));
+            }
+            let created = publish(&uri, &temp, &dest, true)?;
+            sync_parent(&uri, &dest)?;
+            Ok(created)
+        })
+        .await
+    }
+}
+
+struct LocalWriter {
+    uri: String,
+    key: String,
+    dest: PathBuf,
+    /// Present until the temp file is renamed or removed.
+    temp: Option<PathBuf>,
+    file: Option<File>,
+    size: u64,
+    fsync: bool,
+}
+
+impl LocalWriter {
+    fn file(&mut self) -> Result<File> {
+        self.file
+            .take()
+            .ok_or_else(|| Error::invalid(format!("{}: writer already closed", self.uri)))
+    }
+}
+
+#[async_trait]
+impl ObjectWriter for LocalWriter {
+    async fn write(&mut self, buf: Bytes) -> Result<()> {
+        let mut file = self.file()?;
+        let uri = self.uri.clone();
+        let (file, res) = tokio::task::spawn_blocking(move || {
+            let res = file.write_all(&buf).map(|_| buf.len());
+            (file, res)
+        })
+        .await
+        .map_err(|e| Error::backend(&self.uri, format!("I/O task failed: {e}"), false))?;
+        self.file = Some(file);
+        self.size += res.map_err(|e| Error::from_io(uri, e))? as u64;
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<ObjectMeta> {
+        let file = self.file()?;
+        let temp = self.temp.take();
+        let (uri, key, dest, fsync, size) = (
+            self.uri.clone(),
+            self.key.clone(),
+            self.dest.clone(),
+            self.fsync,
+            self.size,
+        );
+        blocking(&self.uri, move || {
+            let Some(temp) = temp else {
+                return Err(Error::invalid(format!("{uri}: writer already finished")));
+            };
+            if fsync {
+                if let Err(e) = file.sync_all() {
+                    let _ = fs::remove_file(&temp);
+                    return Err(Error::from_io(&uri, e));
+                }
+            }
+            drop(file);
+            publish(&uri, &temp, &dest, false)?;
+            if fsync {
+                sync_parent(&uri, &dest)?;
+            }
+            let md = fs::metadata(&dest).map_err(|e| Error::from_io(&uri, e))?;
+            let mut meta = meta_from_fs(&key, &md);
+            meta.size = size;
+            Ok(meta)
+        })
+        .await
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        self.file.take();
+        if let Some(temp) = self.temp.take() {
+            let uri = self.uri.clone();
+            blocking(&self.uri, move || {
+                fs::remove_file(&temp).map_err(|e| Error::from_io(uri, e))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        // A writer dropped without finish/abort (error path, cancelled task)
+        // must not leave its temp file behind.
+        if let Some(temp) = self.temp.take() {
+            let _ = fs::remove_file(temp);
+        }
+    }
+}

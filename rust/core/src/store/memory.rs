@@ -1,0 +1,168 @@
+//! In-process store for tests: `memory://<name>/<key>`. Stores with the same
+//! name share contents inside one process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+
+use super::{ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
+use crate::codec::crc::crc32c;
+use crate::error::{Error, Result};
+
+type Objects = Arc<Mutex<BTreeMap<String, (Bytes, SystemTime)>>>;
+
+/// Cloning shares the contents: writers hold a clone.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    name: String,
+    objects: Objects,
+}
+
+impl MemoryStore {
+    pub fn new() -> Arc<Self> {
+        Arc::new(MemoryStore::default())
+    }
+
+    /// The process-wide store called `name`.
+    pub fn named(name: &str) -> Arc<Self> {
+        static STORES: OnceLock<Mutex<HashMap<String, Arc<MemoryStore>>>> = OnceLock::new();
+        let mut stores = STORES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        stores
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(MemoryStore {
+                    name: name.to_string(),
+                    ..Default::default()
+                })
+            })
+            .clone()
+    }
+
+    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Bytes, SystemTime)>> {
+        // A panic while holding the lock cannot leave a half-written entry
+        // (inserts are single operations), so a poisoned map is still valid.
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn meta(key: &str, data: &Bytes, at: SystemTime) -> ObjectMeta {
+        ObjectMeta {
+            key: key.to_string(),
+            size: data.len() as u64,
+            etag: None,
+            crc32c: Some(crc32c(data)),
+            last_modified: Some(at),
+        }
+    }
+
+    fn insert(&self, key: &str, data: Bytes) -> ObjectMeta {
+        let now = SystemTime::now();
+        let meta = Self::meta(key, &data, now);
+        self.objects().insert(key.to_string(), (data, now));
+        meta
+    }
+}
+
+fn check_key(store: &MemoryStore, key: &str) -> Result<()> {
+    if key.is_empty() || key.ends_with('/') {
+        return Err(Error::invalid(format!(
+            "{}: an object key must not be empty or end with '/'",
+            store.uri(key)
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ObjectStore for MemoryStore {
+    fn uri(&self, key: &str) -> String {
+        format!("memory://{}/{}", self.name, key)
+    }
+
+    async fn put(&self, key: &str, data: Bytes, _opts: &PutOptions) -> Result<ObjectMeta> {
+        check_key(self, key)?;
+        Ok(self.insert(key, data))
+    }
+
+    async fn writer(&self, key: &str, _opts: &PutOptions) -> Result<Box<dyn ObjectWriter>> {
+        check_key(self, key)?;
+        Ok(Box::new(MemoryWriter {
+            store: self.clone(),
+            key: key.to_string(),
+            buf: BytesMut::new(),
+        }))
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let data = self.get(key).await?;
+        super::slice_range(&self.uri(key), &data, range)
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.objects()
+            .get(key)
+            .map(|(d, _)| d.clone())
+            .ok_or_else(|| Error::NotFound { uri: self.uri(key) })
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        self.objects()
+            .get(key)
+            .map(|(d, at)| Self::meta(key, d, *at))
+            .ok_or_else(|| Error::NotFound { uri: self.uri(key) })
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        Ok(self
+            .objects()
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (d, at))| Self::meta(k, d, *at))
+            .collect())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.objects()
+            .remove(key)
+            .map(|_| ())
+            .ok_or_else(|| Error::NotFound { uri: self.uri(key) })
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        check_key(self, key)?;
+        let mut objects = self.objects();
+        if objects.contains_key(key) {
+            return Ok(false);
+        }
+        objects.insert(key.to_string(), (data, SystemTime::now()));
+        Ok(true)
+    }
+}
+
+struct MemoryWriter {
+    store: MemoryStore,
+    key: String,
+    buf: BytesMut,
+}
+
+#[async_trait]
+impl ObjectWriter for MemoryWriter {
+    async fn write(&mut self, buf: Bytes) -> Result<()> {
+        self.buf.extend_from_slice(&buf);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<ObjectMeta> {
+        Ok(self.store.insert(&self.key, self.buf.freeze()))
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}

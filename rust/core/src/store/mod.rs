@@ -1,0 +1,190 @@
+//! The `ObjectStore` contract every backend implements, and `open_store`,
+//! which turns a URI into a store plus the key inside it.
+
+use std::fmt::Debug;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::uri::StoreUri;
+
+pub mod direct;
+pub mod faults;
+pub mod local;
+pub mod memory;
+
+/// What a store knows about one stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Key relative to the store root.
+    pub key: String,
+    /// Stored size in bytes.
+    pub size: u64,
+    pub etag: Option<String>,
+    /// CRC32C of the stored bytes when the backend keeps one.
+    pub crc32c: Option<u32>,
+    pub last_modified: Option<SystemTime>,
+}
+
+impl ObjectMeta {
+    pub fn new(key: impl Into<String>, size: u64) -> Self {
+        ObjectMeta {
+            key: key.into(),
+            size,
+            etag: None,
+            crc32c: None,
+            last_modified: None,
+        }
+    }
+}
+
+/// How an object is written.
+#[derive(Debug, Clone)]
+pub struct PutOptions {
+    /// fsync the data (and the directory entry) before `finish` returns.
+    pub fsync: bool,
+    /// Size of one upload part / write unit for streaming writers.
+    pub part_size: usize,
+    /// Parts in flight at once; memory is bounded by `concurrency * part_size`.
+    pub concurrency: usize,
+    /// Objects at least this large are uploaded in parts by backends that
+    /// have multipart uploads; smaller ones in a single request.
+    pub multipart_threshold: usize,
+}
+
+impl Default for PutOptions {
+    fn default() -> Self {
+        PutOptions {
+            fsync: false,
+            part_size: 8 << 20,
+            concurrency: 4,
+            multipart_threshold: 64 << 20,
+        }
+    }
+}
+
+/// A streaming upload. Nothing is visible under the final key before
+/// `finish` succeeds; `abort` (or dropping the writer) leaves nothing behind.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    async fn write(&mut self, buf: Bytes) -> Result<()>;
+    async fn finish(self: Box<Self>) -> Result<ObjectMeta>;
+    async fn abort(self: Box<Self>) -> Result<()>;
+}
+
+/// One backend. Keys are `/`-separated and relative to the store root.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + Debug {
+    /// The URI of `key`, for messages.
+    fn uri(&self, key: &str) -> String;
+
+    async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> Result<ObjectMeta>;
+    async fn writer(&self, key: &str, opts: &PutOptions) -> Result<Box<dyn ObjectWriter>>;
+    /// Bytes `range` of the object; a range past the end is clipped to it,
+    /// a start past the end is `InvalidInput`.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    async fn get(&self, key: &str) -> Result<Bytes>;
+    async fn head(&self, key: &str) -> Result<ObjectMeta>;
+    /// Every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+    /// Deleting a missing object is `NotFound`.
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// Create `key` only if it does not exist; `false` when it already did.
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool>;
+}
+
+/// Settings a caller may pass next to the URI (`storage_options`).
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// direct://: fall back to buffered I/O when O_DIRECT is refused.
+    pub direct_fallback: bool,
+}
+
+/// A store and the key a URI names inside it.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    pub key: String,
+}
+
+impl Location {
+    pub fn uri(&self) -> String {
+        self.store.uri(&self.key)
+    }
+
+    /// `key` joined under this location's key with `/`.
+    pub fn child(&self, name: &str) -> String {
+        join_key(&self.key, name)
+    }
+}
+
+/// Join two key parts with exactly one `/`.
+pub fn join_key(base: &str, name: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let name = name.trim_start_matches('/');
+    match (base.is_empty(), name.is_empty()) {
+        (true, _) => name.to_string(),
+        (_, true) => base.to_string(),
+        _ => format!("{base}/{name}"),
+    }
+}
+
+/// Turn a URI into its store and key.
+pub fn open_store(uri: &str, options: &StoreOptions) -> Result<Location> {
+    let parsed = StoreUri::parse(uri)?;
+    open_parsed(&parsed, options)
+}
+
+pub fn open_parsed(parsed: &StoreUri, options: &StoreOptions) -> Result<Location> {
+    match parsed {
+        StoreUri::File { path } => Ok(Location {
+            store: Arc::new(local::LocalStore::new()),
+            key: path_to_key(path),
+        }),
+        StoreUri::Direct { path } => Ok(Location {
+            store: Arc::new(direct::DirectStore::new(options.direct_fallback)),
+            key: path_to_key(path),
+        }),
+        StoreUri::Memory { name, key } => Ok(Location {
+            store: memory::MemoryStore::named(name),
+            key: key.clone(),
+        }),
+        other => Err(Error::invalid(format!(
+            "{} is not supported by this build",
+            other.scheme()
+        ))),
+    }
+}
+
+/// Local stores are rooted at `/`: the key of `/a/b` is `a/b`.
+fn path_to_key(path: &std::path::Path) -> String {
+    path.to_string_lossy().trim_start_matches('/').to_string()
+}
+
+/// The bytes of `range` inside `data`, with the clipping rules of `get_range`.
+pub(crate) fn slice_range(uri: &str, data: &Bytes, range: Range<u64>) -> Result<Bytes> {
+    let len = data.len() as u64;
+    check_range(uri, &range, len)?;
+    Ok(data.slice(range.start as usize..range.end.min(len) as usize))
+}
+
+/// `range` must be well-formed and start inside (or at the end of) the object.
+pub(crate) fn check_range(uri: &str, range: &Range<u64>, size: u64) -> Result<()> {
+    if range.start > range.end {
+        return Err(Error::invalid(format!(
+            "{uri}: range start {} is after its end {}",
+            range.start, range.end
+        )));
+    }
+    if range.start > size {
+        return Err(Error::invalid(format!(
+            "{uri}: range starts at {} but the object has {size} bytes",
+            range.start
+        )));
+    }
+    Ok(())
+}

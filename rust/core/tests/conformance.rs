@@ -1,0 +1,345 @@
+//! One suite, every backend. A new backend is done when it passes this
+//! file unchanged: add it to `backends()`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use s3dlio_core::codec::{EncodeOptions, EncodingWriter, ObjectReader};
+use s3dlio_core::store::{open_store, Location, ObjectStore, PutOptions, StoreOptions};
+use s3dlio_core::Error;
+
+/// A backend under test: a store, a fresh key prefix in it, and a guard
+/// that keeps its scratch space alive.
+struct Backend {
+    name: &'static str,
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+/// Scratch space on the work disk: older kernels (< 6.6) refuse O_DIRECT on tmpfs.
+fn scratch() -> tempfile::TempDir {
+    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tempfile::tempdir_in(base).expect("scratch dir")
+}
+
+fn local(name: &'static str, scheme: &str) -> Backend {
+    let dir = scratch();
+    let Location { store, key } = open_store(
+        &format!("{scheme}://{}", dir.path().display()),
+        &StoreOptions::default(),
+    )
+    .expect("open store");
+    Backend {
+        name,
+        store,
+        prefix: key,
+        _scratch: Some(dir),
+    }
+}
+
+fn backends() -> Vec<Backend> {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mem = open_store(
+        &format!("memory://conformance-{n}/p"),
+        &StoreOptions::default(),
+    )
+    .expect("memory store");
+    vec![
+        Backend {
+            name: "memory",
+            store: mem.store,
+            prefix: mem.key,
+            _scratch: None,
+        },
+        local("file", "file"),
+        local("direct", "direct"),
+    ]
+}
+
+fn key(b: &Backend, name: &str) -> String {
+    format!("{}/{name}", b.prefix)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+macro_rules! for_each_backend {
+    ($name:ident, |$b:ident| $body:block) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            for $b in backends() {
+                let $b = &$b;
+                let run = async { $body };
+                run.await;
+            }
+        }
+    };
+}
+
+for_each_backend!(put_get_head_roundtrip, |b| {
+    for len in [0usize, 1, 4095, 4096, 4097, (1 << 20) + 3] {
+        let k = key(b, &format!("obj-{len}"));
+        let data = Bytes::from(pattern(len, 7));
+        let meta = b
+            .store
+            .put(&k, data.clone(), &PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(meta.size, len as u64, "{}: put size", b.name);
+        assert_eq!(
+            b.store.get(&k).await.unwrap(),
+            data,
+            "{}: get {len}",
+            b.name
+        );
+        assert_eq!(
+            b.store.head(&k).await.unwrap().size,
+            len as u64,
+            "{}: head",
+            b.name
+        );
+    }
+});
+
+for_each_backend!(ranges_are_exact_and_clipped, |b| {
+    let k = key(b, "ranged");
+    let data = pattern(10_000, 3);
+    b.store
+        .put(&k, Bytes::from(data.clone()), &PutOptions::default())
+        .await
+        .unwrap();
+    for (s, e) in [
+        (0u64, 1u64),
+        (1, 4097),
+        (4095, 4097),
+        (9_999, 10_000),
+        (5_000, 20_000),
+        (10_000, 10_000),
+    ] {
+        let got = b.store.get_range(&k, s..e).await.unwrap();
+        let want = &data[s as usize..(e as usize).min(data.len())];
+        assert_eq!(&got[..], want, "{}: range {s}..{e}", b.name);
+    }
+    let err = b.store.get_range(&k, 10_001..10_002).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{}: {err}", b.name);
+});
+
+for_each_backend!(missing_objects_are_not_found, |b| {
+    let k = key(b, "nope");
+    assert!(
+        b.store.get(&k).await.unwrap_err().is_not_found(),
+        "{}",
+        b.name
+    );
+    assert!(
+        b.store.head(&k).await.unwrap_err().is_not_found(),
+        "{}",
+        b.name
+    );
+    assert!(
+        b.store
+            .get_range(&k, 0..1)
+            .await
+            .unwrap_err()
+            .is_not_found(),
+        "{}",
+        b.name
+    );
+    assert!(
+        b.store.delete(&k).await.unwrap_err().is_not_found(),
+        "{}",
+        b.name
+    );
+    let msg = b.store.get(&k).await.unwrap_err().to_string();
+    assert!(
+        msg.contains("nope"),
+        "{}: error names the object: {msg}",
+        b.name
+    );
+});
+
+for_each_backend!(list_is_sorted_recursive_and_prefix_based, |b| {
+    for name in ["a/1", "a/2", "a/sub/3", "ab", "b"] {
+        b.store
+            .put(
+                &key(b, name),
+                Bytes::from_static(b"x"),
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let keys = |v: Vec<s3dlio_core::store::ObjectMeta>| -> Vec<String> {
+        v.into_iter()
+            .map(|m| m.key[b.prefix.len() + 1..].to_string())
+            .collect()
+    };
+    let all = keys(b.store.list(&format!("{}/", b.prefix)).await.unwrap());
+    assert_eq!(all, ["a/1", "a/2", "a/sub/3", "ab", "b"], "{}", b.name);
+    let dir = keys(b.store.list(&key(b, "a/")).await.unwrap());
+    assert_eq!(dir, ["a/1", "a/2", "a/sub/3"], "{}", b.name);
+    let partial = keys(b.store.list(&key(b, "a")).await.unwrap());
+    assert_eq!(partial, ["a/1", "a/2", "a/sub/3", "ab"], "{}", b.name);
+    assert!(
+        b.store.list(&key(b, "zzz/")).await.unwrap().is_empty(),
+        "{}",
+        b.name
+    );
+});
+
+for_each_backend!(delete_removes, |b| {
+    let k = key(b, "gone");
+    b.store
+        .put(&k, Bytes::from_static(b"bye"), &PutOptions::default())
+        .await
+        .unwrap();
+    b.store.delete(&k).await.unwrap();
+    assert!(
+        b.store.get(&k).await.unwrap_err().is_not_found(),
+        "{}",
+        b.name
+    );
+});
+
+for_each_backend!(streaming_writer_is_invisible_until_finish, |b| {
+    let k = key(b, "stream/obj");
+    let opts = PutOptions {
+        part_size: 64 << 10,
+        ..Default::default()
+    };
+    let mut w = b.store.writer(&k, &opts).await.unwrap();
+    let mut want = Vec::new();
+    for i in 0..20u8 {
+        let piece = pattern(10_007 * (i as usize % 3 + 1), i);
+        want.extend_from_slice(&piece);
+        w.write(Bytes::from(piece)).await.unwrap();
+        assert!(
+            b.store.head(&k).await.unwrap_err().is_not_found(),
+            "{}: visible early",
+            b.name
+        );
+    }
+    let meta = w.finish().await.unwrap();
+    assert_eq!(meta.size, want.len() as u64, "{}", b.name);
+    assert_eq!(b.store.get(&k).await.unwrap(), want, "{}", b.name);
+    assert_eq!(
+        b.store.list(&key(b, "stream/")).await.unwrap().len(),
+        1,
+        "{}: leftovers",
+        b.name
+    );
+});
+
+for_each_backend!(abort_and_drop_leave_nothing, |b| {
+    let k = key(b, "aborted");
+    let mut w = b.store.writer(&k, &PutOptions::default()).await.unwrap();
+    w.write(Bytes::from(pattern(100_000, 1))).await.unwrap();
+    w.abort().await.unwrap();
+    let k2 = key(b, "dropped");
+    let mut w = b.store.writer(&k2, &PutOptions::default()).await.unwrap();
+    w.write(Bytes::from(pattern(100_000, 2))).await.unwrap();
+    drop(w);
+    assert!(
+        b.store
+            .list(&format!("{}/", b.prefix))
+            .await
+            .unwrap()
+            .is_empty(),
+        "{}",
+        b.name
+    );
+    assert!(
+        b.store.head(&k).await.unwrap_err().is_not_found(),
+        "{}",
+        b.name
+    );
+});
+
+for_each_backend!(overwrite_replaces_whole_object, |b| {
+    let k = key(b, "over");
+    b.store
+        .put(&k, Bytes::from(pattern(50_000, 1)), &PutOptions::default())
+        .await
+        .unwrap();
+    b.store
+        .put(&k, Bytes::from_static(b"short"), &PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(&b.store.get(&k).await.unwrap()[..], b"short", "{}", b.name);
+});
+
+for_each_backend!(put_if_absent_creates_once, |b| {
+    let k = key(b, "marker");
+    assert!(
+        b.store
+            .put_if_absent(&k, Bytes::from_static(b"first"))
+            .await
+            .unwrap(),
+        "{}",
+        b.name
+    );
+    assert!(
+        !b.store
+            .put_if_absent(&k, Bytes::from_static(b"second"))
+            .await
+            .unwrap(),
+        "{}",
+        b.name
+    );
+    assert_eq!(&b.store.get(&k).await.unwrap()[..], b"first", "{}", b.name);
+});
+
+for_each_backend!(unicode_and_space_keys, |b| {
+    let k = key(b, "dir with space/ünïcødé 检查点.bin");
+    b.store
+        .put(&k, Bytes::from_static(b"hi"), &PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(&b.store.get(&k).await.unwrap()[..], b"hi", "{}", b.name);
+    let listed = b.store.list(&key(b, "dir with space/")).await.unwrap();
+    assert_eq!(listed.len(), 1, "{}", b.name);
+    assert_eq!(listed[0].key, k, "{}", b.name);
+});
+
+for_each_backend!(compressed_objects_roundtrip_and_seek, |b| {
+    for (len, level) in [(0usize, 1), (1, 3), (300_000, 1), (300_000, 19)] {
+        let k = key(b, &format!("c-{len}-{level}.zst"));
+        let data = pattern(len, 9);
+        let inner = b.store.writer(&k, &PutOptions::default()).await.unwrap();
+        let opts = EncodeOptions {
+            level: Some(level),
+            frame_size: 64 << 10,
+            ..Default::default()
+        };
+        let mut w = EncodingWriter::new(inner, b.store.uri(&k), opts).unwrap();
+        for piece in data.chunks(77_777) {
+            w.write_slice(piece).await.unwrap();
+        }
+        let meta = w.finish().await.unwrap();
+        assert_eq!(meta.logical_size, len as u64, "{}", b.name);
+        let r = ObjectReader::open(b.store.clone(), &k).await.unwrap();
+        assert_eq!(r.logical_size(), len as u64, "{}", b.name);
+        assert_eq!(
+            r.read_all(None).await.unwrap(),
+            data,
+            "{}: level {level}",
+            b.name
+        );
+        if len > 200_000 {
+            let got = r.read_range(65_000..140_000).await.unwrap();
+            assert_eq!(
+                &got[..],
+                &data[65_000..140_000],
+                "{}: ranged compressed read",
+                b.name
+            );
+        }
+    }
+});
