@@ -1,0 +1,349 @@
+//! One rank's side of a save: stream the rank's object, record it, and on
+//! rank 0 commit the whole checkpoint.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::layout::check_rank;
+use super::manifest::{Manifest, ShardMeta, FORMAT};
+use super::CheckpointStore;
+use crate::codec::{Codec, EncodingWriter};
+use crate::error::{Error, Result};
+use crate::store::join_key;
+
+/// Pause between looks for missing shard records while finalizing.
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone)]
+pub struct CheckpointWriter {
+    store: CheckpointStore,
+    rank: u32,
+    world_size: u32,
+    overwrite: bool,
+}
+
+impl CheckpointWriter {
+    pub(crate) fn new(
+        store: CheckpointStore,
+        world_size: i64,
+        rank: i64,
+        overwrite: bool,
+    ) -> Result<Self> {
+        let (rank, world_size) = check_rank(rank, world_size)?;
+        Ok(CheckpointWriter {
+            store,
+            rank,
+            world_size,
+            overwrite,
+        })
+    }
+
+    pub fn rank(&self) -> u32 {
+        self.rank
+    }
+
+    pub fn world_size(&self) -> u32 {
+        self.world_size
+    }
+
+    /// The generation a new save of `step` gets: 0, or one past the
+    /// committed one when overwriting. Refuses an existing step unless
+    /// overwriting, before anything is written.
+    async fn next_generation(&self, step: u64) -> Result<(u64, Option<Manifest>)> {
+        if !self.store.is_committed(step).await? {
+            return Ok((0, None));
+        }
+        if !self.overwrite {
+            return Err(Error::AlreadyExists {
+                uri: format!(
+                    "{} (checkpoint step {step} is already committed; pass overwrite=True to replace it)",
+                    self.store.loc.store.uri(&self.store.layout.step_dir(step))
+                ),
+            });
+        }
+        let current = self.store.manifest(step).await?;
+        Ok((current.generation + 1, Some(current)))
+    }
+
+    /// Open this rank's object for `step`; write with `ShardStream::write*`.
+    pub async fn shard_stream(&self, step: u64) -> Result<ShardStream> {
+        let (generation, _) = self.next_generation(step).await?;
+        let compressed = self.store.write.encode.level.is_some();
+        let name =
+            self.store
+                .layout
+                .shard_name(step, self.rank, self.world_size, generation, compressed);
+        let key = join_key(&self.store.layout.step_dir(step), &name);
+        let loc = crate::store::Location {
+            store: self.store.loc.store.clone(),
+            key,
+        };
+        let writer = crate::object::open_writer(&loc, &self.store.write).await?;
+        Ok(ShardStream {
+            writer,
+            store: self.store.clone(),
+            record: ShardMeta {
+                rank: self.rank,
+                world_size: self.world_size,
+                step,
+                generation,
+                key: name,
+                size: 0,
+                stored_size: 0,
+                crc32c: 0,
+                codec: if compressed {
+                    Codec::ZstdSeekable
+                } else {
+                    Codec::None
+                },
+                level: self.store.write.encode.level,
+            },
+        })
+    }
+
+    /// Write this rank's whole shard from memory.
+    pub async fn save_shard(&self, step: u64, data: &[u8]) -> Result<ShardMeta> {
+        let mut stream = self.shard_stream(step).await?;
+        if let Err(e) = stream.write_slice(data).await {
+            stream.abort().await?;
+            return Err(e);
+        }
+        stream.finish().await
+    }
+
+    /// Commit `step` (rank 0). `shards` are the records every rank returned
+    /// (gathered by the caller's framework); `None` reads the records the
+    /// ranks stored, waiting up to `wait` for missing ones.
+    pub async fn finalize(
+        &self,
+        step: u64,
+        epoch: u64,
+        framework: &str,
+        shards: Option<Vec<ShardMeta>>,
+        user_meta: serde_json::Value,
+        wait: Duration,
+    ) -> Result<Manifest> {
+        if self.rank != 0 {
+            return Err(Error::invalid(format!(
+                "finalize_distributed_checkpoint must run on rank 0, not rank {}",
+                self.rank
+            )));
+        }
+        let (generation, replaced) = self.next_generation(step).await?;
+        let shards = match shards {
+            Some(s) => s,
+            None => self.gather_records(step, generation, wait).await?,
+        };
+        let shards = self.check_shards(step, generation, shards).await?;
+        let manifest = Manifest {
+            format: FORMAT.to_string(),
+            step,
+            epoch,
+            framework: framework.to_string(),
+            world_size: self.world_size,
+            generation,
+            created_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            logical_size: shards.iter().map(|s| s.size).sum(),
+            stored_size: shards.iter().map(|s| s.stored_size).sum(),
+            shards,
+            user_meta,
+        };
+        let layout = &self.store.layout;
+        let store = &self.store.loc.store;
+        let fsync = crate::store::PutOptions {
+            fsync: true,
+            ..Default::default()
+        };
+        // The manifest replace is the commit point of an overwrite; for a
+        // new step the marker below is.
+        store
+            .put(
+                &layout.manifest(step),
+                Bytes::from(manifest.to_json()?),
+                &fsync,
+            )
+            .await?;
+        let marker = serde_json::json!({ "step": step, "generation": generation }).to_string();
+        let created = store
+            .put_if_absent(&layout.committed(step), Bytes::from(marker))
+            .await?;
+        if !created && replaced.is_none() {
+            return Err(Error::AlreadyExists {
+                uri: format!(
+                    "{} (another save committed step {step} at the same time)",
+                    store.uri(&layout.committed(step))
+                ),
+            });
+        }
+        if let Some(old) = replaced {
+            self.remove_replaced(step, &old, &manifest).await?;
+        }
+        self.store.write_latest().await?;
+        Ok(manifest)
+    }
+
+    async fn gather_records(
+        &self,
+        step: u64,
+        generation: u64,
+        wait: Duration,
+    ) -> Result<Vec<ShardMeta>> {
+        let deadline = Instant::now() + wait;
+        let store = &self.store.loc.store;
+        let mut found: BTreeMap<u32, ShardMeta> = BTreeMap::new();
+        loop {
+            for rank in 0..self.world_size {
+                if found.contains_key(&rank) {
+                    continue;
+                }
+                let key = self.store.layout.shard_record(step, rank, self.world_size);
+                match store.get(&key).await {
+                    Ok(bytes) => {
+                        let rec: ShardMeta = serde_json::from_slice(&bytes).map_err(|e| {
+                            Error::corrupt(store.uri(&key), format!("unreadable shard record: {e}"))
+                        })?;
+                        if rec.generation == generation {
+                            found.insert(rank, rec);
+                        }
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if found.len() == self.world_size as usize || Instant::now() >= deadline {
+                return Ok(found.into_values().collect());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Every rank exactly once, from this save, and its object really there.
+    async fn check_shards(
+        &self,
+        step: u64,
+        generation: u64,
+        shards: Vec<ShardMeta>,
+    ) -> Result<Vec<ShardMeta>> {
+        let at = self.store.loc.store.uri(&self.store.layout.step_dir(step));
+        let mut by_rank: BTreeMap<u32, ShardMeta> = BTreeMap::new();
+        for s in shards {
+            if s.world_size != self.world_size || s.rank >= self.world_size {
+                return Err(Error::invalid(format!(
+                    "cannot finalize {at}: shard of rank {} was written for world_size {}, expected {}",
+                    s.rank, s.world_size, self.world_size
+                )));
+            }
+            if s.step != step || s.generation != generation {
+                return Err(Error::invalid(format!(
+                    "cannot finalize {at}: shard of rank {} belongs to step {} (generation {}), not step {step} (generation {generation})",
+                    s.rank, s.step, s.generation
+                )));
+            }
+            if by_rank.insert(s.rank, s).is_some() {
+                return Err(Error::invalid(format!(
+                    "cannot finalize {at}: two shards for the same rank"
+                )));
+            }
+        }
+        let missing: Vec<String> = (0..self.world_size)
+            .filter(|r| !by_rank.contains_key(r))
+            .map(|r| r.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::NotFound {
+                uri: format!(
+                    "{at} (cannot finalize step {step}: missing shard for rank(s) {} of world_size {})",
+                    missing.join(", "),
+                    self.world_size
+                ),
+            });
+        }
+        let dir = self.store.layout.step_dir(step);
+        for s in by_rank.values() {
+            let key = join_key(&dir, &s.key);
+            let meta = self.store.loc.store.head(&key).await?;
+            if meta.size != s.stored_size {
+                return Err(Error::corrupt(
+                    self.store.loc.store.uri(&key),
+                    format!(
+                        "shard of rank {} has {} stored bytes, its record says {}",
+                        s.rank, meta.size, s.stored_size
+                    ),
+                ));
+            }
+        }
+        Ok(by_rank.into_values().collect())
+    }
+
+    /// After an overwrite committed, drop the replaced generation's objects.
+    async fn remove_replaced(&self, step: u64, old: &Manifest, new: &Manifest) -> Result<()> {
+        let dir = self.store.layout.step_dir(step);
+        for s in &old.shards {
+            if new.shards.iter().any(|n| n.key == s.key) {
+                continue;
+            }
+            match self.store.loc.store.delete(&join_key(&dir, &s.key)).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    return Err(Error::backend(
+                        self.store.loc.store.uri(&dir),
+                        format!(
+                        "step {step} was committed, but removing the replaced shards failed: {e}"
+                    ),
+                        false,
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A rank's object being written. Dropping it without `finish` leaves
+/// nothing visible.
+pub struct ShardStream {
+    writer: EncodingWriter,
+    store: CheckpointStore,
+    record: ShardMeta,
+}
+
+impl ShardStream {
+    pub async fn write(&mut self, buf: Bytes) -> Result<()> {
+        self.writer.write(buf).await
+    }
+
+    pub async fn write_slice(&mut self, buf: &[u8]) -> Result<()> {
+        self.writer.write_slice(buf).await
+    }
+
+    /// Make the object visible and store this rank's record for finalize.
+    pub async fn finish(self) -> Result<ShardMeta> {
+        let encoded = self.writer.finish().await?;
+        let mut record = self.record;
+        record.size = encoded.logical_size;
+        record.stored_size = encoded.stored_size;
+        record.crc32c = encoded.crc32c;
+        let key = self
+            .store
+            .layout
+            .shard_record(record.step, record.rank, record.world_size);
+        let body = serde_json::to_vec(&record)
+            .map_err(|e| Error::invalid(format!("shard record: {e}")))?;
+        self.store
+            .loc
+            .store
+            .put(&key, Bytes::from(body), &Default::default())
+            .await?;
+        Ok(record)
+    }
+
+    pub async fn abort(self) -> Result<()> {
+        self.writer.abort().await
+    }
+}
