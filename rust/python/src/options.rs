@@ -1,0 +1,65 @@
+//! Keyword arguments shared by every entry point.
+
+use std::collections::HashMap;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use s3dlio_core::codec::{check_level, EncodeOptions};
+use s3dlio_core::object::WriteOptions;
+use s3dlio_core::store::{PutOptions, StoreOptions};
+
+use crate::errors::IntoPyResult;
+
+/// `storage_options={...}` as the core's store options.
+pub fn store_options(opts: Option<HashMap<String, String>>) -> PyResult<StoreOptions> {
+    let mut out = StoreOptions::default();
+    for (k, v) in opts.unwrap_or_default() {
+        match k.as_str() {
+            "direct_fallback" => out.direct_fallback = parse_bool(&k, &v)?,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown storage option '{other}' (known: direct_fallback)"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_bool(key: &str, v: &str) -> PyResult<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(PyValueError::new_err(format!(
+            "storage option {key} must be true or false, got '{v}'"
+        ))),
+    }
+}
+
+/// Write options from the Python keywords; validates the level.
+pub fn write_options(
+    compression_level: Option<i32>,
+    part_size: Option<usize>,
+    fsync: bool,
+) -> PyResult<WriteOptions> {
+    if let Some(level) = compression_level {
+        check_level(level).py()?;
+    }
+    let mut put = PutOptions {
+        fsync,
+        ..Default::default()
+    };
+    if let Some(p) = part_size {
+        if p == 0 {
+            return Err(PyValueError::new_err("part size must be positive"));
+        }
+        put.part_size = p;
+    }
+    Ok(WriteOptions {
+        encode: EncodeOptions {
+            level: compression_level,
+            ..Default::default()
+        },
+        put,
+    })
+}
