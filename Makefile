@@ -1,0 +1,47 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# Heavy downloads live in a per-user cache outside the clone (pip wheels,
+# later the S3/Azure test servers), so a fresh clone sets up quickly.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CACHE ?= $(HOME)/.cache/s3dlio
+export PIP_CACHE_DIR := $(CACHE)/pip
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+RUST_SOURCES := Cargo.toml Cargo.lock pyproject.toml $(shell find rust -name '*.rs' -o -name Cargo.toml)
+
+.PHONY: demo test test-rust test-python lint bench clean
+
+demo: $(VENV)/.built
+	$(BIN)/python examples/demo.py
+
+test: $(VENV)/.built test-rust test-python
+
+# cargo test shares the release build of the core with `maturin develop`.
+test-rust: $(VENV)/.built
+	cargo test --release --locked -p s3dlio-core -p s3dlio-cli
+
+test-python: $(VENV)/.built
+	$(BIN)/python -m pytest -q tests
+
+lint: $(VENV)/.built
+	cargo fmt --all --check
+	cargo clippy --release --locked --all-targets -- -D warnings
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+# Rebuilt only when Rust sources or the packaging change; Python sources are
+# linked into the venv by `maturin develop`, so edits need no rebuild.
+$(VENV)/.built: $(VENV)/.installed $(RUST_SOURCES)
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin develop --release --locked -q
+	touch $@
+
+clean:
+	rm -rf $(VENV) target

@@ -1,0 +1,54 @@
+"""Shared fixtures: scratch locations on the work disk (O_DIRECT needs a real
+filesystem, not tmpfs) and helpers to corrupt stored bytes."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "s3dlio._cli"]
+
+
+def is_tmpfs(path: pathlib.Path) -> bool:
+    best, fstype = "", ""
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            _, mnt, typ = line.split()[:3]
+            if str(path).startswith(mnt) and len(mnt) > len(best):
+                best, fstype = mnt, typ
+    return fstype == "tmpfs"
+
+
+@pytest.fixture
+def scratch(tmp_path: pathlib.Path) -> pathlib.Path:
+    if is_tmpfs(tmp_path):
+        base = ROOT / "target" / "pytest-scratch"
+        base.mkdir(parents=True, exist_ok=True)
+        import tempfile
+
+        return pathlib.Path(tempfile.mkdtemp(dir=base))
+    return tmp_path
+
+
+@pytest.fixture(params=["file", "direct"])
+def local_uri(request: pytest.FixtureRequest, scratch: pathlib.Path) -> str:
+    """A base URI on each local backend."""
+    return f"{request.param}://{scratch}"
+
+
+def flip_byte(path: pathlib.Path, offset: int) -> None:
+    """Invert one stored byte in place, as bit rot would."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=os.environ.copy())
