@@ -10,20 +10,32 @@ CACHE ?= $(HOME)/.cache/s3dlio
 export PIP_CACHE_DIR := $(CACHE)/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
+# Test servers, built or downloaded once per user and version, outside the clone.
+TOOLS := $(CACHE)/tools
+S3S_FS_VERSION := 0.14.1
+S3S_FS := $(TOOLS)/s3s-fs-$(S3S_FS_VERSION)/bin/s3s-fs
+AZURITE_VERSION := 3.37.0
+AZURITE := $(TOOLS)/azurite-$(AZURITE_VERSION)/node_modules/.bin/azurite-blob
+# Test fixtures find the servers through these.
+export S3DLIO_S3S_FS := $(S3S_FS)
+export S3DLIO_AZURITE := $(AZURITE)
+
 RUST_SOURCES := Cargo.toml Cargo.lock pyproject.toml $(shell find rust -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: demo test test-rust test-python lint bench clean
+.PHONY: demo test test-rust test-python tools lint bench clean
 
 demo: $(VENV)/.built
 	$(BIN)/python examples/demo.py
 
-test: $(VENV)/.built test-rust test-python
+test: $(VENV)/.built tools test-rust test-python
+
+tools:
 
 # cargo test shares the release build of the core with `maturin develop`.
-test-rust: $(VENV)/.built
+test-rust: $(VENV)/.built tools
 	cargo test --release --locked -p s3dlio-core -p s3dlio-cli
 
-test-python: $(VENV)/.built
+test-python: $(VENV)/.built tools
 	$(BIN)/python -m pytest -q tests
 
 lint: $(VENV)/.built

@@ -41,6 +41,29 @@ def local_uri(request: pytest.FixtureRequest, scratch: pathlib.Path) -> str:
     return f"{request.param}://{scratch}"
 
 
+# Every backend a test can run on. A remote backend adds itself here and
+# provides a fixture `<name>_base` returning a fresh, empty base URI (its
+# server's endpoint and credentials go into os.environ, so child processes
+# inherit them).
+BACKENDS = ["file", "direct"]
+
+
+@pytest.fixture
+def file_base(scratch: pathlib.Path) -> str:
+    return f"file://{scratch}"
+
+
+@pytest.fixture
+def direct_base(scratch: pathlib.Path) -> str:
+    return f"direct://{scratch}"
+
+
+@pytest.fixture(params=BACKENDS)
+def base_uri(request: pytest.FixtureRequest) -> str:
+    """A fresh base URI on every backend."""
+    return request.getfixturevalue(f"{request.param}_base")
+
+
 def flip_byte(path: pathlib.Path, offset: int) -> None:
     """Invert one stored byte in place, as bit rot would."""
     with open(path, "r+b") as f:
