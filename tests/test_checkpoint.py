@@ -20,9 +20,7 @@ def weights(n: int, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("level", [None, 1, 9])
 @pytest.mark.parametrize("strategy", ["flat", "hashed"])
 def test_save_load_list_delete(local_uri: str, level: int | None, strategy: str) -> None:
-    store = s3dlio.PyCheckpointStore(
-        f"{local_uri}/run", strategy=strategy, compression_level=level
-    )
+    store = s3dlio.PyCheckpointStore(f"{local_uri}/run", strategy=strategy, compression_level=level)
     assert store.load_latest() is None
     data = {step: weights(100_000, step) for step in (10, 20, 30)}
     for step, arr in data.items():
