@@ -343,3 +343,43 @@ for_each_backend!(compressed_objects_roundtrip_and_seek, |b| {
         }
     }
 });
+
+for_each_backend!(list_dir_shows_one_level, |b| {
+    for name in ["a/1", "a/2", "a/sub/3", "ab", "b"] {
+        b.store
+            .put(
+                &key(b, name),
+                Bytes::from_static(b"x"),
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let rel = |k: &str| k[b.prefix.len() + 1..].to_string();
+    let top = b.store.list_dir(&format!("{}/", b.prefix)).await.unwrap();
+    assert_eq!(
+        top.prefixes.iter().map(|p| rel(p)).collect::<Vec<_>>(),
+        ["a/"],
+        "{}",
+        b.name
+    );
+    assert_eq!(
+        top.objects.iter().map(|m| rel(&m.key)).collect::<Vec<_>>(),
+        ["ab", "b"],
+        "{}",
+        b.name
+    );
+    let a = b.store.list_dir(&key(b, "a/")).await.unwrap();
+    assert_eq!(
+        a.prefixes.iter().map(|p| rel(p)).collect::<Vec<_>>(),
+        ["a/sub/"],
+        "{}",
+        b.name
+    );
+    assert_eq!(
+        a.objects.iter().map(|m| rel(&m.key)).collect::<Vec<_>>(),
+        ["a/1", "a/2"],
+        "{}",
+        b.name
+    );
+});

@@ -1,7 +1,6 @@
 //! `s3dlio ls`: like `aws s3 ls`, sub-prefixes first as `PRE name/`, then
 //! objects with their stored size and modification time.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use s3dlio_core::store::ObjectMeta;
@@ -15,8 +14,7 @@ use crate::format;
 use crate::target::Target;
 use crate::ui;
 
-/// Marks the local store's temp files (`name.tmp-<random>`).
-const TEMP_MARKER: &str = ".tmp-";
+use s3dlio_core::store::local::TEMP_MARKER;
 
 /// What a listing found, relative to `base` (the prefix up to its last `/`).
 struct Listing {
@@ -65,37 +63,23 @@ async fn list(target: &Target, recursive: bool) -> CliResult<Listing> {
         Some(_) => target.dir_prefix(),
         None => key.clone(),
     };
-    let all = store.list(&prefix).await?;
-    if all.is_empty() && !key.is_empty() && target.local.is_none() {
+    let base = parent_prefix(&prefix);
+    let (prefixes, objects) = if recursive {
+        (Vec::new(), store.list(&prefix).await?)
+    } else {
+        let dir = store.list_dir(&prefix).await?;
+        (dir.prefixes, dir.objects)
+    };
+    if prefixes.is_empty() && objects.is_empty() && !key.is_empty() && target.local.is_none() {
         return Err(Error::NotFound {
             uri: format!("{} (no objects under this prefix)", target.uri()),
         }
         .into());
     }
-    let base = parent_prefix(&prefix);
-    if recursive {
-        return Ok(Listing {
-            prefix,
-            base,
-            prefixes: Vec::new(),
-            objects: all,
-        });
-    }
-    let mut prefixes = BTreeSet::new();
-    let mut objects = Vec::new();
-    for meta in all {
-        let rest = &meta.key[prefix.len().min(meta.key.len())..];
-        match rest.find('/') {
-            Some(i) => {
-                prefixes.insert(format!("{prefix}{}", &rest[..=i]));
-            }
-            None => objects.push(meta),
-        }
-    }
     Ok(Listing {
         prefix,
         base,
-        prefixes: prefixes.into_iter().collect(),
+        prefixes,
         objects,
     })
 }

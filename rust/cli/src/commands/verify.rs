@@ -25,6 +25,8 @@ struct ShardReport {
     uri: String,
     size: u64,
     error: Option<String>,
+    /// The error is bad stored data rather than a failed read.
+    damaged: bool,
 }
 
 pub async fn run(ctx: &Ctx, args: VerifyArgs) -> CliResult<i32> {
@@ -78,6 +80,7 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> CliResult<i32> {
                                 uri: c.uri,
                                 size: c.size,
                                 error: c.error,
+                                damaged: c.damaged,
                             })
                             .collect(),
                     },
@@ -101,18 +104,16 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> CliResult<i32> {
     bar.finish_and_clear();
 
     let checked: usize = reports.iter().map(|r| r.shards.len()).sum();
-    let failed_shards = reports
-        .iter()
-        .flat_map(|r| &r.shards)
-        .filter(|s| s.error.is_some())
-        .count();
+    let shards = || reports.iter().flat_map(|r| &r.shards);
+    let failed_shards = shards().filter(|s| s.error.is_some()).count();
     let step_errors: Vec<&Error> = reports.iter().filter_map(|r| r.error.as_ref()).collect();
-    // Every shard failure counts as damage: the core reports shard errors
-    // as text, so a missing shard and a bad CRC look alike from here.
-    let damaged = failed_shards > 0 || step_errors.iter().any(|e| exit_code(e) == EXIT_INTEGRITY);
+    // Bad bytes exit 1; a shard that could not be read (access, network)
+    // is a failure to verify, not proof of damage, and exits 2.
+    let damaged =
+        shards().any(|s| s.damaged) || step_errors.iter().any(|e| exit_code(e) == EXIT_INTEGRITY);
     let code = if damaged {
         EXIT_INTEGRITY
-    } else if !step_errors.is_empty() {
+    } else if failed_shards > 0 || !step_errors.is_empty() {
         EXIT_FAILURE
     } else {
         EXIT_OK

@@ -29,6 +29,9 @@ pub struct ShardCheck {
     pub uri: String,
     pub size: u64,
     pub error: Option<String>,
+    /// The failure is bad stored data (CRC mismatch, undecodable), not an
+    /// access or network problem.
+    pub damaged: bool,
 }
 
 impl CheckpointReader {
@@ -99,15 +102,19 @@ impl CheckpointReader {
                 .loc
                 .store
                 .uri(&join_key(&self.store.layout.step_dir(step), &s.key));
-            let error = match self.verify_shard(&manifest, s.rank).await {
-                Ok(()) => None,
-                Err(e) => Some(e.to_string()),
+            let (error, damaged) = match self.verify_shard(&manifest, s.rank).await {
+                Ok(()) => (None, false),
+                Err(e) => {
+                    let damaged = matches!(e, Error::Integrity { .. } | Error::Corrupt { .. });
+                    (Some(e.to_string()), damaged)
+                }
             };
             out.push(ShardCheck {
                 rank: s.rank,
                 uri,
                 size: s.size,
                 error,
+                damaged,
             });
         }
         Ok(out)

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use super::{check_range, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
 use crate::error::{Error, Result};
 
-/// Marks our temp files; `list` skips them.
-pub(crate) const TEMP_MARKER: &str = ".tmp-";
+/// Marks our temp files (`name.tmp-<random>`); `list` skips them.
+pub const TEMP_MARKER: &str = ".tmp-";
 
 #[derive(Debug, Default, Clone)]
 pub struct LocalStore;

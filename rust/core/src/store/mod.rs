@@ -95,6 +95,36 @@ pub trait ObjectStore: Send + Sync + Debug {
     async fn delete(&self, key: &str) -> Result<()>;
     /// Create `key` only if it does not exist; `false` when it already did.
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool>;
+
+    /// One level under `prefix`, like `aws s3 ls`: the objects directly
+    /// under it and the sub-prefixes (ending in `/`) that hold more.
+    /// Backends with a delimiter listing override this to avoid walking
+    /// the whole subtree.
+    async fn list_dir(&self, prefix: &str) -> Result<DirListing> {
+        let mut out = DirListing::default();
+        for meta in self.list(prefix).await? {
+            let rest = &meta.key[prefix.len().min(meta.key.len())..];
+            match rest.find('/') {
+                Some(i) => {
+                    let sub = format!("{prefix}{}", &rest[..=i]);
+                    if out.prefixes.last() != Some(&sub) {
+                        out.prefixes.push(sub);
+                    }
+                }
+                None => out.objects.push(meta),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What `list_dir` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirListing {
+    /// Sub-prefixes, each ending in `/`, sorted.
+    pub prefixes: Vec<String>,
+    /// Objects directly under the prefix, sorted by key.
+    pub objects: Vec<ObjectMeta>,
 }
 
 /// Settings a caller may pass next to the URI (`storage_options`).
