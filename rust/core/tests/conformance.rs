@@ -70,6 +70,20 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// The keys the listing tests look at.
+async fn put_tree(b: &Backend) {
+    for name in ["a/1", "a/2", "a/sub/3", "ab", "b"] {
+        b.store
+            .put(
+                &key(b, name),
+                Bytes::from_static(b"x"),
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 macro_rules! for_each_backend {
     ($name:ident, |$b:ident| $body:block) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,16 +180,7 @@ for_each_backend!(missing_objects_are_not_found, |b| {
 });
 
 for_each_backend!(list_is_sorted_recursive_and_prefix_based, |b| {
-    for name in ["a/1", "a/2", "a/sub/3", "ab", "b"] {
-        b.store
-            .put(
-                &key(b, name),
-                Bytes::from_static(b"x"),
-                &PutOptions::default(),
-            )
-            .await
-            .unwrap();
-    }
+    put_tree(b).await;
     let keys = |v: Vec<s3dlio_core::store::ObjectMeta>| -> Vec<String> {
         v.into_iter()
             .map(|m| m.key[b.prefix.len() + 1..].to_string())
@@ -345,16 +350,7 @@ for_each_backend!(compressed_objects_roundtrip_and_seek, |b| {
 });
 
 for_each_backend!(list_dir_shows_one_level, |b| {
-    for name in ["a/1", "a/2", "a/sub/3", "ab", "b"] {
-        b.store
-            .put(
-                &key(b, name),
-                Bytes::from_static(b"x"),
-                &PutOptions::default(),
-            )
-            .await
-            .unwrap();
-    }
+    put_tree(b).await;
     let rel = |k: &str| k[b.prefix.len() + 1..].to_string();
     let top = b.store.list_dir(&format!("{}/", b.prefix)).await.unwrap();
     assert_eq!(

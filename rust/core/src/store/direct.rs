@@ -28,8 +28,8 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::local::{
-    blocking, check_file_key, delete_file, file_uri, head_file, key_path, list_files, meta_from_fs,
-    sync_parent, temp_path,
+    blocking, check_file_key, delete_async, file_uri, head_async, key_path, list_async,
+    meta_from_fs, sync_parent, temp_path,
 };
 use super::{check_range, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
 use crate::error::{Error, Result};
@@ -751,21 +751,15 @@ impl ObjectStore for DirectStore {
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        let uri = self.uri(key);
-        let key = key.to_string();
-        blocking(&uri.clone(), move || head_file(&uri, &key)).await
+        head_async(self.uri(key), key).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let uri = self.uri(prefix);
-        let prefix = prefix.to_string();
-        blocking(&uri.clone(), move || list_files(&uri, &prefix)).await
+        list_async(self.uri(prefix), prefix).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        let uri = self.uri(key);
-        let key = key.to_string();
-        blocking(&uri.clone(), move || delete_file(&uri, &key)).await
+        delete_async(self.uri(key), key).await
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {

@@ -162,6 +162,23 @@ pub(crate) fn delete_file(uri: &str, key: &str) -> Result<()> {
     fs::remove_file(key_path(key)).map_err(|e| Error::from_io(uri, e))
 }
 
+/// `head`, `list` and `delete` are the same for every local backend: the
+/// metadata calls do not care how the data was written.
+pub(crate) async fn head_async(uri: String, key: &str) -> Result<ObjectMeta> {
+    let key = key.to_string();
+    blocking(&uri.clone(), move || head_file(&uri, &key)).await
+}
+
+pub(crate) async fn list_async(uri: String, prefix: &str) -> Result<Vec<ObjectMeta>> {
+    let prefix = prefix.to_string();
+    blocking(&uri.clone(), move || list_files(&uri, &prefix)).await
+}
+
+pub(crate) async fn delete_async(uri: String, key: &str) -> Result<()> {
+    let key = key.to_string();
+    blocking(&uri.clone(), move || delete_file(&uri, &key)).await
+}
+
 /// Run blocking file work off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(
     uri: &str,
@@ -239,21 +256,15 @@ impl ObjectStore for LocalStore {
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        let uri = self.uri(key);
-        let key = key.to_string();
-        blocking(&uri.clone(), move || head_file(&uri, &key)).await
+        head_async(self.uri(key), key).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let uri = self.uri(prefix);
-        let prefix = prefix.to_string();
-        blocking(&uri.clone(), move || list_files(&uri, &prefix)).await
+        list_async(self.uri(prefix), prefix).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        let uri = self.uri(key);
-        let key = key.to_string();
-        blocking(&uri.clone(), move || delete_file(&uri, &key)).await
+        delete_async(self.uri(key), key).await
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
