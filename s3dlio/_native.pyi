@@ -173,3 +173,48 @@ class PyValidatedCheckpointReader:
     def read_shard_array(self, step: int, rank: int, dtype: npt.DTypeLike = None) -> np.ndarray: ...
     def read_shard(self, step: int, rank: int) -> bytes: ...
     def verify(self, step: int) -> list[dict[str, Any]]: ...
+
+class PackWriter:
+    """Many items streamed into one object (one zstd frame per item when
+    compressing); `write_item` returns `(offset, length, size, crc32c)`."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        compression_level: int | None = None,
+        zstd_workers: int = 0,
+        checksum: bool = True,
+        part_size: int | None = None,
+        fsync: bool = False,
+        storage_options: StorageOptions | None = None,
+    ) -> None: ...
+    @property
+    def uri(self) -> str: ...
+    def write_item(self, segments: list[Buffer]) -> tuple[int, int, int, int | None]: ...
+    def close(self) -> int: ...
+    def abort(self) -> None: ...
+    def __enter__(self) -> PackWriter: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        _exc: BaseException | None = None,
+        _tb: TracebackType | None = None,
+    ) -> bool: ...
+
+def read_items(
+    base_uri: str,
+    items: list[tuple[str, int, int, bool, int | None, str, list[Buffer | int]]],
+    thread_count: int = 8,
+    part_size: int | None = None,
+    storage_options: StorageOptions | None = None,
+) -> None: ...
+def put_object(
+    uri: str,
+    data: Buffer,
+    *,
+    exclusive: bool = False,
+    fsync: bool = False,
+    storage_options: StorageOptions | None = None,
+) -> bool: ...
+def resolve_uri(uri: str, storage_options: StorageOptions | None = None) -> str: ...

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod codec;
 pub mod error;
 pub mod object;
+pub mod pack;
 pub mod runtime;
 pub mod store;
 pub mod uri;

@@ -145,6 +145,49 @@ for_each_backend!(ranges_are_exact_and_clipped, |b| {
     assert!(matches!(err, Error::InvalidInput(_)), "{}: {err}", b.name);
 });
 
+for_each_backend!(read_into_scatters_exact_ranges, |b| {
+    let k = key(b, "scattered");
+    let data = pattern(300_000, 5);
+    b.store
+        .put(&k, Bytes::from(data.clone()), &PutOptions::default())
+        .await
+        .unwrap();
+    // Buffers of odd sizes (an empty one among them) filled in order.
+    for (offset, sizes) in [
+        (0u64, vec![1usize, 4095, 0, 4097, 70_000]),
+        (4093, vec![3, 200_000]),
+        (299_999, vec![1]),
+        (123, vec![]),
+    ] {
+        let mut owned: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![0u8; n]).collect();
+        let mut bufs: Vec<&mut [u8]> = owned.iter_mut().map(|v| v.as_mut_slice()).collect();
+        b.store.read_into(&k, offset, &mut bufs).await.unwrap();
+        let got: Vec<u8> = owned.concat();
+        let start = offset as usize;
+        assert_eq!(
+            &got[..],
+            &data[start..start + got.len()],
+            "{}: read_into at {offset}",
+            b.name
+        );
+    }
+    // Past the end: an error, never a short fill.
+    let mut tail = vec![0u8; 10];
+    let err = b
+        .store
+        .read_into(&k, 299_995, &mut [tail.as_mut_slice()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{}: {err}", b.name);
+    let mut one = vec![0u8; 1];
+    let err = b
+        .store
+        .read_into(&key(b, "nope"), 0, &mut [one.as_mut_slice()])
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{}: {err}", b.name);
+});
+
 for_each_backend!(missing_objects_are_not_found, |b| {
     let k = key(b, "nope");
     assert!(

@@ -9,6 +9,7 @@ mod errors;
 mod json;
 mod objects;
 mod options;
+mod pack;
 mod runtime;
 mod shard_file;
 mod validated;
@@ -39,6 +40,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(objects::download, m)?)?;
     m.add_function(wrap_pyfunction!(objects::open_writer, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add_function(wrap_pyfunction!(pack::read_items, m)?)?;
+    m.add_function(wrap_pyfunction!(pack::put_object, m)?)?;
+    m.add_function(wrap_pyfunction!(pack::resolve_uri, m)?)?;
+    m.add_class::<pack::PackWriter>()?;
     m.add_class::<checkpoint::PyCheckpointStore>()?;
     m.add_class::<checkpoint::PyCheckpointWriter>()?;
     m.add_class::<checkpoint::PyShardStream>()?;

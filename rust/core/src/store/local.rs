@@ -189,6 +189,82 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::backend(uri, format!("I/O task failed: {e}"), false))?
 }
 
+/// Run blocking work that borrows the caller's memory (so it cannot move to
+/// `spawn_blocking`): via `block_in_place` on a multi-threaded runtime's
+/// worker, inline elsewhere (a plain thread inside `block_on`, or the
+/// current-thread runtime of a test).
+pub(crate) fn in_place<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Most iovecs one `preadv` call takes (Linux's IOV_MAX).
+const MAX_IOVECS: usize = 1024;
+
+/// Fill `bufs` in order from `offset` with as few `preadv` calls as the
+/// kernel allows: the bytes land in the caller's memory with no copy.
+pub(crate) fn preadv_exact(
+    uri: &str,
+    file: &File,
+    offset: u64,
+    bufs: &mut [&mut [u8]],
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+    let (mut index, mut within, mut done) = (0usize, 0usize, 0u64);
+    while index < bufs.len() {
+        if within == bufs[index].len() {
+            index += 1;
+            within = 0;
+            continue;
+        }
+        let mut iov: Vec<libc::iovec> = Vec::with_capacity(MAX_IOVECS.min(bufs.len() - index));
+        for (k, buf) in bufs[index..].iter_mut().enumerate().take(MAX_IOVECS) {
+            let skip = if k == 0 { within } else { 0 };
+            iov.push(libc::iovec {
+                iov_base: buf[skip..].as_mut_ptr().cast(),
+                iov_len: buf.len() - skip,
+            });
+        }
+        let at = libc::off_t::try_from(offset + done)
+            .map_err(|_| Error::invalid(format!("{uri}: offset {} is too large", offset + done)))?;
+        // SAFETY: every iovec points into a live, exclusively borrowed buffer
+        // of the stated length.
+        let n = unsafe { libc::preadv(file.as_raw_fd(), iov.as_ptr(), iov.len() as i32, at) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::from_io(uri, err));
+        }
+        if n == 0 {
+            return Err(Error::invalid(format!(
+                "{uri}: wanted bytes {offset}..{} but the object ends at {}",
+                offset + total,
+                offset + done
+            )));
+        }
+        let mut n = n as usize;
+        done += n as u64;
+        while n > 0 {
+            let left = bufs[index].len() - within;
+            if n < left {
+                within += n;
+                n = 0;
+            } else {
+                n -= left;
+                index += 1;
+                within = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ObjectStore for LocalStore {
     fn uri(&self, key: &str) -> String {
@@ -253,6 +329,15 @@ impl ObjectStore for LocalStore {
                 .map_err(|e| Error::from_io(&uri, e))
         })
         .await
+    }
+
+    async fn read_into(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
+        let uri = self.uri(key);
+        let path = key_path(key);
+        in_place(|| {
+            let file = File::open(&path).map_err(|e| Error::from_io(&uri, e))?;
+            preadv_exact(&uri, &file, offset, bufs)
+        })
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {

@@ -88,6 +88,18 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// a start past the end is `InvalidInput`.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
     async fn get(&self, key: &str) -> Result<Bytes>;
+    /// Fill `bufs`, in order, with the bytes of `key` from `offset` on: a
+    /// scattered ranged read of exactly their total length (an object that
+    /// ends sooner is `InvalidInput`). Backends that can read straight into
+    /// caller memory override this; the default is one `get_range` copied out.
+    async fn read_into(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        if total == 0 {
+            return Ok(());
+        }
+        let data = self.get_range(key, offset..offset + total).await?;
+        scatter(&self.uri(key), &data, offset, bufs)
+    }
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
     /// Every object whose key starts with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
@@ -200,6 +212,26 @@ pub(crate) fn slice_range(uri: &str, data: &Bytes, range: Range<u64>) -> Result<
     let len = data.len() as u64;
     check_range(uri, &range, len)?;
     Ok(data.slice(range.start as usize..range.end.min(len) as usize))
+}
+
+/// Copy `data`, read from `offset`, into `bufs` in order; a short `data`
+/// means the object ended before the buffers were full.
+pub(crate) fn scatter(uri: &str, data: &[u8], offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    if data.len() != total {
+        return Err(Error::invalid(format!(
+            "{uri}: wanted bytes {offset}..{} but the object ends at {}",
+            offset + total as u64,
+            offset + data.len() as u64
+        )));
+    }
+    let mut rest = data;
+    for buf in bufs.iter_mut() {
+        let (head, tail) = rest.split_at(buf.len());
+        buf.copy_from_slice(head);
+        rest = tail;
+    }
+    Ok(())
 }
 
 /// `range` must be well-formed and start inside (or at the end of) the object.

@@ -1,0 +1,334 @@
+//! Packed objects for the framework adapters (PyTorch DCP): a streaming
+//! item writer that takes buffers without copying them, a parallel item
+//! reader that fills caller buffers, and the small object operations a
+//! commit needs.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, TryLockError};
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyInt, PyList, PyTuple};
+use s3dlio_core::pack::{self, ItemRead, PackOptions, ReadOptions, Target};
+use s3dlio_core::store::{join_key, Location, PutOptions};
+
+use crate::buffer::BorrowedBuffer;
+use crate::errors::IntoPyResult;
+use crate::objects::locate;
+use crate::options::write_options;
+use crate::runtime::run;
+
+/// A buffer export that may travel to I/O threads inside `Bytes`.
+struct SharedBuffer(BorrowedBuffer);
+
+// SAFETY: the export pins the exporter's memory until it is released, and
+// `BorrowedBuffer` releases it with the GIL held, from whichever thread
+// drops it last.
+unsafe impl Send for SharedBuffer {}
+
+impl AsRef<[u8]> for SharedBuffer {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+/// Writes items back to back into one object: `write_item` per item, then
+/// `close()` publishes the object; `abort()` (or an exception inside a
+/// `with` block) publishes nothing.
+#[pyclass(frozen, module = "s3dlio._native")]
+pub struct PackWriter {
+    uri: String,
+    inner: Mutex<Option<pack::PackWriter>>,
+}
+
+impl PackWriter {
+    fn lock(&self) -> PyResult<MutexGuard<'_, Option<pack::PackWriter>>> {
+        match self.inner.try_lock() {
+            Ok(g) => Ok(g),
+            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+            Err(TryLockError::WouldBlock) => Err(PyRuntimeError::new_err(
+                "pack writer is in use by another thread",
+            )),
+        }
+    }
+
+    fn closed(&self) -> PyErr {
+        PyValueError::new_err(format!("{}: pack writer is closed", self.uri))
+    }
+}
+
+#[pymethods]
+impl PackWriter {
+    #[new]
+    #[pyo3(signature = (uri, *, compression_level=None, zstd_workers=0, checksum=true, part_size=None, fsync=false, storage_options=None))]
+    // The keyword arguments are the public Python signature.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        uri: &str,
+        compression_level: Option<i32>,
+        zstd_workers: u32,
+        checksum: bool,
+        part_size: Option<usize>,
+        fsync: bool,
+        storage_options: Option<HashMap<String, String>>,
+    ) -> PyResult<Self> {
+        let write = write_options(compression_level, part_size, fsync)?;
+        let loc = locate(uri, storage_options)?;
+        let opts = PackOptions {
+            level: compression_level,
+            zstd_workers,
+            checksum,
+            piece_size: write.put.part_size,
+            put: write.put,
+        };
+        let writer = run(py, pack::PackWriter::open(&loc.store, &loc.key, opts))?;
+        Ok(PackWriter {
+            uri: loc.uri(),
+            inner: Mutex::new(Some(writer)),
+        })
+    }
+
+    #[getter]
+    fn uri(&self) -> String {
+        self.uri.clone()
+    }
+
+    /// Append one item made of `segments` (any buffers, written from their
+    /// memory without a copy). Returns `(offset, length, size, crc32c)`:
+    /// the stored byte range, the logical size and the CRC32C of the
+    /// logical bytes (None when checksums are off).
+    fn write_item(
+        &self,
+        py: Python<'_>,
+        segments: &Bound<'_, PyList>,
+    ) -> PyResult<(u64, u64, u64, Option<u32>)> {
+        let bytes = segments
+            .iter()
+            .map(|seg| {
+                Ok(Bytes::from_owner(SharedBuffer(BorrowedBuffer::readable(
+                    &seg,
+                )?)))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let mut guard = self.lock()?;
+        let writer = guard.as_mut().ok_or_else(|| self.closed())?;
+        let placed = run(py, writer.write_item(bytes))?;
+        Ok((placed.offset, placed.length, placed.size, placed.crc32c))
+    }
+
+    /// Publish the object; returns its stored size.
+    fn close(&self, py: Python<'_>) -> PyResult<u64> {
+        let writer = self.lock()?.take().ok_or_else(|| self.closed())?;
+        Ok(run(py, writer.finish())?.size)
+    }
+
+    /// Drop what was written; nothing becomes visible.
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(writer) = self.lock()?.take() {
+            run(py, writer.abort())?;
+        }
+        Ok(())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (exc_type=None, _exc=None, _tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        if exc_type.is_some_and(|t| !t.is_none()) {
+            self.abort(py)?;
+        } else if self.lock()?.is_some() {
+            self.close(py)?;
+        }
+        Ok(false)
+    }
+}
+
+/// `name` under `base`, refusing names that would leave it.
+fn child_key(base: &Location, name: &str) -> PyResult<String> {
+    let bad = name.is_empty()
+        || name.starts_with('/')
+        || name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(PyValueError::new_err(format!(
+            "{}: item file name {name:?} is not a plain relative path",
+            base.uri()
+        )));
+    }
+    Ok(join_key(&base.key, name))
+}
+
+/// One `(name, offset, length, compressed, crc32c, label, targets)` tuple.
+struct ParsedItem {
+    key: String,
+    offset: u64,
+    length: u64,
+    compressed: bool,
+    crc32c: Option<u32>,
+    label: String,
+    /// Per target: an index into the held buffers, or a byte count to skip.
+    targets: Vec<Result<usize, usize>>,
+}
+
+/// Read items of packed objects under `base_uri` into caller buffers.
+///
+/// `items` holds `(name, offset, length, compressed, crc32c, label,
+/// targets)` tuples: `name` is the object's path relative to `base_uri`,
+/// `offset`/`length` the stored byte range, `compressed` whether it is one
+/// zstd frame, `crc32c` the CRC32C of the logical bytes (None: unchecked),
+/// `label` names the item in errors, and `targets` covers the logical
+/// bytes in order with writable buffers (filled) or ints (bytes to skip).
+#[pyfunction]
+#[pyo3(signature = (base_uri, items, thread_count=8, part_size=None, storage_options=None))]
+pub fn read_items(
+    py: Python<'_>,
+    base_uri: &str,
+    items: &Bound<'_, PyList>,
+    thread_count: usize,
+    part_size: Option<usize>,
+    storage_options: Option<HashMap<String, String>>,
+) -> PyResult<()> {
+    let loc = locate(base_uri, storage_options)?;
+    let mut opts = ReadOptions {
+        threads: thread_count,
+        ..Default::default()
+    };
+    if let Some(p) = part_size {
+        opts.part_size = p;
+    }
+    if opts.threads == 0 || opts.part_size == 0 {
+        return Err(PyValueError::new_err(
+            "thread_count and part_size must be positive",
+        ));
+    }
+    let mut buffers: Vec<BorrowedBuffer> = Vec::new();
+    let mut parsed = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let t = item.cast::<PyTuple>().map_err(|_| {
+            PyValueError::new_err(
+                "each item must be a (name, offset, length, compressed, crc32c, label, targets) tuple",
+            )
+        })?;
+        let (name, offset, length, compressed, crc32c, label, targets): (
+            String,
+            u64,
+            u64,
+            bool,
+            Option<u32>,
+            String,
+            Bound<'_, PyList>,
+        ) = t.extract()?;
+        let mut slots = Vec::with_capacity(targets.len());
+        for target in targets.iter() {
+            if target.is_instance_of::<PyInt>() {
+                slots.push(Err(target.extract::<usize>()?));
+            } else {
+                buffers.push(BorrowedBuffer::writable(&target)?);
+                slots.push(Ok(buffers.len() - 1));
+            }
+        }
+        parsed.push(ParsedItem {
+            key: child_key(&loc, &name)?,
+            offset,
+            length,
+            compressed,
+            crc32c,
+            label,
+            targets: slots,
+        });
+    }
+    check_disjoint(&buffers)?;
+    let mut slices: Vec<Option<&mut [u8]>> =
+        buffers.iter_mut().map(|b| Some(b.as_mut_slice())).collect();
+    let mut reads = Vec::with_capacity(parsed.len());
+    for p in parsed {
+        let mut targets = Vec::with_capacity(p.targets.len());
+        for slot in p.targets {
+            targets.push(match slot {
+                Ok(i) => Target::Into(slices[i].take().unwrap_or_default()),
+                Err(n) => Target::Skip(n),
+            });
+        }
+        reads.push(ItemRead {
+            key: p.key,
+            offset: p.offset,
+            length: p.length,
+            compressed: p.compressed,
+            crc32c: p.crc32c,
+            label: p.label,
+            targets,
+        });
+    }
+    let store = loc.store.clone();
+    py.detach(|| pack::read_items(store, reads, &opts)).py()
+}
+
+/// Refuse target buffers that share memory: they would be filled from two
+/// places at once.
+fn check_disjoint(buffers: &[BorrowedBuffer]) -> PyResult<()> {
+    let mut spans: Vec<(usize, usize)> = buffers
+        .iter()
+        .filter(|b| b.len() > 0)
+        .map(|b| {
+            let start = b.as_slice().as_ptr() as usize;
+            (start, start + b.len())
+        })
+        .collect();
+    spans.sort_unstable();
+    if spans.windows(2).any(|w| w[1].0 < w[0].1) {
+        return Err(PyValueError::new_err(
+            "read targets overlap: each buffer must be distinct memory",
+        ));
+    }
+    Ok(())
+}
+
+/// Store `data` at `uri`. With `exclusive`, only if nothing is there yet
+/// (returns False when something was); `fsync` makes it durable first.
+#[pyfunction]
+#[pyo3(signature = (uri, data, *, exclusive=false, fsync=false, storage_options=None))]
+pub fn put_object(
+    py: Python<'_>,
+    uri: &str,
+    data: &Bound<'_, PyAny>,
+    exclusive: bool,
+    fsync: bool,
+    storage_options: Option<HashMap<String, String>>,
+) -> PyResult<bool> {
+    let loc = locate(uri, storage_options)?;
+    let bytes = Bytes::copy_from_slice(BorrowedBuffer::readable(data)?.as_slice());
+    let (store, key) = (loc.store.clone(), loc.key.clone());
+    run(py, async move {
+        if exclusive {
+            store.put_if_absent(&key, bytes).await
+        } else {
+            let opts = PutOptions {
+                fsync,
+                ..Default::default()
+            };
+            store.put(&key, bytes, &opts).await.map(|_| true)
+        }
+    })
+}
+
+/// The canonical URI of `uri` (plain paths become absolute `file://`);
+/// ValueError for schemes this build cannot open.
+#[pyfunction]
+#[pyo3(signature = (uri, storage_options=None))]
+pub fn resolve_uri(
+    uri: &str,
+    storage_options: Option<HashMap<String, String>>,
+) -> PyResult<String> {
+    Ok(locate(uri, storage_options)?.uri())
+}

@@ -1,0 +1,18 @@
+"""PyTorch Distributed Checkpoint (DCP) on every s3dlio backend.
+
+    import torch.distributed.checkpoint as dcp
+    from s3dlio_torch import S3DlioReader, S3DlioWriter
+
+    dcp.save(state_dict, storage_writer=S3DlioWriter("s3://bucket/run/step-100"))
+    dcp.load(state_dict, storage_reader=S3DlioReader("s3://bucket/run/step-100"))
+
+The checkpoint layout is torch's own (``__<rank>_<n>...distcp`` files plus
+``.metadata``), so torch's ``FileSystemReader`` loads a local checkpoint
+written here, and `S3DlioReader` loads one torch wrote. Every byte goes
+through the Rust core in ``s3dlio._native``.
+"""
+
+from s3dlio_torch._reader import S3DlioReader
+from s3dlio_torch._writer import S3DlioWriter
+
+__all__ = ["S3DlioReader", "S3DlioWriter"]

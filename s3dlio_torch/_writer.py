@@ -1,0 +1,352 @@
+"""`S3DlioWriter`: torch DCP's `StorageWriter` on every s3dlio backend."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+import pickle
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+from torch.distributed.checkpoint.filesystem import _StorageInfo
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteItem, WriteItemType
+from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
+from torch.futures import Future
+
+from s3dlio import _native
+from s3dlio_torch import _framing, _layout
+from s3dlio_torch._layout import FilePrefix, ItemRecord
+
+log = logging.getLogger(__name__)
+
+# torch's own writer records this version in `.metadata`.
+DCP_VERSION = "1.0.0"
+
+
+def _check_positive(name: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+
+
+def _check_level(level: int | None) -> None:
+    if level is None:
+        return
+    if not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= 22:
+        raise ValueError(
+            f"compression level {level!r} is out of range: valid levels are 1-22 "
+            "(or None for no compression)"
+        )
+
+
+def resolve(path: str | os.PathLike, storage_options: dict[str, str] | None) -> str:
+    """The canonical URI of a checkpoint location (ValueError if unusable)."""
+    return _native.resolve_uri(os.fspath(path), storage_options)
+
+
+class S3DlioWriter(StorageWriter):
+    """Writes a DCP checkpoint to ``path`` on any s3dlio backend (a plain
+    local path, ``file://``, ``direct://``, ``s3://``, ``az://``).
+
+    The layout is torch's, so ``FileSystemReader`` loads a local checkpoint
+    written here, compressed or not. Every item gets a CRC32C that
+    `S3DlioReader` checks. ``.metadata`` is written last, by the
+    coordinator, and data files get names no earlier checkpoint uses, so a
+    failed save leaves the previous checkpoint at ``path`` intact.
+
+    Args:
+        path: checkpoint location (a directory or object prefix).
+        compression_level: zstd level 1-22 (each item one zstd frame, which
+            torch's own reader also decodes, with ``zstandard`` installed),
+            or None to store items as they are.
+        byte_grouping: reserved for the byte-grouped float codec. None or
+            False store plain zstd; True is refused until that codec exists.
+        thread_count: data files written in parallel per rank (default:
+            the number of CPUs, at most 8).
+        part_size: bytes handed to the store at once (the multipart part
+            size on object stores).
+        overwrite: replace an existing checkpoint at ``path``; when False
+            (the default) an existing one is refused before anything is
+            written.
+        verify: record a CRC32C per item (checked at load).
+        sync_files: make data and metadata durable (fsync) before the save
+            returns, like torch's ``FileSystemWriter`` (local backends).
+        storage_options: backend settings (credentials, endpoints, ...).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        compression_level: int | None = None,
+        byte_grouping: bool | None = None,
+        thread_count: int | None = None,
+        part_size: int | None = None,
+        overwrite: bool = False,
+        verify: bool = True,
+        sync_files: bool = True,
+        storage_options: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        _check_level(compression_level)
+        if byte_grouping:
+            raise ValueError(
+                "byte_grouping=True needs the byte-grouping codec, not available in this build"
+            )
+        _check_positive("thread_count", thread_count)
+        _check_positive("part_size", part_size)
+        self.storage_options = dict(storage_options) if storage_options else None
+        self.path = resolve(path, self.storage_options)
+        self.compression_level = compression_level
+        self.thread_count = thread_count or min(8, os.cpu_count() or 1)
+        self.part_size = part_size
+        self.overwrite = overwrite
+        self.verify = verify
+        self.sync_files = sync_files
+        self.save_id = str(uuid.uuid4())
+        self.rank: int | None = None
+        self.use_collectives = True
+        self.is_coordinator = False
+
+    # -- StorageWriter ---------------------------------------------------
+
+    def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
+        if checkpoint_id:
+            self.path = resolve(checkpoint_id, self.storage_options)
+        self.save_id = str(uuid.uuid4())
+
+    def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
+        self.is_coordinator = is_coordinator
+        self.rank = kwargs.get("rank")
+        self.use_collectives = kwargs.get("use_collectives", True)
+
+    def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
+        if not self.overwrite:
+            existing = self._existing_metadata()
+            if existing:
+                raise FileExistsError(
+                    f"a checkpoint already exists at {self.path} ({', '.join(existing)}); "
+                    "pass overwrite=True to replace it"
+                )
+        if self.rank is not None and not self.use_collectives:
+            # No global plan will name this rank's files: do it here.
+            plan = dataclasses.replace(plan, storage_data=FilePrefix(f"__{self.rank}_", self._tag))
+        return plan
+
+    def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
+        return [
+            plan
+            if plan.storage_data is not None
+            else dataclasses.replace(plan, storage_data=FilePrefix(f"__{i}_", self._tag))
+            for i, plan in enumerate(plans)
+        ]
+
+    def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
+        prefix: FilePrefix = plan.storage_data
+        buckets = [b for b in _balance(plan.items, self.thread_count) if b]
+        cancel = threading.Event()
+        results: list[WriteResult] = []
+        if len(buckets) <= 1:
+            for bucket in buckets:
+                results += self._write_file(prefix.file_name(0), bucket, planner, cancel, 1)
+        else:
+            with ThreadPoolExecutor(len(buckets), thread_name_prefix="s3dlio-dcp") as pool:
+                futures = [
+                    pool.submit(
+                        self._write_file,
+                        prefix.file_name(n),
+                        bucket,
+                        planner,
+                        cancel,
+                        len(buckets),
+                    )
+                    for n, bucket in enumerate(buckets)
+                ]
+                for f in futures:
+                    results += f.result()
+        fut: Future[list[WriteResult]] = Future()
+        fut.set_result(results)
+        return fut
+
+    def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
+        if hasattr(metadata, "version"):
+            metadata.version = DCP_VERSION
+        metadata.storage_data = {wr.index: wr.storage_data for rs in results for wr in rs}
+        metadata.storage_meta = self.storage_meta()
+        rank = None if self.use_collectives or self.rank is None else self.rank
+        name = _layout.metadata_name(rank)
+        uri = _layout.child(self.path, name)
+        replaced = self._referenced_by_existing(rank) if self.overwrite else None
+        committed = _native.put_object(
+            uri,
+            pickle.dumps(metadata),
+            exclusive=not self.overwrite,
+            fsync=self.sync_files,
+            storage_options=self.storage_options,
+        )
+        if not committed:
+            raise FileExistsError(
+                f"{uri} appeared while this checkpoint was being saved (overwrite=False); "
+                "the checkpoint already there is kept"
+            )
+        if replaced is not None:
+            self._remove_replaced(replaced, metadata.storage_data, rank)
+
+    def storage_meta(self) -> StorageMeta | None:
+        return StorageMeta(checkpoint_id=self.path, save_id=self.save_id)
+
+    @property
+    def checkpoint_id(self) -> str:
+        return self.path
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike) -> bool:
+        try:
+            resolve(checkpoint_id, None)
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    # -- writing -----------------------------------------------------------
+
+    @property
+    def _tag(self) -> str:
+        return self.save_id.replace("-", "")[:12]
+
+    def _write_file(
+        self,
+        name: str,
+        items: list[WriteItem],
+        planner: SavePlanner,
+        cancel: threading.Event,
+        files: int,
+    ) -> list[WriteResult]:
+        compressed = self.compression_level is not None
+        cpus = os.cpu_count() or 1
+        writer = _native.PackWriter(
+            _layout.child(self.path, name),
+            compression_level=self.compression_level,
+            zstd_workers=max(1, cpus // files) if compressed else 0,
+            checksum=self.verify,
+            part_size=self.part_size,
+            fsync=self.sync_files,
+            storage_options=self.storage_options,
+        )
+        results = []
+        try:
+            with writer:
+                for item in items:
+                    if cancel.is_set():
+                        raise RuntimeError(f"{name}: abandoned because another data file failed")
+                    segments, tensor = _segments(item, planner.resolve_data(item))
+                    offset, length, size, crc = writer.write_item(segments)
+                    del segments
+                    info = _StorageInfo(
+                        name,
+                        offset,
+                        length,
+                        transform_descriptors=[_layout.ZSTD_DESCRIPTOR] if compressed else None,
+                    )
+                    ItemRecord(size, crc, tensor).attach(info)
+                    results.append(
+                        WriteResult(index=item.index, size_in_bytes=length, storage_data=info)
+                    )
+        except BaseException:
+            cancel.set()
+            raise
+        return results
+
+    # -- commit ------------------------------------------------------------
+
+    def _names(self) -> list[str]:
+        prefix = self.path.rstrip("/") + "/"
+        return [
+            uri[len(prefix) :]
+            for uri in _native.list(prefix, self.storage_options)
+            if uri.startswith(prefix) and "/" not in uri[len(prefix) :]
+        ]
+
+    def _existing_metadata(self) -> list[str]:
+        return sorted(n for n in self._names() if _layout.is_metadata_name(n))
+
+    def _referenced_by_existing(self, rank: int | None) -> tuple[set[str], list[str]]:
+        """Data files the metadata this save replaces refers to, and the
+        stale metadata files to remove once it is committed."""
+        names = self._existing_metadata()
+        if rank is None:
+            replaced = names
+            stale = [n for n in names if n != _layout.METADATA]
+        else:
+            own = _layout.metadata_name(rank)
+            replaced = [own] if own in names else []
+            stale = []
+        files: set[str] = set()
+        for name in replaced:
+            uri = _layout.child(self.path, name)
+            try:
+                old = pickle.loads(_native.get_bytes(uri, self.storage_options))
+                files |= {info.relative_path for info in old.storage_data.values()}
+            except Exception as e:  # noqa: BLE001 - reported, the save itself is fine
+                log.warning("cannot read %s to clean up after it: %s", uri, e)
+        return files, stale
+
+    def _remove_replaced(
+        self, replaced: tuple[set[str], list[str]], storage_data: dict, rank: int | None
+    ) -> None:
+        files, stale = replaced
+        keep = {info.relative_path for info in storage_data.values()}
+        for name in sorted((files - keep) | set(stale)):
+            uri = _layout.child(self.path, name)
+            try:
+                _native.delete(uri, self.storage_options)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("checkpoint committed, but %s of the replaced one remains: %s", uri, e)
+
+
+def _segments(item: WriteItem, data: Any) -> tuple[list[Any], _framing.TensorLayout | None]:
+    """The buffers making up one item's logical bytes."""
+    if item.type == WriteItemType.BYTE_IO:
+        if not isinstance(data, io.BytesIO):
+            raise TypeError(f"{item.index.fqn}: expected io.BytesIO for a bytes item")
+        return [data.getbuffer()], None
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"{item.index.fqn}: expected a tensor, got {type(data).__name__}")
+    if not _framing.zero_copy_able(data.detach()):
+        return [_framing.full_save(data.detach().cpu())], None
+    tensor = _framing.minimal_cpu(data)
+    header, trailer, layout = _framing.frame(tensor)
+    return [header, _framing.storage_bytes(tensor), trailer], layout
+
+
+def _item_bytes(item: WriteItem) -> int:
+    if item.tensor_data is None:
+        return 0
+    numel = 1
+    for n in item.tensor_data.size:
+        numel *= n
+    return numel * item.tensor_data.properties.dtype.itemsize
+
+
+def _balance(items: list[WriteItem], bins: int) -> list[list[WriteItem]]:
+    """Spread items over `bins` files: byte items round-robin, tensors
+    largest first onto the lightest file."""
+    buckets: list[list[WriteItem]] = [[] for _ in range(bins)]
+    sizes = [0] * bins
+    blobs = [i for i in items if i.type == WriteItemType.BYTE_IO]
+    tensors = sorted(
+        (i for i in items if i.type != WriteItemType.BYTE_IO), key=_item_bytes, reverse=True
+    )
+    for n, item in enumerate(blobs):
+        buckets[n % bins].append(item)
+    for item in tensors:
+        lightest = min(range(bins), key=sizes.__getitem__)
+        buckets[lightest].append(item)
+        sizes[lightest] += _item_bytes(item)
+    return buckets

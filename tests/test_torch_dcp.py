@@ -1,0 +1,214 @@
+"""PyTorch Distributed Checkpoint through s3dlio_torch, on every backend:
+real ranks (gloo on 127.0.0.1), DTensors sharded and resharded, interop
+with torch's own FileSystemWriter/FileSystemReader, corruption, commit
+and failure behaviour."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import dcp_workers as w
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint._extension import ZStandard
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.multiprocessing import ProcessExitedException
+
+import s3dlio
+from s3dlio_torch import S3DlioReader, S3DlioWriter
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+LEVELS = pytest.mark.parametrize("level", [None, 3], ids=["plain", "zstd"])
+
+
+def local_path(uri: str) -> str | None:
+    """The filesystem path of a file:// or direct:// URI (else None)."""
+    scheme, _, rest = uri.partition("://")
+    return rest if scheme in ("file", "direct") else None
+
+
+def names(uri: str) -> set[str]:
+    prefix = uri.rstrip("/") + "/"
+    return {u[len(prefix) :] for u in s3dlio.list(prefix)}
+
+
+def whole_state(zero: bool) -> dict[str, Any]:
+    """The saved state as whole tensors, for a process without a group."""
+    sd: dict[str, Any] = {
+        k: torch.zeros_like(v) if zero else v.clone() for k, v in w.full_tensors().items()
+    }
+    sd["extras"] = (
+        {"step": 0, "name": "", "nested": {"lr": 0.0, "betas": [0.0, 0.0]}}
+        if zero
+        else dict(w.EXTRAS)
+    )
+    return sd
+
+
+def check_whole(sd: dict[str, Any], scale: dict[str, int] | None = None) -> None:
+    for name, want in w.full_tensors().items():
+        if scale and name in scale:
+            want = want * scale[name]
+        assert sd[name].dtype == want.dtype, name
+        assert torch.equal(sd[name], want), f"{name} differs"
+    assert sd["extras"] == w.EXTRAS
+
+
+def load_whole(reader: Any) -> dict[str, Any]:
+    sd = whole_state(zero=True)
+    dcp.load(sd, storage_reader=reader)
+    return sd
+
+
+def inner(e: CheckpointException) -> BaseException:
+    """The exception a rank raised inside DCP's wrapper."""
+    (exc, _trace) = next(iter(e.failures.values()))
+    return exc
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[w.World]:
+    """Four rank processes shared by this module's multi-rank tests."""
+    ranks = w.World(4)
+    try:
+        yield ranks
+    finally:
+        ranks.close()
+
+
+@LEVELS
+def test_save_and_load_with_4_2_1_ranks_resharding(world: w.World, base_uri: str, level) -> None:
+    base = f"{base_uri}/ranks"
+    world.run(w.roundtrip, base, level)
+    uri = f"{base}/saved-by-4"
+    ranks = {n[: n.index("_", 2)] for n in names(uri) if n.endswith(".distcp")}
+    assert ranks == {"__0", "__1", "__2", "__3"}, names(uri)
+    # One process without a group assembles whole tensors from the shards.
+    check_whole(load_whole(S3DlioReader(uri)))
+    path = local_path(uri)
+    if path is not None:
+        # torch's stock reader loads what we wrote, compressed items included.
+        check_whole(load_whole(dcp.FileSystemReader(path)))
+
+
+@LEVELS
+def test_checkpoints_torch_wrote_load_with_s3dlio(scratch, level) -> None:
+    path = scratch / "torch-written"
+    extensions = [ZStandard()] if level else None
+    dcp.save(
+        whole_state(zero=False),
+        storage_writer=dcp.FileSystemWriter(path, thread_count=2, _extensions=extensions),
+    )
+    check_whole(load_whole(S3DlioReader(str(path))))
+    check_whole(load_whole(S3DlioReader(f"file://{path}")))
+
+
+@LEVELS
+def test_flipped_byte_is_an_integrity_error_naming_file_and_item(base_uri: str, level) -> None:
+    uri = f"{base_uri}/corrupt"
+    dcp.save(whole_state(zero=False), storage_writer=S3DlioWriter(uri, compression_level=level))
+    meta = S3DlioReader(uri).read_metadata()
+    (index, info) = next((i, s) for i, s in meta.storage_data.items() if i.fqn == "big")
+    data_uri = f"{uri}/{info.relative_path}"
+    stored = bytearray(s3dlio.get_bytes(data_uri))
+    # Inside the tensor bytes (plain) or the middle of its frame (zstd).
+    at = info.offset + (info.s3dlio["tensor"][0] + 4000 if level is None else info.length // 2)
+    stored[at] ^= 0x10
+    s3dlio.put_bytes(data_uri, bytes(stored))
+
+    with pytest.raises(CheckpointException) as caught:
+        load_whole(S3DlioReader(uri))
+    err = inner(caught.value)
+    assert isinstance(err, s3dlio.IntegrityError), repr(err)
+    assert info.relative_path in str(err) and "item big" in str(err), str(err)
+
+    path = local_path(uri)
+    if path is not None and level is None:
+        # torch's own reader hands out the damaged tensor without a word.
+        damaged = load_whole(dcp.FileSystemReader(path))
+        assert not torch.equal(damaged["big"], w.full_tensors()["big"])
+
+
+def test_overwrite_is_refused_before_writing_and_replaces_when_asked(base_uri: str) -> None:
+    uri = f"{base_uri}/ow"
+    dcp.save(whole_state(zero=False), storage_writer=S3DlioWriter(uri))
+    first = names(uri)
+    first_meta = s3dlio.get_bytes(f"{uri}/.metadata")
+
+    doubled = whole_state(zero=False)
+    doubled["big"] = doubled["big"] * 2
+    with pytest.raises(CheckpointException) as caught:
+        dcp.save(doubled, storage_writer=S3DlioWriter(uri))
+    err = inner(caught.value)
+    assert isinstance(err, FileExistsError) and "overwrite=True" in str(err), repr(err)
+    assert names(uri) == first, "a refused save wrote something"
+    assert s3dlio.get_bytes(f"{uri}/.metadata") == first_meta
+
+    dcp.save(doubled, storage_writer=S3DlioWriter(uri, overwrite=True))
+    second = names(uri)
+    data = {n for n in second if n.endswith(".distcp")}
+    # New data files, none shared with (or left over from) the first save.
+    assert data and not data & first
+    assert second == data | {".metadata"}
+    check_whole(load_whole(S3DlioReader(uri)), scale={"big": 2})
+
+
+def test_killed_rank_leaves_previous_checkpoint_loadable(world: w.World, base_uri: str) -> None:
+    uri = f"{base_uri}/killed"
+    world.run(w.save_on, uri, 2)
+    before = s3dlio.get_bytes(f"{uri}/.metadata")
+    with pytest.raises(ProcessExitedException):
+        w.spawn(w.save_then_die, 2, uri)
+    assert s3dlio.get_bytes(f"{uri}/.metadata") == before
+    check_whole(load_whole(S3DlioReader(uri)))
+
+
+def test_model_optimizer_async_and_rank_local_saves(world: w.World, base_uri: str) -> None:
+    world.run(w.model_optimizer_and_async, f"{base_uri}/train")
+
+
+def test_missing_checkpoint_and_bad_arguments(scratch) -> None:
+    missing = scratch / "nothing-here"
+    with pytest.raises(CheckpointException) as caught:
+        load_whole(S3DlioReader(str(missing)))
+    assert f"no distributed checkpoint at file://{missing}" in str(caught.value)
+
+    for bad in ("ftp://host/ckpt", "gopher://x"):
+        with pytest.raises(ValueError, match="unknown scheme"):
+            S3DlioWriter(bad)
+        with pytest.raises(ValueError, match="unknown scheme"):
+            S3DlioReader(bad)
+        assert not S3DlioWriter.validate_checkpoint_id(bad)
+        assert not S3DlioReader.validate_checkpoint_id(bad)
+    assert S3DlioWriter.validate_checkpoint_id(f"file://{scratch}/x")
+    assert S3DlioReader.validate_checkpoint_id(str(scratch / "x"))
+
+    for level in (0, 23, -1, 2.5, True):
+        with pytest.raises(ValueError, match="compression level"):
+            S3DlioWriter(scratch / "x", compression_level=level)
+    with pytest.raises(ValueError, match="byte-grouping codec"):
+        S3DlioWriter(scratch / "x", compression_level=3, byte_grouping=True)
+    for bad_count in (0, -2):
+        with pytest.raises(ValueError, match="thread_count"):
+            S3DlioWriter(scratch / "x", thread_count=bad_count)
+        with pytest.raises(ValueError, match="thread_count"):
+            S3DlioReader(scratch / "x", thread_count=bad_count)
+
+
+def test_writer_and_reader_pickle_without_native_state(scratch) -> None:
+    writer = S3DlioWriter(scratch / "p", compression_level=1, storage_options=None)
+    writer.reset(f"file://{scratch}/q")
+    clone = pickle.loads(pickle.dumps(writer))
+    assert clone.path == f"file://{scratch}/q" and clone.compression_level == 1
+    assert clone.storage_meta().checkpoint_id == writer.checkpoint_id
+    reader = pickle.loads(pickle.dumps(S3DlioReader(scratch / "p")))
+    assert reader.checkpoint_id == f"file://{scratch}/p"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save(whole_state(zero=False), storage_writer=clone)
+    check_whole(load_whole(reader.__class__(f"file://{scratch}/q")))
