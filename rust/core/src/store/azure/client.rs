@@ -82,7 +82,6 @@ impl AzureClient {
             transport: Some(Transport::new(azure_core::http::new_http_client(Some(
                 HttpClientOptions {
                     automatic_decompression: false,
-                    ..Default::default()
                 },
             )))),
             ..Default::default()
