@@ -358,7 +358,7 @@ mod tests {
     }
 
     /// Expected signatures computed independently with the Python SDK's
-    /// signer (azure-storage-blob 12.31.1,
+    /// signer (azure-storage-blob 12.27.0,
     /// `azure.storage.blob._shared.authentication.SharedKeyCredentialPolicy`)
     /// on the same requests; docs/ARCHITECTURE.md has the script.
     #[test]
