@@ -9,8 +9,10 @@ import datetime
 import filecmp
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -120,3 +122,29 @@ def test_a_blob_over_1_gib_streams_with_bounded_memory(az_base: str, scratch: pa
         src.unlink(missing_ok=True)
         back.unlink(missing_ok=True)
         s3dlio.delete(uri) if s3dlio.list(uri) else None
+
+
+def test_a_store_used_before_fork_works_in_the_child(az_base: str) -> None:
+    store = s3dlio.PyCheckpointStore(f"{az_base}/forked")
+    store.save(1, 0, "t", b"from parent")
+    pid = os.fork()
+    if pid == 0:  # child: the parent's pooled connections are not usable here
+        code = 1
+        try:
+            ok = store.load(1) == b"from parent"
+            store.save(2, 0, "t", b"from child")
+            code = 0 if ok else 3
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung on the parent's connections")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.load(2) == b"from child"

@@ -5,7 +5,7 @@
 
 use std::num::NonZero;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use azure_core::credentials::TokenCredential;
@@ -44,7 +44,10 @@ const BLOB_NAME: &AsciiSet = &NON_ALPHANUMERIC
 /// by every request made through it.
 pub struct AzureClient {
     config: AzureConfig,
+    /// Retry and signing settings; the transport is added per process.
     options: ClientOptions,
+    /// One connection pool for every request of this store, per process.
+    transport: Mutex<Option<(u32, Transport)>>,
     token: Option<Arc<dyn TokenCredential>>,
     sas: Option<String>,
 }
@@ -77,13 +80,6 @@ impl AzureClient {
                 max_total_elapsed: to_time(config.retry_timeout),
                 max_delay: azure_core::time::Duration::seconds(10),
             }),
-            // One connection pool for every client of this store; storage
-            // clients must not decompress bodies (ranges would break).
-            transport: Some(Transport::new(azure_core::http::new_http_client(Some(
-                HttpClientOptions {
-                    automatic_decompression: false,
-                },
-            )))),
             ..Default::default()
         };
         let (token, sas) = match &config.credential {
@@ -98,8 +94,34 @@ impl AzureClient {
         AzureClient {
             config,
             options,
+            transport: Mutex::new(None),
             token,
             sas,
+        }
+    }
+
+    /// Client options with this process's connection pool. A child after
+    /// `fork()` gets a pool of its own: the parent's pooled connections
+    /// are driven by runtime threads that do not exist in the child.
+    fn client_options(&self) -> ClientOptions {
+        let pid = std::process::id();
+        let mut slot = self.transport.lock().unwrap_or_else(|p| p.into_inner());
+        let transport = match slot.as_ref() {
+            Some((owner, t)) if *owner == pid => t.clone(),
+            _ => {
+                // Storage clients must not decompress bodies (ranges would break).
+                let t = Transport::new(azure_core::http::new_http_client(Some(
+                    HttpClientOptions {
+                        automatic_decompression: false,
+                    },
+                )));
+                *slot = Some((pid, t.clone()));
+                t
+            }
+        };
+        ClientOptions {
+            transport: Some(transport),
+            ..self.options.clone()
         }
     }
 
@@ -138,7 +160,7 @@ impl AzureClient {
             self.blob_url(key),
             self.token.clone(),
             Some(BlobClientOptions {
-                client_options: self.options.clone(),
+                client_options: self.client_options(),
                 ..Default::default()
             }),
         )
@@ -154,7 +176,7 @@ impl AzureClient {
             self.with_sas(self.config.container_url.clone()),
             self.token.clone(),
             Some(BlobContainerClientOptions {
-                client_options: self.options.clone(),
+                client_options: self.client_options(),
                 ..Default::default()
             }),
         )
