@@ -100,7 +100,8 @@ def cli_peak_rss_mib(*args: str) -> float:
 def test_a_blob_over_1_gib_streams_with_bounded_memory(az_base: str, scratch: pathlib.Path) -> None:
     size = (1 << 30) + (64 << 20) + 12_345
     src = scratch / "big.bin"
-    block = ((np.arange(64 << 20, dtype=np.uint64) * 2654435761) % 251).astype(np.uint8)
+    # Period 251 (prime) and a counter per block: misplaced parts show.
+    block = np.resize(np.arange(251, dtype=np.uint8), 8 << 20)
     with open(src, "wb") as f:
         written = 0
         for i in range(size // len(block) + 1):

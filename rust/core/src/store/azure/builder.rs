@@ -324,11 +324,8 @@ pub fn resolve(
         Some(Found { sas: Some(sas), .. }) => {
             AzureCredential::Sas(sas.trim().trim_start_matches('?').to_string())
         }
-        Some(Found { source, .. }) => {
-            // A connection string with only an endpoint: public access.
-            let _ = source;
-            AzureCredential::Anonymous
-        }
+        // A connection string with only an endpoint: public access.
+        Some(_) => AzureCredential::Anonymous,
         None => {
             if container_url.scheme() != "https" {
                 return Err(Error::invalid(format!(

@@ -110,11 +110,10 @@ impl AzureClient {
             Some((owner, t)) if *owner == pid => t.clone(),
             _ => {
                 // Storage clients must not decompress bodies (ranges would break).
-                let t = Transport::new(azure_core::http::new_http_client(Some(
-                    HttpClientOptions {
+                let t =
+                    Transport::new(azure_core::http::new_http_client(Some(HttpClientOptions {
                         automatic_decompression: false,
-                    },
-                )));
+                    })));
                 *slot = Some((pid, t.clone()));
                 t
             }
