@@ -29,7 +29,19 @@ demo: $(VENV)/.built
 
 test: $(VENV)/.built tools test-rust test-python
 
-tools:
+tools: $(AZURITE)
+
+# Azurite from npm into the per-user cache: installed into a private temp
+# folder and renamed into place, so an interrupted or concurrent install
+# never leaves a half-installed version behind.
+$(AZURITE):
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js and npm (apt-get install nodejs npm)" >&2; exit 1; }
+	mkdir -p $(TOOLS)
+	set -e; tmp=$$(mktemp -d $(TOOLS)/.azurite-$(AZURITE_VERSION).XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
+	npm install --prefix "$$tmp" --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION); \
+	test -x "$$tmp/node_modules/.bin/azurite-blob"; \
+	mv -T "$$tmp" $(TOOLS)/azurite-$(AZURITE_VERSION) 2>/dev/null || true
+	test -x $(AZURITE)
 
 # cargo test shares the release build of the core with `maturin develop`.
 test-rust: $(VENV)/.built tools

@@ -45,7 +45,10 @@ def local_uri(request: pytest.FixtureRequest, scratch: pathlib.Path) -> str:
 # provides a fixture `<name>_base` returning a fresh, empty base URI (its
 # server's endpoint and credentials go into os.environ, so child processes
 # inherit them).
-BACKENDS = ["file", "direct"]
+BACKENDS = ["file", "direct", "az"]
+
+# Remote backends' server fixtures (imported so pytest registers them here).
+from fixtures_azure import az_base, azurite  # noqa: E402, F401
 
 
 @pytest.fixture

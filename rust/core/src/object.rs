@@ -13,6 +13,10 @@ use crate::store::{Location, PutOptions};
 
 /// Read size for streaming file uploads and downloads.
 const CHUNK: usize = 8 << 20;
+/// Bytes one download step asks the store for: large enough that object
+/// stores fetch it as several parallel ranged GETs, small enough to keep
+/// memory bounded.
+const DOWNLOAD_WINDOW: u64 = 64 << 20;
 
 /// Encoding of one write: compression level and put options.
 #[derive(Debug, Clone, Default)]
@@ -136,7 +140,7 @@ pub async fn download_file(loc: &Location, path: &Path) -> Result<u64> {
     let mut crc = 0u32;
     let mut pos = 0u64;
     while pos < size {
-        let end = (pos + CHUNK as u64).min(size);
+        let end = (pos + DOWNLOAD_WINDOW).min(size);
         let piece = match reader.read_range(pos..end).await {
             Ok(p) => p,
             Err(e) => {

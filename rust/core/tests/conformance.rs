@@ -8,6 +8,9 @@ use s3dlio_core::codec::{EncodeOptions, EncodingWriter, ObjectReader};
 use s3dlio_core::store::{open_store, Location, ObjectStore, PutOptions, StoreOptions};
 use s3dlio_core::Error;
 
+#[path = "support/azure.rs"]
+mod azure_support;
+
 /// A backend under test: a store, a fresh key prefix in it, and a guard
 /// that keeps its scratch space alive.
 struct Backend {
@@ -48,7 +51,7 @@ fn backends() -> Vec<Backend> {
         &StoreOptions::default(),
     )
     .expect("memory store");
-    vec![
+    let mut all = vec![
         Backend {
             name: "memory",
             store: mem.store,
@@ -57,7 +60,18 @@ fn backends() -> Vec<Backend> {
         },
         local("file", "file"),
         local("direct", "direct"),
-    ]
+    ];
+    if let Some(azurite) = azure_support::shared() {
+        let loc = open_store(&format!("{}/p", azurite.fresh_uri()), &azurite.options())
+            .expect("azure store");
+        all.push(Backend {
+            name: "azure",
+            store: loc.store,
+            prefix: loc.key,
+            _scratch: None,
+        });
+    }
+    all
 }
 
 fn key(b: &Backend, name: &str) -> String {

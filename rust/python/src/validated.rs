@@ -75,7 +75,7 @@ impl PyValidatedCheckpointReader {
         let (reader, manifest, rank) = self.reader.get().resolve(py, step, rank)?;
         let handle = run(py, async move { reader.open_shard(&manifest, rank).await })?;
         let size = handle.meta.size as usize;
-        if itemsize == 0 || size % itemsize != 0 {
+        if itemsize == 0 || !size.is_multiple_of(itemsize) {
             return Err(PyValueError::new_err(format!(
                 "shard of rank {rank} has {size} bytes, not a whole number of {} elements ({itemsize} bytes each)",
                 dtype.str()?

@@ -260,7 +260,9 @@ fn clear_direct(file: &File) -> io::Result<()> {
 }
 
 fn is_aligned(data: &[u8], offset: u64) -> bool {
-    (data.as_ptr() as usize) % ALIGN == 0 && data.len() % ALIGN == 0 && offset % ALIGN as u64 == 0
+    (data.as_ptr() as usize).is_multiple_of(ALIGN)
+        && data.len().is_multiple_of(ALIGN)
+        && offset.is_multiple_of(ALIGN as u64)
 }
 
 /// A heap buffer aligned for O_DIRECT. Only the first `len` bytes are ever
@@ -279,7 +281,7 @@ unsafe impl Sync for AlignedBuf {}
 impl AlignedBuf {
     /// `cap` must be a non-zero multiple of ALIGN.
     fn new(cap: usize) -> io::Result<Self> {
-        debug_assert!(cap > 0 && cap % ALIGN == 0);
+        debug_assert!(cap > 0 && cap.is_multiple_of(ALIGN));
         let layout = Layout::from_size_align(cap, ALIGN)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         // SAFETY: layout has a non-zero size.
@@ -371,7 +373,7 @@ impl ReadIo<'_> {
         let mut done = 0usize;
         while done < want {
             let direct = is_direct(self.file).map_err(|e| self.io_err(e))?;
-            if direct && done % ALIGN != 0 {
+            if direct && !done.is_multiple_of(ALIGN) {
                 // Only a short read can leave us unaligned; finish buffered
                 // rather than fail on alignment.
                 clear_direct(self.file).map_err(|e| self.io_err(e))?;
@@ -380,7 +382,11 @@ impl ReadIo<'_> {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && direct && done % ALIGN == 0 => {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EINVAL)
+                        && direct
+                        && done.is_multiple_of(ALIGN) =>
+                {
                     if !self.fallback {
                         return Err(refused(self.path));
                     }

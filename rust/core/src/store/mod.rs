@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::uri::StoreUri;
 
+pub mod azure;
 pub mod direct;
 pub mod faults;
 pub mod local;
@@ -144,6 +145,8 @@ pub struct DirListing {
 pub struct StoreOptions {
     /// direct://: fall back to buffered I/O when O_DIRECT is refused.
     pub direct_fallback: bool,
+    /// az://: credentials, endpoint and retries (unset ones come from the env).
+    pub azure: azure::AzureOptions,
 }
 
 /// A store and the key a URI names inside it.
@@ -193,6 +196,14 @@ pub fn open_parsed(parsed: &StoreUri, options: &StoreOptions) -> Result<Location
         }),
         StoreUri::Memory { name, key } => Ok(Location {
             store: memory::MemoryStore::named(name),
+            key: key.clone(),
+        }),
+        StoreUri::Azure {
+            account,
+            container,
+            key,
+        } => Ok(Location {
+            store: Arc::new(azure::AzureStore::open(account, container, &options.azure)?),
             key: key.clone(),
         }),
         other => Err(Error::invalid(format!(
