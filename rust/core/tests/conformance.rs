@@ -8,6 +8,8 @@ use s3dlio_core::codec::{EncodeOptions, EncodingWriter, ObjectReader};
 use s3dlio_core::store::{open_store, Location, ObjectStore, PutOptions, StoreOptions};
 use s3dlio_core::Error;
 
+mod support;
+
 /// A backend under test: a store, a fresh key prefix in it, and a guard
 /// that keeps its scratch space alive.
 struct Backend {
@@ -58,6 +60,28 @@ fn backends() -> Vec<Backend> {
         local("file", "file"),
         local("direct", "direct"),
     ]
+    .into_iter()
+    .chain(s3())
+    .collect()
+}
+
+/// A fresh prefix in the bucket of this process's s3s-fs server (skipped,
+/// with a line saying so, when S3DLIO_S3S_FS is not set).
+fn s3() -> Option<Backend> {
+    let server = support::s3::shared()?;
+    let uri = format!(
+        "s3://{}/{}",
+        server.bucket,
+        support::s3::fresh_prefix("conformance")
+    );
+    let Location { store, key } =
+        open_store(&uri, &support::s3::options_for(&server.endpoint)).expect("s3 store");
+    Some(Backend {
+        name: "s3",
+        store,
+        prefix: key,
+        _scratch: None,
+    })
 }
 
 fn key(b: &Backend, name: &str) -> String {

@@ -6,6 +6,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use s3dlio_core::codec::{check_level, EncodeOptions};
 use s3dlio_core::object::WriteOptions;
+use s3dlio_core::store::s3::S3_OPTION_KEYS;
 use s3dlio_core::store::{PutOptions, StoreOptions};
 
 use crate::errors::IntoPyResult;
@@ -17,9 +18,12 @@ pub fn store_options(opts: Option<HashMap<String, String>>) -> PyResult<StoreOpt
         match k.as_str() {
             "direct_fallback" => out.direct_fallback = parse_bool(&k, &v)?,
             other => {
-                return Err(PyValueError::new_err(format!(
-                    "unknown storage option '{other}' (known: direct_fallback)"
-                )))
+                if !out.s3.set(other, &v).py()? {
+                    return Err(PyValueError::new_err(format!(
+                        "unknown storage option '{other}' (known: direct_fallback, {})",
+                        S3_OPTION_KEYS.join(", ")
+                    )));
+                }
             }
         }
     }

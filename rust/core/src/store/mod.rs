@@ -16,6 +16,8 @@ pub mod direct;
 pub mod faults;
 pub mod local;
 pub mod memory;
+pub mod s3;
+pub(crate) mod upload;
 
 /// What a store knows about one stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +104,8 @@ pub trait ObjectStore: Send + Sync + Debug {
 pub struct StoreOptions {
     /// direct://: fall back to buffered I/O when O_DIRECT is refused.
     pub direct_fallback: bool,
+    /// s3://: endpoint, region, credentials, addressing, retries, part sizes.
+    pub s3: s3::S3Options,
 }
 
 /// A store and the key a URI names inside it.
@@ -151,6 +155,10 @@ pub fn open_parsed(parsed: &StoreUri, options: &StoreOptions) -> Result<Location
         }),
         StoreUri::Memory { name, key } => Ok(Location {
             store: memory::MemoryStore::named(name),
+            key: key.clone(),
+        }),
+        StoreUri::S3 { bucket, key } => Ok(Location {
+            store: Arc::new(s3::S3Store::new(bucket, &options.s3)?),
             key: key.clone(),
         }),
         other => Err(Error::invalid(format!(
