@@ -259,6 +259,21 @@ impl Resolved {
         })
     }
 
+    /// The endpoint for messages: the URL without any user info, or a
+    /// note that the SDK picks the AWS endpoint for the region.
+    pub fn shown_endpoint(&self) -> String {
+        match &self.endpoint {
+            Some(e) => match e.split_once("://") {
+                Some((scheme, rest)) => match rest.split_once('@') {
+                    Some((_, host)) => format!("{scheme}://{host}"),
+                    None => e.clone(),
+                },
+                None => e.clone(),
+            },
+            None => "(AWS, from the region)".to_string(),
+        }
+    }
+
     /// Secrets that must never reach a message.
     pub fn secrets(&self) -> Vec<String> {
         let mut out: Vec<String> = [&self.options.secret_access_key, &self.options.session_token]

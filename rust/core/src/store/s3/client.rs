@@ -23,13 +23,16 @@ const RESUME_BACKOFF: Duration = Duration::from_millis(100);
 const RESUME_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// A bucket and the client that reaches it.
-#[derive(Debug, Clone)]
+/// Not `Debug`: it holds the secrets to redact.
+#[derive(Clone)]
 pub(crate) struct BucketClient {
     pub client: aws_sdk_s3::Client,
     pub bucket: String,
     /// Attempts for resuming a broken body (the SDK's max attempts).
     pub attempts: u32,
     pub secrets: Vec<String>,
+    /// Where requests go, for messages.
+    pub endpoint: String,
 }
 
 /// A GET's first response: the body still to read and what it covers.
@@ -56,6 +59,7 @@ impl BucketClient {
             bucket: bucket.to_string(),
             attempts: builder::attempts(cfg),
             secrets: cfg.secrets(),
+            endpoint: cfg.shown_endpoint(),
         })
     }
 
@@ -69,6 +73,7 @@ impl BucketClient {
             bucket: &self.bucket,
             op,
             secrets: &self.secrets,
+            endpoint: &self.endpoint,
         }
     }
 
@@ -465,9 +470,7 @@ async fn drain(mut body: ByteStream, dst: &mut [u8], got: &mut usize) -> Result<
                 *got += chunk.len();
             }
             Some(Err(e)) => {
-                return Err(BodyError::Broken(
-                    aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
-                ))
+                return Err(BodyError::Broken(super::error::chain(&e)))
             }
         }
     }

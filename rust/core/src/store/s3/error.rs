@@ -2,7 +2,7 @@
 //! what was attempted, and never carries a secret.
 
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use crate::error::Error;
 
@@ -14,6 +14,8 @@ pub(crate) struct Context<'a> {
     pub op: &'a str,
     /// Values to blank out of any text a server or the SDK returns.
     pub secrets: &'a [String],
+    /// The endpoint requests go to, for "could not reach" messages.
+    pub endpoint: &'a str,
 }
 
 impl Context<'_> {
@@ -35,6 +37,23 @@ pub(crate) struct Failure {
     /// No response at all (connection refused, reset, DNS, timeout, auth).
     pub dispatch: Option<String>,
     pub timeout: bool,
+    /// Failed before sending: no credentials could be resolved.
+    pub no_credentials: bool,
+}
+
+/// An error and its sources, `: `-separated (the SDK's own display adds a
+/// Debug dump that is no use to a user).
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
+        source = s.source();
+    }
+    out
 }
 
 impl Failure {
@@ -51,17 +70,21 @@ impl Failure {
             }
             SdkError::ResponseError(ctx) => {
                 f.status = Some(ctx.raw().status().as_u16());
-                f.dispatch = Some(DisplayErrorContext(err).to_string());
+                f.dispatch = Some(chain(err));
             }
             SdkError::TimeoutError(_) => {
                 f.timeout = true;
-                f.dispatch = Some(DisplayErrorContext(err).to_string());
+                f.dispatch = Some(chain(err));
             }
             SdkError::DispatchFailure(d) => {
+                let text = chain(err);
                 f.timeout = d.is_timeout();
-                f.dispatch = Some(DisplayErrorContext(err).to_string());
+                // Identity resolution fails before anything is sent and
+                // surfaces as an unclassified dispatch failure.
+                f.no_credentials = d.is_other() && text.contains("credential");
+                f.dispatch = Some(text);
             }
-            _ => f.dispatch = Some(DisplayErrorContext(err).to_string()),
+            _ => f.dispatch = Some(chain(err)),
         }
         f
     }
@@ -94,11 +117,11 @@ impl Failure {
         if let Some(dispatch) = &self.dispatch {
             if self.status.is_none() {
                 let text = ctx.redact(dispatch);
-                if text.contains("credentials") && !text.contains("connect") {
+                if self.no_credentials {
                     return Error::PermissionDenied {
                         uri,
                         reason: format!(
-                            "{}: no usable AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or storage_options): {text}",
+                            "{}: no usable AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or storage_options): {text}",
                             ctx.op
                         ),
                     };
@@ -106,7 +129,10 @@ impl Failure {
                 let what = if self.timeout { "timed out" } else { "failed" };
                 return Error::backend(
                     uri,
-                    format!("{} {what} after retries, the S3 endpoint could not be reached or dropped the connection: {text}", ctx.op),
+                    format!(
+                        "{} {what} after retries: the S3 endpoint {} could not be reached or dropped the connection: {text}",
+                        ctx.op, ctx.endpoint
+                    ),
                     true,
                 );
             }
