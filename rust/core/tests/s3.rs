@@ -71,6 +71,20 @@ async fn multipart_upload_is_parallel_ordered_and_checksummed() {
         .await
         .unwrap();
     assert_eq!(&r[..], &data[1_000_001..20_000_003]);
+    // Straight into a caller's buffer, in parallel pieces.
+    let mut dst = vec![0u8; 19_000_002];
+    loc.store
+        .get_range_into(&loc.key, 1_000_001, &mut dst)
+        .await
+        .unwrap();
+    assert_eq!(&dst[..], &data[1_000_001..20_000_003]);
+    let mut past_end = vec![0u8; 100];
+    let err = loc
+        .store
+        .get_range_into(&loc.key, data.len() as u64 - 50, &mut past_end)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("s3://multipart/big.bin"), "{err}");
     assert!(s.pending_upload_files().is_empty());
 
     // put() of a large buffer takes the multipart path too.

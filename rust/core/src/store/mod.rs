@@ -89,6 +89,24 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Bytes `range` of the object; a range past the end is clipped to it,
     /// a start past the end is `InvalidInput`.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    /// Fill `dst` with the object's bytes from `offset`; the object must
+    /// hold all of them. The default copies out of `get_range`; backends
+    /// that can receive straight into `dst` (S3) override it.
+    async fn get_range_into(&self, key: &str, offset: u64, dst: &mut [u8]) -> Result<()> {
+        let want = dst.len() as u64;
+        let data = self.get_range(key, offset..offset + want).await?;
+        if data.len() as u64 != want {
+            return Err(Error::corrupt(
+                self.uri(key),
+                format!(
+                    "expected {want} bytes at {offset}, read {} (truncated or changed while reading?)",
+                    data.len()
+                ),
+            ));
+        }
+        dst.copy_from_slice(&data);
+        Ok(())
+    }
     async fn get(&self, key: &str) -> Result<Bytes>;
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
     /// Every object whose key starts with `prefix`, sorted by key.

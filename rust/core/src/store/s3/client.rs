@@ -228,7 +228,17 @@ impl BucketClient {
                 Some(o) => o,
                 None => {
                     let range = start + got as u64..start + dst.len() as u64;
-                    self.open_range(key, range, etag).await?
+                    let o = self.open_range(key, range.clone(), etag).await?;
+                    if o.total < range.end {
+                        return Err(Error::corrupt(
+                            &uri,
+                            format!(
+                                "the object has {} bytes, the read needs {} (changed while reading?)",
+                                o.total, range.end
+                            ),
+                        ));
+                    }
+                    o
                 }
             };
             let before = got;
@@ -469,9 +479,7 @@ async fn drain(mut body: ByteStream, dst: &mut [u8], got: &mut usize) -> Result<
                 at = end;
                 *got += chunk.len();
             }
-            Some(Err(e)) => {
-                return Err(BodyError::Broken(super::error::chain(&e)))
-            }
+            Some(Err(e)) => return Err(BodyError::Broken(super::error::chain(&e))),
         }
     }
 }

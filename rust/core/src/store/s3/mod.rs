@@ -236,6 +236,25 @@ impl ObjectStore for S3Store {
         Ok(Bytes::from(buf))
     }
 
+    async fn get_range_into(&self, key: &str, offset: u64, dst: &mut [u8]) -> Result<()> {
+        if dst.is_empty() {
+            return self.get_range(key, offset..offset).await.map(|_| ());
+        }
+        let client = self.client().await?.clone();
+        let reads = dst
+            .chunks_mut(READ_PIECE as usize)
+            .enumerate()
+            .map(|(i, chunk)| {
+                client.read_into(key, offset + i as u64 * READ_PIECE, chunk, None, None)
+            })
+            .collect::<Vec<_>>();
+        stream::iter(reads)
+            .buffer_unordered(self.read_concurrency())
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes> {
         self.get_range(key, 0..u64::MAX).await
     }
