@@ -42,7 +42,7 @@ fn multipart_opts() -> PutOptions {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multipart_upload_is_parallel_ordered_and_checksummed() {
+async fn multipart_upload_is_ordered_and_checksummed() {
     let Some(s) = server("multipart") else { return };
     let loc = open("s3://multipart/big.bin", &s.options());
     let data = pattern((23 << 20) + 12_345, 5);

@@ -405,6 +405,8 @@ mod tests {
         parts: Mutex<Vec<(u32, Bytes)>>,
         whole: Mutex<Option<Bytes>>,
         fail_part: Option<u32>,
+        in_flight: std::sync::atomic::AtomicUsize,
+        max_in_flight: std::sync::atomic::AtomicUsize,
     }
 
     impl Recorder {
@@ -429,10 +431,15 @@ mod tests {
             Ok("u1".into())
         }
         async fn put_part(&self, _id: &str, n: u32, data: Bytes, crc: u32) -> Result<UploadedPart> {
+            use std::sync::atomic::Ordering::SeqCst;
             assert_eq!(crc, crc32c(&data));
             if self.fail_part == Some(n) {
                 return Err(Error::backend("test://bucket/key", "boom", true));
             }
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            self.in_flight.fetch_sub(1, SeqCst);
             self.parts.lock().unwrap().push((n, data.clone()));
             Ok(UploadedPart {
                 number: n,
@@ -503,6 +510,9 @@ mod tests {
         assert!(parts[..12].iter().all(|p| p.1.len() == 100));
         let joined: Vec<u8> = parts.iter().flat_map(|p| p.1.to_vec()).collect();
         assert_eq!(joined, src);
+        // Parts overlap, never more than `concurrency` at once.
+        let max = rec.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(max, 3, "parts in flight at once");
         let calls = rec.calls.lock().unwrap();
         assert_eq!(calls.first().map(String::as_str), Some("start"));
         assert_eq!(calls.last().map(String::as_str), Some("complete 13 1234"));

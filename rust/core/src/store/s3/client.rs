@@ -197,10 +197,18 @@ impl BucketClient {
             .await
             .map_err(|e| self.fail(key, "GetObject", e))?;
         let len = out.content_length().unwrap_or(0).max(0) as u64;
-        let total = out
-            .content_range()
-            .and_then(total_from_content_range)
-            .unwrap_or(range.start + len);
+        let total = match out.content_range() {
+            Some(v) => total_from_content_range(v).unwrap_or(range.start + len),
+            // A whole-object answer is only right for a range from 0.
+            None if range.start == 0 => len,
+            None => {
+                return Err(Error::backend(
+                    self.uri(key),
+                    "the server ignored the Range header of a GetObject",
+                    false,
+                ))
+            }
+        };
         let etag = out.e_tag().map(str::to_string);
         Ok(Opened {
             body: out.body,

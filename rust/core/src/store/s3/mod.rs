@@ -15,10 +15,10 @@ mod client;
 mod error;
 mod target;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -44,6 +44,12 @@ const READ_PIECE: u64 = 8 << 20;
 const READ_CONCURRENCY: usize = 8;
 /// Attempts of a conditional create that meets a concurrent one (409).
 const CONDITIONAL_ATTEMPTS: u32 = 3;
+/// The largest single PUT S3 accepts.
+const MAX_SINGLE_PUT: usize = 5 << 30;
+
+/// Buckets (per endpoint) a `HeadBucket` has shown to exist in this
+/// process, so a missing key costs one extra request at most once.
+static SEEN_BUCKETS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// One bucket. Cheap to create: the SDK client is built (or taken from the
 /// process-wide cache) on the first request.
@@ -51,8 +57,6 @@ pub struct S3Store {
     bucket: String,
     config: Arc<Resolved>,
     client: OnceCell<Arc<BucketClient>>,
-    /// Set once a `HeadBucket` has shown the bucket exists.
-    bucket_seen: AtomicBool,
 }
 
 impl fmt::Debug for S3Store {
@@ -74,7 +78,6 @@ impl S3Store {
             bucket: bucket.to_string(),
             config: Arc::new(Resolved::new(options)?),
             client: OnceCell::new(),
-            bucket_seen: AtomicBool::new(false),
         })
     }
 
@@ -97,7 +100,9 @@ impl S3Store {
             multipart_threshold: o.multipart_threshold.unwrap_or(opts.multipart_threshold),
             ..opts.clone()
         };
-        UploadLimits::new(&effective, MIN_PART_SIZE, MAX_PARTS)
+        let mut limits = UploadLimits::new(&effective, MIN_PART_SIZE, MAX_PARTS);
+        limits.multipart_threshold = limits.multipart_threshold.min(MAX_SINGLE_PUT);
+        limits
     }
 
     fn check_key(&self, key: &str) -> Result<()> {
@@ -111,12 +116,14 @@ impl S3Store {
     }
 
     /// A bare 404 (HEAD has no body) may mean a missing bucket: say so
-    /// when it does. The bucket is looked up once per store.
+    /// when it does. A bucket seen to exist is not looked up again.
     async fn explain(&self, err: Error) -> Error {
         let Error::NotFound { uri } = &err else {
             return err;
         };
-        if uri.contains("(bucket") || self.bucket_seen.load(Ordering::Relaxed) {
+        let seen_key = format!("{} {}", self.config.shown_endpoint(), self.bucket);
+        let seen = || SEEN_BUCKETS.lock().unwrap_or_else(|p| p.into_inner());
+        if uri.contains("(bucket") || seen().contains(&seen_key) {
             return err;
         }
         let Ok(client) = self.client().await else {
@@ -124,7 +131,7 @@ impl S3Store {
         };
         match client.bucket_exists().await {
             Ok(true) => {
-                self.bucket_seen.store(true, Ordering::Relaxed);
+                seen().insert(seen_key);
                 err
             }
             Ok(false) => Error::NotFound {
