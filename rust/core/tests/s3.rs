@@ -121,18 +121,23 @@ async fn abort_and_drop_remove_the_uploaded_parts() {
     let Some(s) = server("abort") else { return };
     let opts = multipart_opts();
     let loc = open("s3://abort/aborted.bin", &s.options());
+    // Parts reach the server before the abort.
+    let wait_for_parts = || async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.pending_upload_files().is_empty() {
+            assert!(Instant::now() < deadline, "no part reached the server");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
     let mut w = loc.store.writer(&loc.key, &opts).await.unwrap();
     w.write(Bytes::from(pattern(16 << 20, 1))).await.unwrap();
-    // Parts are on the server (in flight or done) before the abort.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!s.pending_upload_files().is_empty(), "parts were uploaded");
+    wait_for_parts().await;
     w.abort().await.unwrap();
     assert!(s.pending_upload_files().is_empty(), "abort left parts");
 
     let mut w = loc.store.writer(&loc.key, &opts).await.unwrap();
     w.write(Bytes::from(pattern(16 << 20, 2))).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!s.pending_upload_files().is_empty());
+    wait_for_parts().await;
     drop(w);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !s.pending_upload_files().is_empty() {

@@ -240,14 +240,13 @@ impl MultipartWriter {
         }
     }
 
-    /// After a failure: stop every part, abort the upload, return `err`
-    /// (with the abort's failure appended when that failed too).
+    /// After a failure: let the parts in flight end, abort the upload,
+    /// return `err` (with the abort's failure appended when that failed too).
     async fn fail(&mut self, err: Error) -> Error {
         self.state = State::Failed;
         self.pending.clear();
         self.pending_len = 0;
-        self.in_flight.abort_all();
-        while self.in_flight.join_next().await.is_some() {}
+        settle(&mut self.in_flight).await;
         if let Some(id) = self.upload_id.take() {
             if let Err(abort_err) = self.target.abort(&id).await {
                 return append_reason(
@@ -285,6 +284,15 @@ impl MultipartWriter {
         self.upload_id = None;
         Ok(meta)
     }
+}
+
+/// Wait for every part in flight to end, whatever its outcome. Parts are
+/// not cancelled: a request cancelled after its body was sent may still
+/// land on the server after the abort and leave an orphaned part (S3 warns
+/// of exactly this), while waiting is bounded by `concurrency` parts and
+/// their retries.
+async fn settle(in_flight: &mut JoinSet<Result<UploadedPart>>) {
+    while in_flight.join_next().await.is_some() {}
 }
 
 /// Name the part in a part's error.
@@ -364,8 +372,7 @@ impl ObjectWriter for MultipartWriter {
         self.state = State::Closed;
         self.pending.clear();
         self.pending_len = 0;
-        self.in_flight.abort_all();
-        while self.in_flight.join_next().await.is_some() {}
+        settle(&mut self.in_flight).await;
         match self.upload_id.take() {
             Some(id) => self.target.abort(&id).await,
             None => Ok(()),
@@ -377,17 +384,21 @@ impl Drop for MultipartWriter {
     fn drop(&mut self) {
         // Dropped mid-upload (an error path, a cancelled task, a Python
         // object collected without close): the parts must not linger as an
-        // orphaned upload. Dropping the JoinSet cancels the part uploads;
-        // the abort runs on the runtime the writer was created on. If the
-        // process exits before it runs, the upload stays behind until the
-        // bucket's lifecycle rule (AbortIncompleteMultipartUpload) removes it.
+        // orphaned upload. A task on the runtime the writer was created on
+        // lets the parts in flight end, then aborts. If the process exits
+        // before it runs, the upload stays behind until the bucket's
+        // lifecycle rule (AbortIncompleteMultipartUpload) removes it.
         if let Some(id) = self.upload_id.take() {
-            self.in_flight.abort_all();
-            if let Some(rt) = &self.runtime {
-                let target = self.target.clone();
-                rt.spawn(async move {
-                    let _ = target.abort(&id).await;
-                });
+            let mut in_flight = std::mem::take(&mut self.in_flight);
+            match &self.runtime {
+                Some(rt) => {
+                    let target = self.target.clone();
+                    rt.spawn(async move {
+                        settle(&mut in_flight).await;
+                        let _ = target.abort(&id).await;
+                    });
+                }
+                None => in_flight.abort_all(),
             }
         }
     }
