@@ -43,6 +43,18 @@ $(AZURITE):
 	mv -T "$$tmp" $(TOOLS)/azurite-$(AZURITE_VERSION) 2>/dev/null || true
 	test -x $(AZURITE)
 
+# s3s-fs, the S3 test server: built once per user and version (a few minutes).
+# Installed into a private temp root, then renamed into place, so an
+# interrupted or concurrent build never leaves a half-installed server behind.
+tools: $(S3S_FS)
+$(S3S_FS):
+	mkdir -p $(TOOLS)
+	tmp=$$(mktemp -d $(TOOLS)/.s3s-fs-$(S3S_FS_VERSION).XXXXXX) && \
+	  { cargo install s3s-fs --version $(S3S_FS_VERSION) --locked --features binary \
+	      --root $$tmp --quiet || { rm -rf $$tmp; exit 1; }; } && \
+	  { mv -T $$tmp $(TOOLS)/s3s-fs-$(S3S_FS_VERSION) 2>/dev/null || rm -rf $$tmp; }
+	test -x $@
+
 # cargo test shares the release build of the core with `maturin develop`.
 test-rust: $(VENV)/.built tools
 	cargo test --release --locked -p s3dlio-core -p s3dlio-cli

@@ -9,6 +9,15 @@ import subprocess
 import sys
 
 import pytest
+from fixtures_s3 import (  # noqa: F401 - fixtures for every module, helpers for test_s3
+    BUCKET,
+    SECRET_KEY,
+    S3Server,
+    running_server,
+    s3_base,
+    s3_server,
+    scratch_dir,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "s3dlio._cli"]
@@ -45,7 +54,7 @@ def local_uri(request: pytest.FixtureRequest, scratch: pathlib.Path) -> str:
 # provides a fixture `<name>_base` returning a fresh, empty base URI (its
 # server's endpoint and credentials go into os.environ, so child processes
 # inherit them).
-BACKENDS = ["file", "direct", "az"]
+BACKENDS = ["file", "direct", "az", "s3"]  # s3_base: tests/fixtures_s3.py
 
 # Remote backends' server fixtures (imported so pytest registers them here).
 from fixtures_azure import az_base, azurite  # noqa: E402, F401

@@ -19,8 +19,8 @@ def weights(n: int, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("level", [None, 1, 9])
 @pytest.mark.parametrize("strategy", ["flat", "hashed"])
-def test_save_load_list_delete(local_uri: str, level: int | None, strategy: str) -> None:
-    store = s3dlio.PyCheckpointStore(f"{local_uri}/run", strategy=strategy, compression_level=level)
+def test_save_load_list_delete(base_uri: str, level: int | None, strategy: str) -> None:
+    store = s3dlio.PyCheckpointStore(f"{base_uri}/run", strategy=strategy, compression_level=level)
     assert store.load_latest() is None
     data = {step: weights(100_000, step) for step in (10, 20, 30)}
     for step, arr in data.items():
@@ -71,8 +71,8 @@ def test_failed_overwrite_keeps_committed_data(scratch: pathlib.Path) -> None:
     assert store.list_checkpoints()[0].world_size == 1
 
 
-def test_distributed_api_in_one_process(local_uri: str) -> None:
-    store = s3dlio.PyCheckpointStore(f"{local_uri}/dist", compression_level=3)
+def test_distributed_api_in_one_process(base_uri: str) -> None:
+    store = s3dlio.PyCheckpointStore(f"{base_uri}/dist", compression_level=3)
     parts = [weights(50_000, r) for r in range(3)]
     metas = []
     for rank in range(3):
@@ -111,8 +111,8 @@ def test_stream_abort_leaves_nothing(scratch: pathlib.Path) -> None:
     assert [p for p in scratch.rglob("*") if p.is_file()] == []
 
 
-def test_open_shard_is_a_seekable_file(local_uri: str) -> None:
-    store = s3dlio.PyCheckpointStore(f"{local_uri}/f", compression_level=1)
+def test_open_shard_is_a_seekable_file(base_uri: str) -> None:
+    store = s3dlio.PyCheckpointStore(f"{base_uri}/f", compression_level=1)
     data = weights(3_000_000).tobytes()
     store.save(1, 0, "t", data)
     with store.reader().open_shard(1, 0) as f:

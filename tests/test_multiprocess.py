@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -37,10 +36,10 @@ def _rank_main(uri: str, rank: int, level: int | None, records: mp.Queue) -> Non
         writer.finalize_distributed_checkpoint(100, 1, "numpy", None, {"ranks": WORLD}, 60.0)
 
 
-def test_four_processes_write_then_restore_bit_exact(scratch: pathlib.Path) -> None:
+def test_four_processes_write_then_restore_bit_exact(base_uri: str) -> None:
     ctx = mp.get_context("spawn")
     for level in (None, 1):
-        uri = f"file://{scratch}/mp-{level}"
+        uri = f"{base_uri}/mp-{level}"
         records: mp.Queue = ctx.Queue()
         procs = [
             ctx.Process(target=_rank_main, args=(uri, r, level, records)) for r in range(WORLD)
@@ -71,8 +70,8 @@ KILLED_WRITER = textwrap.dedent(
 )
 
 
-def test_sigkill_mid_save_keeps_previous_checkpoint(scratch: pathlib.Path) -> None:
-    uri = f"file://{scratch}/killed"
+def test_sigkill_mid_save_keeps_previous_checkpoint(base_uri: str) -> None:
+    uri = f"{base_uri}/killed"
     store = s3dlio.PyCheckpointStore(uri, compression_level=1)
     store.save(1, 0, "t", b"the good one")
     proc = subprocess.Popen(

@@ -26,9 +26,9 @@ ARRAYS = {
 
 @pytest.mark.parametrize("name", sorted(ARRAYS))
 @pytest.mark.parametrize("level", [None, 3])
-def test_roundtrip_preserves_dtype_shape_order(local_uri: str, name: str, level: int | None):
+def test_roundtrip_preserves_dtype_shape_order(base_uri: str, name: str, level: int | None):
     arr = ARRAYS[name]
-    uri = f"{local_uri}/{name}.npy"
+    uri = f"{base_uri}/{name}.npy"
     meta = s3dlio.save_numpy_array(uri, arr, compression_level=level)
     assert meta["codec"] == ("none" if level is None else "zstd-seekable")
     back = s3dlio.load_numpy_array(uri)

@@ -10,6 +10,7 @@ use s3dlio_core::Error;
 
 #[path = "support/azure.rs"]
 mod azure_support;
+mod support;
 
 /// A backend under test: a store, a fresh key prefix in it, and a guard
 /// that keeps its scratch space alive.
@@ -71,7 +72,27 @@ fn backends() -> Vec<Backend> {
             _scratch: None,
         });
     }
+    all.extend(s3());
     all
+}
+
+/// A fresh prefix in the bucket of this process's s3s-fs server (skipped,
+/// with a line saying so, when S3DLIO_S3S_FS is not set).
+fn s3() -> Option<Backend> {
+    let server = support::s3::shared()?;
+    let uri = format!(
+        "s3://{}/{}",
+        server.bucket,
+        support::s3::fresh_prefix("conformance")
+    );
+    let Location { store, key } =
+        open_store(&uri, &support::s3::options_for(&server.endpoint)).expect("s3 store");
+    Some(Backend {
+        name: "s3",
+        store,
+        prefix: key,
+        _scratch: None,
+    })
 }
 
 fn key(b: &Backend, name: &str) -> String {

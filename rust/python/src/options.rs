@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use s3dlio_core::codec::{check_level, EncodeOptions};
 use s3dlio_core::object::WriteOptions;
 use s3dlio_core::store::azure::AzureOptions;
+use s3dlio_core::store::s3::S3_OPTION_KEYS;
 use s3dlio_core::store::{PutOptions, StoreOptions};
 
 use crate::errors::IntoPyResult;
@@ -17,13 +18,18 @@ pub fn store_options(opts: Option<HashMap<String, String>>) -> PyResult<StoreOpt
     for (k, v) in opts.unwrap_or_default() {
         match k.as_str() {
             "direct_fallback" => out.direct_fallback = parse_bool(&k, &v)?,
-            // az:// settings (connection_string, account_key, sas_token, ...).
-            other if out.azure.set(other, &v).py()? => {}
             other => {
-                return Err(PyValueError::new_err(format!(
-                    "unknown storage option '{other}' (known: direct_fallback, {})",
-                    AzureOptions::KEYS.join(", ")
-                )))
+                // A dict applies to one URI, so a key is given to every
+                // remote backend that knows it (both know `endpoint`).
+                let azure = out.azure.set(other, &v).py()?;
+                let s3 = out.s3.set(other, &v).py()?;
+                if !(azure || s3) {
+                    return Err(PyValueError::new_err(format!(
+                        "unknown storage option '{other}' (known: direct_fallback, {}, {})",
+                        S3_OPTION_KEYS.join(", "),
+                        AzureOptions::KEYS.join(", ")
+                    )));
+                }
             }
         }
     }

@@ -23,6 +23,7 @@ pub struct Ctx {
 pub async fn dispatch(cli: Cli) -> CliResult<i32> {
     let store = StoreOptions {
         direct_fallback: cli.global.direct_fallback,
+        // Remote stores take their settings from the environment (AWS_*).
         ..Default::default()
     };
     let quiet = cli.global.quiet;

@@ -17,6 +17,8 @@ pub mod direct;
 pub mod faults;
 pub mod local;
 pub mod memory;
+pub mod s3;
+pub(crate) mod upload;
 
 /// What a store knows about one stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +90,24 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Bytes `range` of the object; a range past the end is clipped to it,
     /// a start past the end is `InvalidInput`.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    /// Fill `dst` with the object's bytes from `offset`; the object must
+    /// hold all of them. The default copies out of `get_range`; backends
+    /// that can receive straight into `dst` (S3) override it.
+    async fn get_range_into(&self, key: &str, offset: u64, dst: &mut [u8]) -> Result<()> {
+        let want = dst.len() as u64;
+        let data = self.get_range(key, offset..offset + want).await?;
+        if data.len() as u64 != want {
+            return Err(Error::corrupt(
+                self.uri(key),
+                format!(
+                    "expected {want} bytes at {offset}, read {} (truncated or changed while reading?)",
+                    data.len()
+                ),
+            ));
+        }
+        dst.copy_from_slice(&data);
+        Ok(())
+    }
     async fn get(&self, key: &str) -> Result<Bytes>;
     /// Fill `bufs`, in order, with the bytes of `key` from `offset` on: a
     /// scattered ranged read of exactly their total length (an object that
@@ -147,6 +167,8 @@ pub struct StoreOptions {
     pub direct_fallback: bool,
     /// az://: credentials, endpoint and retries (unset ones come from the env).
     pub azure: azure::AzureOptions,
+    /// s3://: endpoint, region, credentials, addressing, retries, part sizes.
+    pub s3: s3::S3Options,
 }
 
 /// A store and the key a URI names inside it.
@@ -204,6 +226,10 @@ pub fn open_parsed(parsed: &StoreUri, options: &StoreOptions) -> Result<Location
             key,
         } => Ok(Location {
             store: Arc::new(azure::AzureStore::open(account, container, &options.azure)?),
+            key: key.clone(),
+        }),
+        StoreUri::S3 { bucket, key } => Ok(Location {
+            store: Arc::new(s3::S3Store::new(bucket, &options.s3)?),
             key: key.clone(),
         }),
         other => Err(Error::invalid(format!(

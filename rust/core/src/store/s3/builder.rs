@@ -1,0 +1,453 @@
+//! S3 configuration: explicit `storage_options` first, then the environment
+//! (`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, `AWS_REGION`, the standard
+//! credential chain of aws-config), then defaults. One SDK client per
+//! distinct configuration and process, built on first use and shared.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_s3::config::Credentials;
+
+use crate::error::{Error, Result};
+
+/// Region used when none is configured anywhere: SigV4 needs one, and
+/// S3-compatible servers accept any.
+const FALLBACK_REGION: &str = "us-east-1";
+
+/// How bucket names go into request URLs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Addressing {
+    /// Path style for a custom endpoint (S3-compatible servers rarely have
+    /// wildcard DNS), virtual-hosted style for AWS itself.
+    #[default]
+    Auto,
+    /// `https://endpoint/bucket/key`.
+    Path,
+    /// `https://bucket.endpoint/key`.
+    Virtual,
+}
+
+/// S3 settings a caller may pass as `storage_options`; unset fields come
+/// from the environment. `Debug` never prints a secret.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct S3Options {
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    /// A profile of `~/.aws/config` (else `AWS_PROFILE`, else `default`).
+    pub profile: Option<String>,
+    /// Send unsigned requests (public buckets).
+    pub anonymous: bool,
+    pub addressing: Addressing,
+    /// Attempts per request, the first included (SDK default: 3, or
+    /// `AWS_MAX_ATTEMPTS`). Also bounds resumes of a broken download body.
+    pub max_attempts: Option<u32>,
+    pub connect_timeout: Option<Duration>,
+    /// Longest wait for a response or for more of a body.
+    pub read_timeout: Option<Duration>,
+    /// Override the caller's part size for multipart uploads (bytes).
+    pub part_size: Option<usize>,
+    /// Override the caller's upload concurrency; also the parallel ranged
+    /// GETs of one large read.
+    pub concurrency: Option<usize>,
+    /// Override the caller's multipart threshold (bytes).
+    pub multipart_threshold: Option<usize>,
+}
+
+/// `storage_options` keys this backend understands (aliases included).
+pub const S3_OPTION_KEYS: &[&str] = &[
+    "endpoint_url",
+    "region",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "profile",
+    "anonymous",
+    "addressing_style",
+    "force_path_style",
+    "max_attempts",
+    "connect_timeout",
+    "read_timeout",
+    "multipart_chunksize",
+    "max_concurrency",
+    "multipart_threshold",
+];
+
+impl S3Options {
+    /// Apply one `storage_options` entry. `Ok(false)` when `key` is not an
+    /// S3 option (the caller then tries others or reports it unknown).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool> {
+        let text = || Some(value.to_string());
+        match key {
+            "endpoint_url" | "endpoint" | "aws_endpoint_url" => {
+                self.endpoint_url = Some(check_endpoint(value)?)
+            }
+            "region" | "region_name" | "aws_region" => self.region = text(),
+            "aws_access_key_id" | "access_key_id" => self.access_key_id = text(),
+            "aws_secret_access_key" | "secret_access_key" => self.secret_access_key = text(),
+            "aws_session_token" | "session_token" => self.session_token = text(),
+            "profile" | "profile_name" | "aws_profile" => self.profile = text(),
+            "anonymous" | "anon" | "skip_signature" => self.anonymous = parse_bool(key, value)?,
+            "addressing_style" => {
+                self.addressing = match value.to_ascii_lowercase().as_str() {
+                    "auto" => Addressing::Auto,
+                    "path" => Addressing::Path,
+                    "virtual" => Addressing::Virtual,
+                    _ => {
+                        return Err(Error::invalid(format!(
+                        "storage option addressing_style must be 'auto', 'path' or 'virtual', got '{value}'"
+                    )))
+                    }
+                }
+            }
+            "force_path_style" => {
+                self.addressing = if parse_bool(key, value)? {
+                    Addressing::Path
+                } else {
+                    Addressing::Virtual
+                }
+            }
+            "max_attempts" => {
+                let n = parse_count(key, value)?;
+                self.max_attempts = Some(u32::try_from(n).unwrap_or(u32::MAX))
+            }
+            "connect_timeout" => self.connect_timeout = Some(parse_seconds(key, value)?),
+            "read_timeout" => self.read_timeout = Some(parse_seconds(key, value)?),
+            "multipart_chunksize" | "part_size" => self.part_size = Some(parse_count(key, value)?),
+            "max_concurrency" | "concurrency" => self.concurrency = Some(parse_count(key, value)?),
+            "multipart_threshold" => self.multipart_threshold = Some(parse_count(key, value)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("S3Options")
+            .field("endpoint_url", &self.endpoint_url)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("session_token", &hidden(&self.session_token))
+            .field("profile", &self.profile)
+            .field("anonymous", &self.anonymous)
+            .field("addressing", &self.addressing)
+            .field("max_attempts", &self.max_attempts)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("part_size", &self.part_size)
+            .field("concurrency", &self.concurrency)
+            .field("multipart_threshold", &self.multipart_threshold)
+            .finish()
+    }
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::invalid(format!(
+            "storage option {key} must be true or false, got '{v}'"
+        ))),
+    }
+}
+
+fn parse_count(key: &str, v: &str) -> Result<usize> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Error::invalid(format!(
+            "storage option {key} must be a positive integer, got '{v}'"
+        ))),
+    }
+}
+
+fn parse_seconds(key: &str, v: &str) -> Result<Duration> {
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(Error::invalid(format!(
+            "storage option {key} must be a positive number of seconds, got '{v}'"
+        ))),
+    }
+}
+
+fn check_endpoint(url: &str) -> Result<String> {
+    let url = url.trim().trim_end_matches('/');
+    let host = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match host {
+        Some(h) if !h.is_empty() => Ok(url.to_string()),
+        _ => Err(Error::invalid(format!(
+            "S3 endpoint '{url}' must start with http:// or https:// and name a host"
+        ))),
+    }
+}
+
+/// Environment variables that change what a client resolves: part of the
+/// cache key, so a process that changes them gets a fresh client.
+const ENV_INPUTS: &[&str] = &[
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_MAX_ATTEMPTS",
+    "AWS_RETRY_MODE",
+    "AWS_EC2_METADATA_DISABLED",
+];
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Options with the endpoint resolved from the environment, ready to build
+/// a client from.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub options: S3Options,
+    /// The endpoint actually used; `None` means AWS itself.
+    pub endpoint: Option<String>,
+    pub path_style: bool,
+}
+
+impl Resolved {
+    pub fn new(options: &S3Options) -> Result<Self> {
+        let endpoint = match &options.endpoint_url {
+            Some(e) => Some(e.clone()),
+            None => env_nonempty("AWS_ENDPOINT_URL_S3")
+                .or_else(|| env_nonempty("AWS_ENDPOINT_URL"))
+                .map(|e| check_endpoint(&e))
+                .transpose()?,
+        };
+        if options.access_key_id.is_some() != options.secret_access_key.is_some() {
+            return Err(Error::invalid(
+                "storage options aws_access_key_id and aws_secret_access_key must be given together",
+            ));
+        }
+        if options.session_token.is_some() && options.access_key_id.is_none() {
+            return Err(Error::invalid(
+                "storage option aws_session_token needs aws_access_key_id and aws_secret_access_key",
+            ));
+        }
+        let path_style = match options.addressing {
+            Addressing::Path => true,
+            Addressing::Virtual => false,
+            Addressing::Auto => endpoint.is_some(),
+        };
+        Ok(Resolved {
+            options: options.clone(),
+            endpoint,
+            path_style,
+        })
+    }
+
+    /// The endpoint for messages: the URL without any user info, or a
+    /// note that the SDK picks the AWS endpoint for the region.
+    pub fn shown_endpoint(&self) -> String {
+        match &self.endpoint {
+            Some(e) => match e.split_once("://") {
+                Some((scheme, rest)) => match rest.split_once('@') {
+                    Some((_, host)) => format!("{scheme}://{host}"),
+                    None => e.clone(),
+                },
+                None => e.clone(),
+            },
+            None => "(AWS, from the region)".to_string(),
+        }
+    }
+
+    /// Secrets that must never reach a message.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = [&self.options.secret_access_key, &self.options.session_token]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        out.extend(
+            ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+                .iter()
+                .filter_map(|v| env_nonempty(v)),
+        );
+        out.retain(|s| s.len() >= 4);
+        out
+    }
+
+    fn cache_key(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::process::id().hash(&mut h);
+        self.options.hash(&mut h);
+        self.endpoint.hash(&mut h);
+        for name in ENV_INPUTS {
+            std::env::var(name).ok().hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
+type ClientCache = HashMap<u64, aws_sdk_s3::Client>;
+static CLIENTS: Mutex<Option<(u32, ClientCache)>> = Mutex::new(None);
+
+/// The shared client for `cfg`, built on first use. Clients hold
+/// connection pools tied to the runtime of the process that built them, so
+/// after `fork()` a child builds its own (the inherited ones are leaked, as
+/// the runtime's are).
+pub(crate) async fn client(cfg: &Resolved) -> Result<aws_sdk_s3::Client> {
+    let key = cfg.cache_key();
+    if let Some(c) = cached(key) {
+        return Ok(c);
+    }
+    let built = build(cfg).await?;
+    let mut slot = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = std::process::id();
+    if slot.as_ref().is_some_and(|(owner, _)| *owner != pid) {
+        if let Some(inherited) = slot.take() {
+            std::mem::forget(inherited);
+        }
+    }
+    let (_, map) = slot.get_or_insert_with(|| (pid, HashMap::new()));
+    Ok(map.entry(key).or_insert(built).clone())
+}
+
+fn cached(key: u64) -> Option<aws_sdk_s3::Client> {
+    let slot = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    match slot.as_ref() {
+        Some((owner, map)) if *owner == std::process::id() => map.get(&key).cloned(),
+        _ => None,
+    }
+}
+
+async fn build(cfg: &Resolved) -> Result<aws_sdk_s3::Client> {
+    let o = &cfg.options;
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(profile) = &o.profile {
+        loader = loader.profile_name(profile);
+    }
+    let region = match &o.region {
+        Some(r) => RegionProviderChain::first_try(Region::new(r.clone())),
+        // A custom endpoint means no EC2 instance metadata to ask: skip
+        // IMDS, whose timeouts would delay every first request.
+        None if cfg.endpoint.is_some() => {
+            let mut profile = aws_config::profile::ProfileFileRegionProvider::builder();
+            if let Some(p) = &o.profile {
+                profile = profile.profile_name(p);
+            }
+            RegionProviderChain::first_try(
+                aws_config::environment::EnvironmentVariableRegionProvider::new(),
+            )
+            .or_else(profile.build())
+        }
+        None => RegionProviderChain::default_provider(),
+    };
+    loader = loader.region(region.or_else(Region::from_static(FALLBACK_REGION)));
+    if o.anonymous {
+        loader = loader.no_credentials();
+    } else if let (Some(id), Some(secret)) = (&o.access_key_id, &o.secret_access_key) {
+        loader = loader.credentials_provider(Credentials::new(
+            id,
+            secret,
+            o.session_token.clone(),
+            None,
+            "s3dlio-storage-options",
+        ));
+    }
+    if let Some(n) = o.max_attempts {
+        loader = loader.retry_config(RetryConfig::standard().with_max_attempts(n.max(1)));
+    }
+    if o.connect_timeout.is_some() || o.read_timeout.is_some() {
+        let mut t = TimeoutConfig::builder();
+        t = t.connect_timeout(o.connect_timeout.unwrap_or(Duration::from_millis(3100)));
+        if let Some(r) = o.read_timeout {
+            t = t.read_timeout(r);
+        }
+        loader = loader.timeout_config(t.build());
+    }
+    if let Some(e) = &cfg.endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    let sdk = loader.load().await;
+    let conf = aws_sdk_s3::config::Builder::from(&sdk)
+        .force_path_style(cfg.path_style)
+        .build();
+    Ok(aws_sdk_s3::Client::from_conf(conf))
+}
+
+/// Max attempts the client was configured with (for our own body resumes).
+pub(crate) fn attempts(cfg: &Resolved) -> u32 {
+    cfg.options
+        .max_attempts
+        .or_else(|| env_nonempty("AWS_MAX_ATTEMPTS").and_then(|v| v.parse().ok()))
+        .unwrap_or(3)
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_and_reject() {
+        let mut o = S3Options::default();
+        assert!(o.set("endpoint_url", "http://127.0.0.1:9000/").unwrap());
+        assert_eq!(o.endpoint_url.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(o.set("force_path_style", "false").unwrap());
+        assert_eq!(o.addressing, Addressing::Virtual);
+        assert!(o.set("addressing_style", "path").unwrap());
+        assert_eq!(o.addressing, Addressing::Path);
+        assert!(o.set("max_attempts", "2").unwrap());
+        assert!(o.set("connect_timeout", "0.5").unwrap());
+        assert_eq!(o.connect_timeout, Some(Duration::from_millis(500)));
+        assert!(!o.set("colour", "red").unwrap());
+        for (k, v) in [
+            ("endpoint_url", "127.0.0.1:9000"),
+            ("addressing_style", "sideways"),
+            ("max_attempts", "0"),
+            ("connect_timeout", "-1"),
+            ("anonymous", "maybe"),
+            ("multipart_chunksize", "8MB"),
+        ] {
+            let err = o.set(k, v).unwrap_err().to_string();
+            assert!(err.contains(k) || err.contains(v), "{k}: {err}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut o = S3Options::default();
+        o.set("aws_access_key_id", "AKIDEXAMPLE").unwrap();
+        o.set("aws_secret_access_key", "very-secret-key").unwrap();
+        o.set("aws_session_token", "very-secret-token").unwrap();
+        let shown = format!("{o:?}");
+        assert!(shown.contains("AKIDEXAMPLE"));
+        assert!(!shown.contains("very-secret"), "{shown}");
+    }
+
+    #[test]
+    fn custom_endpoint_means_path_style_and_keys_go_together() {
+        let mut o = S3Options::default();
+        o.set("endpoint_url", "http://localhost:1").unwrap();
+        assert!(Resolved::new(&o).unwrap().path_style);
+        o.set("addressing_style", "virtual").unwrap();
+        assert!(!Resolved::new(&o).unwrap().path_style);
+        o.set("aws_access_key_id", "id").unwrap();
+        let err = Resolved::new(&o).unwrap_err().to_string();
+        assert!(err.contains("aws_secret_access_key"), "{err}");
+    }
+}

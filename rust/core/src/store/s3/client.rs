@@ -1,0 +1,583 @@
+//! The S3 wire calls of one bucket, each returning the crate's errors.
+//! Request-level retries (throttling, 5xx, resets before a response) are
+//! the SDK's standard retry mode; a body that breaks mid-stream is resumed
+//! here from the first missing byte.
+
+use std::ops::Range;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+
+use super::builder::{self, Resolved};
+use super::error::{Context, Failure};
+use crate::error::{Error, Result};
+use crate::store::upload::UploadedPart;
+use crate::store::ObjectMeta;
+
+/// First and longest wait between resumes of a broken body.
+const RESUME_BACKOFF: Duration = Duration::from_millis(100);
+const RESUME_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A bucket and the client that reaches it.
+/// Not `Debug`: it holds the secrets to redact.
+#[derive(Clone)]
+pub(crate) struct BucketClient {
+    pub client: aws_sdk_s3::Client,
+    pub bucket: String,
+    /// Attempts for resuming a broken body (the SDK's max attempts).
+    pub attempts: u32,
+    pub secrets: Vec<String>,
+    /// Where requests go, for messages.
+    pub endpoint: String,
+}
+
+/// A GET's first response: the body still to read and what it covers.
+pub(crate) struct Opened {
+    pub body: ByteStream,
+    /// Size of the whole object (from Content-Range, else the length).
+    pub total: u64,
+    pub etag: Option<String>,
+}
+
+/// Outcome of a conditional create.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Created {
+    Yes,
+    AlreadyExists,
+    /// The server does not implement `If-None-Match` on PUT.
+    Unsupported,
+}
+
+impl BucketClient {
+    pub async fn new(bucket: &str, cfg: &Resolved) -> Result<Self> {
+        Ok(BucketClient {
+            client: builder::client(cfg).await?,
+            bucket: bucket.to_string(),
+            attempts: builder::attempts(cfg),
+            secrets: cfg.secrets(),
+            endpoint: cfg.shown_endpoint(),
+        })
+    }
+
+    pub fn uri(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    fn ctx<'a>(&'a self, uri: &'a str, op: &'a str) -> Context<'a> {
+        Context {
+            uri,
+            bucket: &self.bucket,
+            op,
+            secrets: &self.secrets,
+            endpoint: &self.endpoint,
+        }
+    }
+
+    fn fail<E>(
+        &self,
+        key: &str,
+        op: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let uri = self.uri(key);
+        Failure::of(&err).into_error(&self.ctx(&uri, op))
+    }
+
+    /// Single-request upload carrying `x-amz-checksum-crc32c`; with
+    /// `if_absent`, only when no object exists under `key`.
+    pub async fn put_object(
+        &self,
+        key: &str,
+        data: Bytes,
+        crc: u32,
+        if_absent: bool,
+    ) -> Result<(Created, ObjectMeta)> {
+        let size = data.len() as u64;
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(size as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .checksum_crc32_c(crc_header(crc))
+            .body(ByteStream::from(data));
+        if if_absent {
+            req = req.if_none_match("*");
+        }
+        // The CRC32C header protects the payload; hashing it again for the
+        // signature would only cost CPU (as UNSIGNED-PAYLOAD does for boto3
+        // and the AWS CLI with flexible checksums).
+        match req.customize().disable_payload_signing().send().await {
+            Ok(out) => {
+                let mut meta = ObjectMeta::new(key, size);
+                meta.etag = out.e_tag().map(str::to_string);
+                meta.crc32c = Some(crc);
+                Ok((Created::Yes, meta))
+            }
+            Err(err) => {
+                let failure = Failure::of(&err);
+                if if_absent && (failure.is_status(412) || failure.code() == "PreconditionFailed") {
+                    return Ok((Created::AlreadyExists, ObjectMeta::new(key, 0)));
+                }
+                if if_absent && (failure.is_status(501) || failure.code() == "NotImplemented") {
+                    return Ok((Created::Unsupported, ObjectMeta::new(key, 0)));
+                }
+                let uri = self.uri(key);
+                Err(failure.into_error(&self.ctx(&uri, "PutObject")))
+            }
+        }
+    }
+
+    pub async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(|e| self.fail(key, "HeadObject", e))?;
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: out.e_tag().map(str::to_string),
+            // Composite checksums of multipart uploads ("…-N") are not the
+            // CRC32C of the bytes; only a full-object value is.
+            crc32c: out.checksum_crc32_c().and_then(parse_crc_header),
+            last_modified: out
+                .last_modified()
+                .and_then(|t| SystemTime::try_from(*t).ok()),
+        })
+    }
+
+    /// Whether the bucket exists (to tell a missing bucket from a missing
+    /// key where S3 answers both with a bare 404).
+    pub async fn bucket_exists(&self) -> Result<bool> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(true),
+            Err(err) => {
+                let f = Failure::of(&err);
+                if f.is_status(404) || f.code() == "NoSuchBucket" || f.code() == "NotFound" {
+                    return Ok(false);
+                }
+                let uri = self.uri("");
+                Err(f.into_error(&self.ctx(&uri, "HeadBucket")))
+            }
+        }
+    }
+
+    /// Send a ranged GET (`range` must be non-empty) and return its body
+    /// unread. `if_match` pins the object version seen by an earlier piece.
+    pub async fn open_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Opened> {
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1));
+        if let Some(etag) = if_match {
+            req = req.if_match(etag);
+        }
+        let out: GetObjectOutput = req
+            .send()
+            .await
+            .map_err(|e| self.fail(key, "GetObject", e))?;
+        let len = out.content_length().unwrap_or(0).max(0) as u64;
+        let total = match out.content_range() {
+            Some(v) => total_from_content_range(v).unwrap_or(range.start + len),
+            // A whole-object answer is only right for a range from 0.
+            None if range.start == 0 => len,
+            None => {
+                return Err(Error::backend(
+                    self.uri(key),
+                    "the server ignored the Range header of a GetObject",
+                    false,
+                ))
+            }
+        };
+        let etag = out.e_tag().map(str::to_string);
+        Ok(Opened {
+            body: out.body,
+            total,
+            etag,
+        })
+    }
+
+    /// Fill `dst` with the object's bytes from `start`, reading `first`'s
+    /// body when given, and resuming from the first missing byte when a
+    /// body breaks or ends early (bounded by the configured attempts).
+    pub async fn read_into(
+        &self,
+        key: &str,
+        start: u64,
+        dst: &mut [u8],
+        mut first: Option<Opened>,
+        etag: Option<&str>,
+    ) -> Result<()> {
+        let uri = self.uri(key);
+        let mut got = 0usize;
+        let mut failures = 0u32;
+        while got < dst.len() {
+            let opened = match first.take() {
+                Some(o) => o,
+                None => {
+                    let range = start + got as u64..start + dst.len() as u64;
+                    let o = self.open_range(key, range.clone(), etag).await?;
+                    if o.total < range.end {
+                        return Err(Error::corrupt(
+                            &uri,
+                            format!(
+                                "the object has {} bytes, the read needs {} (changed while reading?)",
+                                o.total, range.end
+                            ),
+                        ));
+                    }
+                    o
+                }
+            };
+            let before = got;
+            let why = match drain(opened.body, &mut dst[got..], &mut got).await {
+                Ok(()) if got == dst.len() => return Ok(()),
+                Ok(()) => "the body ended early".to_string(),
+                Err(BodyError::TooLong) => {
+                    return Err(Error::backend(
+                        &uri,
+                        format!(
+                            "GetObject returned more bytes than the {} requested",
+                            dst.len() - before
+                        ),
+                        false,
+                    ))
+                }
+                Err(BodyError::Broken(e)) => self.ctx(&uri, "GetObject").redact(&e),
+            };
+            if got == before {
+                failures += 1;
+            } else {
+                // Progress made: this is a fresh failure, not a repeat.
+                failures = 1;
+            }
+            if failures >= self.attempts {
+                return Err(Error::backend(
+                    &uri,
+                    format!(
+                        "GetObject body broke at byte {} of {} after {} attempts: {why}",
+                        start + got as u64,
+                        start + dst.len() as u64,
+                        self.attempts
+                    ),
+                    true,
+                ));
+            }
+            tokio::time::sleep(backoff(failures)).await;
+        }
+        Ok(())
+    }
+
+    /// Every object under `prefix`, following continuation tokens.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix);
+            if let Some(t) = &token {
+                req = req.continuation_token(t);
+            }
+            let page = req
+                .send()
+                .await
+                .map_err(|e| self.fail(prefix, "ListObjectsV2", e))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                // Prefixes ending in '/' stored as zero-byte "folders" by
+                // consoles are not objects of ours; keys never end in '/'.
+                if key.ends_with('/') {
+                    continue;
+                }
+                out.push(ObjectMeta {
+                    key: key.to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    etag: obj.e_tag().map(str::to_string),
+                    crc32c: None,
+                    last_modified: obj
+                        .last_modified()
+                        .and_then(|t| SystemTime::try_from(*t).ok()),
+                });
+            }
+            token = match (page.is_truncated(), page.next_continuation_token()) {
+                (Some(true), Some(next)) => Some(next.to_string()),
+                (Some(true), None) => return Err(Error::backend(
+                    self.uri(prefix),
+                    "ListObjectsV2 said the listing is truncated but gave no continuation token",
+                    false,
+                )),
+                _ => None,
+            };
+            if token.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.fail(key, "DeleteObject", e))?;
+        Ok(())
+    }
+
+    pub async fn create_multipart(&self, key: &str) -> Result<String> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .send()
+            .await
+            .map_err(|e| self.fail(key, "CreateMultipartUpload", e))?;
+        out.upload_id().map(str::to_string).ok_or_else(|| {
+            Error::backend(
+                self.uri(key),
+                "CreateMultipartUpload returned no upload id",
+                false,
+            )
+        })
+    }
+
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        data: Bytes,
+        crc: u32,
+    ) -> Result<UploadedPart> {
+        let size = data.len() as u64;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number as i32)
+            .content_length(size as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .checksum_crc32_c(crc_header(crc))
+            .body(ByteStream::from(data))
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| self.fail(key, "UploadPart", e))?;
+        let tag = out.e_tag().map(str::to_string).ok_or_else(|| {
+            Error::backend(
+                self.uri(key),
+                format!("UploadPart {number} returned no ETag"),
+                false,
+            )
+        })?;
+        Ok(UploadedPart {
+            number,
+            tag,
+            size,
+            crc32c: crc,
+        })
+    }
+
+    pub async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> Result<Option<String>> {
+        let completed = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number as i32)
+                    .e_tag(&p.tag)
+                    .checksum_crc32_c(crc_header(p.crc32c))
+                    .build()
+            })
+            .collect::<Vec<_>>();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.fail(key, "CompleteMultipartUpload", e))?;
+        Ok(out.e_tag().map(str::to_string))
+    }
+
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let f = Failure::of(&err);
+                // Already gone is what we wanted.
+                if f.code() == "NoSuchUpload" {
+                    return Ok(());
+                }
+                let uri = self.uri(key);
+                Err(f.into_error(&self.ctx(&uri, "AbortMultipartUpload")))
+            }
+        }
+    }
+}
+
+enum BodyError {
+    Broken(String),
+    TooLong,
+}
+
+/// Copy a body into `dst`, advancing `got` (relative to the whole
+/// destination) as bytes arrive.
+async fn drain(mut body: ByteStream, dst: &mut [u8], got: &mut usize) -> Result<(), BodyError> {
+    let mut at = 0usize;
+    loop {
+        match body.next().await {
+            None => return Ok(()),
+            Some(Ok(chunk)) => {
+                let end = at + chunk.len();
+                if end > dst.len() {
+                    return Err(BodyError::TooLong);
+                }
+                dst[at..end].copy_from_slice(&chunk);
+                at = end;
+                *got += chunk.len();
+            }
+            Some(Err(e)) => return Err(BodyError::Broken(super::error::chain(&e))),
+        }
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    let exp = RESUME_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(10));
+    exp.min(RESUME_BACKOFF_MAX)
+}
+
+/// `bytes 0-99/1234` -> 1234.
+fn total_from_content_range(v: &str) -> Option<u64> {
+    v.rsplit_once('/')
+        .and_then(|(_, total)| total.trim().parse().ok())
+}
+
+/// The base64 of the big-endian CRC32C, as `x-amz-checksum-crc32c` wants it.
+pub(crate) fn crc_header(crc: u32) -> String {
+    base64_encode(&crc.to_be_bytes())
+}
+
+/// The CRC32C in a full-object `x-amz-checksum-crc32c` value; `None` for
+/// composite (`…-N`) or malformed values.
+pub(crate) fn parse_crc_header(v: &str) -> Option<u32> {
+    let bytes = base64_decode(v)?;
+    let arr: [u8; 4] = bytes.try_into().ok()?;
+    Some(u32::from_be_bytes(arr))
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = B64.iter().position(|&b| b == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_headers_roundtrip() {
+        // Known value: CRC32C("hello world") = 0xc99465aa -> "yZRlqg==".
+        assert_eq!(crc_header(0xc994_65aa), "yZRlqg==");
+        assert_eq!(parse_crc_header("yZRlqg=="), Some(0xc994_65aa));
+        assert_eq!(parse_crc_header("yZRlqg==-3"), None);
+        assert_eq!(parse_crc_header("AAAAAAAA"), None);
+        for n in [0u32, 1, 0xffff_ffff, 0x1234_5678] {
+            assert_eq!(parse_crc_header(&crc_header(n)), Some(n));
+        }
+        assert_eq!(base64_encode(b"ab"), "YWI=");
+        assert_eq!(base64_decode("YWI="), Some(b"ab".to_vec()));
+    }
+
+    #[test]
+    fn content_range_totals() {
+        assert_eq!(total_from_content_range("bytes 0-99/1234"), Some(1234));
+        assert_eq!(total_from_content_range("bytes */1234"), Some(1234));
+        assert_eq!(total_from_content_range("bytes 0-99/*"), None);
+    }
+}

@@ -1,0 +1,319 @@
+//! `s3://bucket/key` on AWS S3 and S3-compatible servers.
+//!
+//! - [`builder`]: configuration from `storage_options` and the environment,
+//!   one shared SDK client per configuration.
+//! - `client`: the wire calls, with errors mapped and broken bodies resumed.
+//! - `target`: the multipart calls the shared streaming writer drives.
+//!
+//! Uploads below the multipart threshold are one PUT; above it, parts go
+//! up in parallel ([`crate::store::upload`]). Every PUT and part carries
+//! `x-amz-checksum-crc32c`. Reads longer than one piece are split into
+//! parallel ranged GETs written straight into one buffer.
+
+pub mod builder;
+mod client;
+mod error;
+mod target;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
+
+use builder::Resolved;
+pub use builder::{Addressing, S3Options, S3_OPTION_KEYS};
+use client::{BucketClient, Created};
+
+use super::upload::{MultipartWriter, UploadLimits};
+use super::{check_range, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
+use crate::codec::crc::crc32c;
+use crate::error::{Error, Result};
+
+/// S3 refuses parts below 5 MiB (except the last).
+const MIN_PART_SIZE: usize = 5 << 20;
+/// Parts per multipart upload.
+const MAX_PARTS: u32 = 10_000;
+/// Reads longer than this become parallel ranged GETs of this size.
+const READ_PIECE: u64 = 8 << 20;
+/// Ranged GETs in flight for one read, unless `max_concurrency` says otherwise.
+const READ_CONCURRENCY: usize = 8;
+/// Attempts of a conditional create that meets a concurrent one (409).
+const CONDITIONAL_ATTEMPTS: u32 = 3;
+/// The largest single PUT S3 accepts.
+const MAX_SINGLE_PUT: usize = 5 << 30;
+
+/// Buckets (per endpoint) a `HeadBucket` has shown to exist in this
+/// process, so a missing key costs one extra request at most once.
+static SEEN_BUCKETS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// One bucket. Cheap to create: the SDK client is built (or taken from the
+/// process-wide cache) on the first request.
+pub struct S3Store {
+    bucket: String,
+    config: Arc<Resolved>,
+    client: OnceCell<Arc<BucketClient>>,
+}
+
+impl fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Store")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.config.endpoint)
+            .field("path_style", &self.config.path_style)
+            .finish()
+    }
+}
+
+impl S3Store {
+    pub fn new(bucket: &str, options: &S3Options) -> Result<Self> {
+        if bucket.is_empty() {
+            return Err(Error::invalid("s3://: missing bucket name"));
+        }
+        Ok(S3Store {
+            bucket: bucket.to_string(),
+            config: Arc::new(Resolved::new(options)?),
+            client: OnceCell::new(),
+        })
+    }
+
+    async fn client(&self) -> Result<&Arc<BucketClient>> {
+        self.client
+            .get_or_try_init(|| async {
+                Ok(Arc::new(
+                    BucketClient::new(&self.bucket, &self.config).await?,
+                ))
+            })
+            .await
+    }
+
+    /// The caller's put options with this store's overrides, within S3's limits.
+    fn limits(&self, opts: &PutOptions) -> UploadLimits {
+        let o = &self.config.options;
+        let effective = PutOptions {
+            part_size: o.part_size.unwrap_or(opts.part_size),
+            concurrency: o.concurrency.unwrap_or(opts.concurrency),
+            multipart_threshold: o.multipart_threshold.unwrap_or(opts.multipart_threshold),
+            ..opts.clone()
+        };
+        let mut limits = UploadLimits::new(&effective, MIN_PART_SIZE, MAX_PARTS);
+        limits.multipart_threshold = limits.multipart_threshold.min(MAX_SINGLE_PUT);
+        limits
+    }
+
+    fn check_key(&self, key: &str) -> Result<()> {
+        if key.is_empty() || key.ends_with('/') {
+            return Err(Error::invalid(format!(
+                "{}: an object key must not be empty or end with '/'",
+                self.uri(key)
+            )));
+        }
+        Ok(())
+    }
+
+    /// A bare 404 (HEAD has no body) may mean a missing bucket: say so
+    /// when it does. A bucket seen to exist is not looked up again.
+    async fn explain(&self, err: Error) -> Error {
+        let Error::NotFound { uri } = &err else {
+            return err;
+        };
+        let seen_key = format!("{} {}", self.config.shown_endpoint(), self.bucket);
+        let seen = || SEEN_BUCKETS.lock().unwrap_or_else(|p| p.into_inner());
+        if uri.contains("(bucket") || seen().contains(&seen_key) {
+            return err;
+        }
+        let Ok(client) = self.client().await else {
+            return err;
+        };
+        match client.bucket_exists().await {
+            Ok(true) => {
+                seen().insert(seen_key);
+                err
+            }
+            Ok(false) => Error::NotFound {
+                uri: format!("{uri} (bucket '{}' does not exist)", self.bucket),
+            },
+            Err(_) => err,
+        }
+    }
+
+    async fn head_explained(&self, key: &str) -> Result<ObjectMeta> {
+        match self.client().await?.head(key).await {
+            Ok(m) => Ok(m),
+            Err(e) => Err(self.explain(e).await),
+        }
+    }
+
+    fn read_concurrency(&self) -> usize {
+        self.config
+            .options
+            .concurrency
+            .unwrap_or(READ_CONCURRENCY)
+            .max(1)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn uri(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> Result<ObjectMeta> {
+        self.check_key(key)?;
+        let limits = self.limits(opts);
+        if data.len() < limits.multipart_threshold {
+            let crc = crc32c(&data);
+            let (_, meta) = self
+                .client()
+                .await?
+                .put_object(key, data, crc, false)
+                .await?;
+            return Ok(meta);
+        }
+        let mut w = self.writer(key, opts).await?;
+        if let Err(e) = w.write(data).await {
+            let _ = w.abort().await;
+            return Err(e);
+        }
+        w.finish().await
+    }
+
+    async fn writer(&self, key: &str, opts: &PutOptions) -> Result<Box<dyn ObjectWriter>> {
+        self.check_key(key)?;
+        let target = target::S3Target::new(self.client().await?.clone(), key);
+        Ok(Box::new(MultipartWriter::new(
+            Arc::new(target),
+            self.limits(opts),
+        )))
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let uri = self.uri(key);
+        if range.start >= range.end {
+            // Nothing to fetch, but the object must exist and the start
+            // must lie inside it, as on every backend.
+            let size = self.head_explained(key).await?.size;
+            check_range(&uri, &range, size)?;
+            return Ok(Bytes::new());
+        }
+        let client = self.client().await?.clone();
+        let first_end = range.end.min(range.start.saturating_add(READ_PIECE));
+        let first = match client.open_range(key, range.start..first_end, None).await {
+            Ok(o) => o,
+            // 416: the start is at or past the end of the object.
+            Err(Error::InvalidInput(_)) => {
+                let size = self.head_explained(key).await?.size;
+                check_range(&uri, &range, size)?;
+                return Ok(Bytes::new());
+            }
+            Err(e) => return Err(self.explain(e).await),
+        };
+        let end = range.end.min(first.total.max(range.start));
+        let len = usize::try_from(end - range.start).map_err(|_| {
+            Error::invalid(format!(
+                "{uri}: {} bytes do not fit in memory",
+                end - range.start
+            ))
+        })?;
+        let mut buf = vec![0u8; len];
+        let etag = first.etag.clone();
+        let mut first = Some(first);
+        let pieces = buf
+            .chunks_mut(READ_PIECE as usize)
+            .enumerate()
+            .map(|(i, chunk)| (range.start + i as u64 * READ_PIECE, chunk, first.take()))
+            .collect::<Vec<_>>();
+        // Futures built up front (not in a stream closure): a closure that
+        // borrows `buf` trips the Send check of the async trait method.
+        let reads = pieces
+            .into_iter()
+            .map(|(offset, chunk, opened)| {
+                client.read_into(key, offset, chunk, opened, etag.as_deref())
+            })
+            .collect::<Vec<_>>();
+        stream::iter(reads)
+            .buffer_unordered(self.read_concurrency())
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(Bytes::from(buf))
+    }
+
+    async fn get_range_into(&self, key: &str, offset: u64, dst: &mut [u8]) -> Result<()> {
+        if dst.is_empty() {
+            return self.get_range(key, offset..offset).await.map(|_| ());
+        }
+        let client = self.client().await?.clone();
+        let reads = dst
+            .chunks_mut(READ_PIECE as usize)
+            .enumerate()
+            .map(|(i, chunk)| {
+                client.read_into(key, offset + i as u64 * READ_PIECE, chunk, None, None)
+            })
+            .collect::<Vec<_>>();
+        stream::iter(reads)
+            .buffer_unordered(self.read_concurrency())
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.get_range(key, 0..u64::MAX).await
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        self.head_explained(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.client().await?.list(prefix).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        // S3 deletes missing keys silently; every backend reports them.
+        self.head_explained(key).await?;
+        self.client().await?.delete(key).await
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        self.check_key(key)?;
+        let client = self.client().await?.clone();
+        let crc = crc32c(&data);
+        for attempt in 1..=CONDITIONAL_ATTEMPTS {
+            // The HEAD answers the common case without a write, and is the
+            // only protection on servers that ignore If-None-Match.
+            match self.head_explained(key).await {
+                Ok(_) => return Ok(false),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+            match client.put_object(key, data.clone(), crc, true).await {
+                Ok((Created::Yes, _)) => return Ok(true),
+                Ok((Created::AlreadyExists, _)) => return Ok(false),
+                Ok((Created::Unsupported, _)) => {
+                    // The server refuses conditional PUTs: fall back to the
+                    // HEAD above, racy against a concurrent creator (see
+                    // docs/ARCHITECTURE.md, S3 backend).
+                    client.put_object(key, data, crc, false).await?;
+                    return Ok(true);
+                }
+                // 409 ConditionalRequestConflict: another create of the same
+                // key is in flight; look again.
+                Err(Error::Backend { reason, .. })
+                    if reason.contains("ConditionalRequestConflict")
+                        && attempt < CONDITIONAL_ATTEMPTS => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::backend(
+            self.uri(key),
+            "conditional create kept conflicting with concurrent writers",
+            true,
+        ))
+    }
+}

@@ -1,0 +1,347 @@
+//! S3 behaviour beyond the conformance suite, against a real s3s-fs:
+//! multipart uploads, checksums on the wire, cleanup of aborted uploads,
+//! retries (broken bodies, throttling), and the errors users meet (bad
+//! credentials, missing bucket, unreachable endpoint).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use s3dlio_core::codec::crc::crc32c;
+use s3dlio_core::store::{open_store, Location, PutOptions, StoreOptions};
+use s3dlio_core::Error;
+
+mod support;
+use support::s3::{Fault, FaultProxy, S3Server, SECRET_KEY};
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+/// A server of this test's own with one bucket, or `None` (skip).
+fn server(bucket: &str) -> Option<S3Server> {
+    let s = S3Server::start()?;
+    s.create_bucket(bucket);
+    Some(s)
+}
+
+fn open(uri: &str, options: &StoreOptions) -> Location {
+    open_store(uri, options).expect("open store")
+}
+
+fn multipart_opts() -> PutOptions {
+    PutOptions {
+        part_size: 5 << 20,
+        concurrency: 3,
+        multipart_threshold: 5 << 20,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_upload_is_ordered_and_checksummed() {
+    let Some(s) = server("multipart") else { return };
+    let loc = open("s3://multipart/big.bin", &s.options());
+    let data = pattern((23 << 20) + 12_345, 5);
+    let mut w = loc.store.writer(&loc.key, &multipart_opts()).await.unwrap();
+    for piece in data.chunks(3_000_017) {
+        w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+        assert!(loc.store.head(&loc.key).await.unwrap_err().is_not_found());
+    }
+    let meta = w.finish().await.unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    assert_eq!(meta.crc32c, Some(crc32c(&data)));
+    assert!(
+        meta.etag.as_deref().is_some_and(|e| e.contains("-5")),
+        "five parts: {:?}",
+        meta.etag
+    );
+    assert_eq!(
+        loc.store.head(&loc.key).await.unwrap().size,
+        data.len() as u64
+    );
+    // Whole object and a long range: parallel ranged GETs into one buffer.
+    assert_eq!(loc.store.get(&loc.key).await.unwrap(), data);
+    let r = loc
+        .store
+        .get_range(&loc.key, 1_000_001..20_000_003)
+        .await
+        .unwrap();
+    assert_eq!(&r[..], &data[1_000_001..20_000_003]);
+    // Straight into a caller's buffer, in parallel pieces.
+    let mut dst = vec![0u8; 19_000_002];
+    loc.store
+        .get_range_into(&loc.key, 1_000_001, &mut dst)
+        .await
+        .unwrap();
+    assert_eq!(&dst[..], &data[1_000_001..20_000_003]);
+    let mut past_end = vec![0u8; 100];
+    let err = loc
+        .store
+        .get_range_into(&loc.key, data.len() as u64 - 50, &mut past_end)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("s3://multipart/big.bin"), "{err}");
+    assert!(s.pending_upload_files().is_empty());
+
+    // put() of a large buffer takes the multipart path too.
+    let loc2 = open("s3://multipart/put.bin", &s.options());
+    let meta = loc2
+        .store
+        .put(&loc2.key, Bytes::from(data.clone()), &multipart_opts())
+        .await
+        .unwrap();
+    assert!(meta
+        .etag
+        .as_deref()
+        .is_some_and(|e| e.trim_matches('"').ends_with("-5")));
+    assert_eq!(loc2.store.get(&loc2.key).await.unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_puts_carry_crc32c_that_the_server_checks() {
+    let Some(s) = server("crc") else { return };
+    let loc = open("s3://crc/small.bin", &s.options());
+    let data = pattern(100_000, 1);
+    loc.store
+        .put(&loc.key, Bytes::from(data.clone()), &PutOptions::default())
+        .await
+        .unwrap();
+    // The server computed the CRC32C of what it received and matched it
+    // against our header (else BadDigest); HEAD returns the stored value.
+    let head = loc.store.head(&loc.key).await.unwrap();
+    assert_eq!(head.crc32c, Some(crc32c(&data)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_and_drop_remove_the_uploaded_parts() {
+    let Some(s) = server("abort") else { return };
+    let opts = multipart_opts();
+    let loc = open("s3://abort/aborted.bin", &s.options());
+    // Parts reach the server before the abort.
+    let wait_for_parts = || async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.pending_upload_files().is_empty() {
+            assert!(Instant::now() < deadline, "no part reached the server");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let mut w = loc.store.writer(&loc.key, &opts).await.unwrap();
+    w.write(Bytes::from(pattern(16 << 20, 1))).await.unwrap();
+    wait_for_parts().await;
+    w.abort().await.unwrap();
+    assert!(s.pending_upload_files().is_empty(), "abort left parts");
+
+    let mut w = loc.store.writer(&loc.key, &opts).await.unwrap();
+    w.write(Bytes::from(pattern(16 << 20, 2))).await.unwrap();
+    wait_for_parts().await;
+    drop(w);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.pending_upload_files().is_empty() {
+        assert!(Instant::now() < deadline, "drop did not abort the upload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(loc.store.list("").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_broken_mid_stream_is_resumed() {
+    let Some(s) = server("cut") else { return };
+    let data = pattern(3 << 20, 9);
+    let direct = open("s3://cut/obj", &s.options());
+    direct
+        .store
+        .put(
+            &direct.key,
+            Bytes::from(data.clone()),
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(s.port, Fault::CutOnceAfter(1 << 20));
+    let via_proxy = open("s3://cut/obj", &support::s3::options_for(&proxy.endpoint));
+    assert_eq!(via_proxy.store.get(&via_proxy.key).await.unwrap(), data);
+    assert_eq!(
+        proxy.fired.load(Ordering::SeqCst),
+        1,
+        "the body was cut once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_retried_with_backoff() {
+    let Some(s) = server("slow") else { return };
+    let direct = open("s3://slow/obj", &s.options());
+    direct
+        .store
+        .put(
+            &direct.key,
+            Bytes::from_static(b"patience"),
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(s.port, Fault::Throttle(2));
+    let mut opts = support::s3::options_for(&proxy.endpoint);
+    opts.s3.max_attempts = Some(4);
+    let via_proxy = open("s3://slow/obj", &opts);
+    assert_eq!(
+        &via_proxy.store.get(&via_proxy.key).await.unwrap()[..],
+        b"patience"
+    );
+    assert_eq!(proxy.fired.load(Ordering::SeqCst), 2);
+
+    // With fewer attempts than refusals the error says so, retryable.
+    let proxy = FaultProxy::start(s.port, Fault::Throttle(5));
+    let mut opts = support::s3::options_for(&proxy.endpoint);
+    opts.s3.max_attempts = Some(2);
+    let via_proxy = open("s3://slow/obj", &opts);
+    match via_proxy.store.get(&via_proxy.key).await.unwrap_err() {
+        Error::Backend {
+            uri,
+            reason,
+            retryable,
+        } => {
+            assert_eq!(uri, "s3://slow/obj");
+            assert!(
+                reason.contains("SlowDown") && reason.contains("after retries"),
+                "{reason}"
+            );
+            assert!(retryable);
+        }
+        other => panic!("expected a backend error, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_permission_denied_without_the_secret() {
+    let Some(s) = server("creds") else { return };
+    let mut opts = s.options();
+    let wrong_secret = format!("{SECRET_KEY}-but-wrong");
+    opts.s3.secret_access_key = Some(wrong_secret.clone());
+    let loc = open("s3://creds/k", &opts);
+    let errors = [
+        loc.store
+            .put(&loc.key, Bytes::from_static(b"x"), &PutOptions::default())
+            .await
+            .unwrap_err(),
+        loc.store.get(&loc.key).await.unwrap_err(),
+        loc.store.head(&loc.key).await.unwrap_err(),
+        loc.store.list("").await.unwrap_err(),
+    ];
+    for err in errors {
+        let msg = err.to_string();
+        assert!(matches!(err, Error::PermissionDenied { .. }), "{msg}");
+        assert!(msg.contains("s3://creds/"), "names the URI: {msg}");
+        assert!(
+            !msg.contains(&wrong_secret) && !msg.contains(SECRET_KEY),
+            "{msg}"
+        );
+    }
+    let mut opts = s.options();
+    opts.s3.access_key_id = Some("no-such-key-id".into());
+    let loc = open("s3://creds/k", &opts);
+    let err = loc.store.get(&loc.key).await.unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_bucket_is_not_found_naming_the_bucket() {
+    let Some(s) = server("present") else { return };
+    let loc = open("s3://no-such-bucket/some/key", &s.options());
+    let errors = [
+        loc.store.get(&loc.key).await.unwrap_err(),
+        loc.store.head(&loc.key).await.unwrap_err(),
+        loc.store.list("some/").await.unwrap_err(),
+        // (No PUT here: s3s-fs creates the bucket's directory on PUT where
+        // S3 answers NoSuchBucket, which maps like the GET above.)
+    ];
+    for err in errors {
+        let msg = err.to_string();
+        assert!(err.is_not_found(), "{msg}");
+        assert!(
+            msg.contains("bucket 'no-such-bucket' does not exist"),
+            "{msg}"
+        );
+    }
+    // A missing key in a bucket that exists says nothing about buckets.
+    let loc = open("s3://present/missing", &s.options());
+    let msg = loc.store.head(&loc.key).await.unwrap_err().to_string();
+    assert!(
+        msg.contains("s3://present/missing") && !msg.contains("bucket"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_endpoint_fails_after_bounded_retries() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // closed again: nothing listens there
+    let mut opts = support::s3::options_for(&format!("http://127.0.0.1:{port}"));
+    opts.s3.max_attempts = Some(2);
+    opts.s3.connect_timeout = Some(Duration::from_secs(1));
+    let loc = open("s3://b/k", &opts);
+    let started = Instant::now();
+    let err = loc.store.get(&loc.key).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    match err {
+        Error::Backend {
+            uri,
+            reason,
+            retryable,
+        } => {
+            assert_eq!(uri, "s3://b/k");
+            assert!(reason.contains("could not be reached"), "{reason}");
+            assert!(retryable);
+        }
+        other => panic!("expected a backend error, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_follows_continuation_tokens() {
+    let Some(s) = server("many") else { return };
+    let store = open("s3://many/", &s.options()).store;
+    let keys: Vec<String> = (0..1003).map(|i| format!("p/{:05}", 1002 - i)).collect();
+    stream::iter(keys.iter())
+        .map(|k| {
+            let store = store.clone();
+            async move {
+                store
+                    .put(k, Bytes::from_static(b"."), &PutOptions::default())
+                    .await
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    store
+        .put(
+            "q/outside",
+            Bytes::from_static(b"."),
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let listed: Vec<String> = store
+        .list("p/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(listed, want, "all 1003 keys, sorted, across pages");
+}
