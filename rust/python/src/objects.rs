@@ -45,17 +45,22 @@ fn raw_write_options(
     compression_level: Option<i32>,
     dtype: Option<&Bound<'_, PyAny>>,
     threads: Option<usize>,
+    fsync: bool,
 ) -> PyResult<s3dlio_core::object::WriteOptions> {
-    let mut opts = write_options(compression_level, None, false)?;
+    let mut opts = write_options(compression_level, None, fsync)?;
     opts.encode = with_dtype(opts.encode, dtype)?;
     opts.encode.threads = compression_threads(threads)?;
     Ok(opts)
 }
 
 /// Store `data` (any buffer) at `uri`; compressed when a level is given.
-/// `dtype` (float data) adds the byte-grouping filter when compressing.
+/// `dtype` (float data) adds the byte-grouping filter when compressing;
+/// `compression_threads` caps the frames compressed at once (None: one
+/// per core); `fsync` makes the object durable before returning.
 #[pyfunction]
-#[pyo3(signature = (uri, data, compression_level=None, storage_options=None, *, dtype=None, compression_threads=None))]
+#[pyo3(signature = (uri, data, compression_level=None, storage_options=None, *, dtype=None, compression_threads=None, fsync=false))]
+// The keyword arguments are the public Python signature.
+#[allow(clippy::too_many_arguments)]
 pub fn put_bytes<'py>(
     py: Python<'py>,
     uri: &str,
@@ -64,8 +69,9 @@ pub fn put_bytes<'py>(
     storage_options: Option<HashMap<String, String>>,
     dtype: Option<&Bound<'py, PyAny>>,
     compression_threads: Option<usize>,
+    fsync: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let opts = raw_write_options(compression_level, dtype, compression_threads)?;
+    let opts = raw_write_options(compression_level, dtype, compression_threads, fsync)?;
     let loc = locate(uri, storage_options)?;
     let buf = BorrowedBuffer::readable(data)?;
     let slice = buf.as_slice();
@@ -214,9 +220,12 @@ pub fn delete(
     run(py, loc.store.delete(&loc.key))
 }
 
-/// Stream a local file to `uri` with bounded memory.
+/// Stream a local file to `uri` with bounded memory (keywords as for
+/// `put_bytes`).
 #[pyfunction]
-#[pyo3(signature = (path, uri, compression_level=None, storage_options=None, *, dtype=None, compression_threads=None))]
+#[pyo3(signature = (path, uri, compression_level=None, storage_options=None, *, dtype=None, compression_threads=None, fsync=false))]
+// The keyword arguments are the public Python signature.
+#[allow(clippy::too_many_arguments)]
 pub fn upload<'py>(
     py: Python<'py>,
     path: PathBuf,
@@ -225,8 +234,9 @@ pub fn upload<'py>(
     storage_options: Option<HashMap<String, String>>,
     dtype: Option<&Bound<'py, PyAny>>,
     compression_threads: Option<usize>,
+    fsync: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let opts = raw_write_options(compression_level, dtype, compression_threads)?;
+    let opts = raw_write_options(compression_level, dtype, compression_threads, fsync)?;
     let loc = locate(uri, storage_options)?;
     let meta = run(py, object::upload_file(&path, &loc, &opts))?;
     encoded_dict(py, &loc.uri(), &meta)
@@ -329,9 +339,9 @@ impl ObjectStreamWriter {
     }
 }
 
-/// Open a streaming writer on `uri`.
+/// Open a streaming writer on `uri` (keywords as for `put_bytes`).
 #[pyfunction]
-#[pyo3(signature = (uri, compression_level=None, storage_options=None, *, dtype=None, compression_threads=None))]
+#[pyo3(signature = (uri, compression_level=None, storage_options=None, *, dtype=None, compression_threads=None, fsync=false))]
 pub fn open_writer(
     py: Python<'_>,
     uri: &str,
@@ -339,8 +349,9 @@ pub fn open_writer(
     storage_options: Option<HashMap<String, String>>,
     dtype: Option<&Bound<'_, PyAny>>,
     compression_threads: Option<usize>,
+    fsync: bool,
 ) -> PyResult<ObjectStreamWriter> {
-    let opts = raw_write_options(compression_level, dtype, compression_threads)?;
+    let opts = raw_write_options(compression_level, dtype, compression_threads, fsync)?;
     let loc = locate(uri, storage_options)?;
     let w = run(py, object::open_writer(&loc, &opts))?;
     Ok(ObjectStreamWriter {

@@ -17,6 +17,8 @@
 //! ever in an object's last frame) follow the planes unchanged.
 //! [`split`] and [`merge`] are exact inverses for every bit pattern.
 
+use super::crc::crc32c_append;
+
 /// Element widths the filter supports: fp16/bf16, fp32, fp64.
 pub const WIDTHS: [usize; 3] = [2, 4, 8];
 
@@ -25,35 +27,126 @@ pub fn supported(width: usize) -> bool {
     WIDTHS.contains(&width)
 }
 
+/// Elements handled per step: the step's logical bytes (at most 32 KiB)
+/// are checksummed while they are still in cache.
+const STEP_ELEMENTS: usize = 4096;
+
 /// Rearrange `src` (a frame) into `dst` (same length): the `w` planes one
 /// after the other, then the bytes past the last whole element.
 ///
 /// Panics if the lengths differ or `w` is unsupported (callers check).
 pub fn split(src: &[u8], w: usize, dst: &mut [u8]) {
-    assert_eq!(src.len(), dst.len(), "split: length mismatch");
-    let n = src.len() / w;
-    let whole = n * w;
-    match w {
-        2 => split2(&src[..whole], &mut dst[..whole], n),
-        4 => split4(&src[..whole], &mut dst[..whole], n),
-        8 => split8(&src[..whole], &mut dst[..whole], n),
-        _ => panic!("byte grouping width {w} is not supported"),
-    }
-    dst[whole..].copy_from_slice(&src[whole..]);
+    transform(src, w, dst, Direction::Split, false);
+}
+
+/// [`split`], returning the CRC32C of `src`, computed in the same pass.
+pub fn split_crc(src: &[u8], w: usize, dst: &mut [u8]) -> u32 {
+    transform(src, w, dst, Direction::Split, true)
 }
 
 /// Inverse of [`split`]: planes (and tail) in `src` back to elements in `dst`.
 pub fn merge(src: &[u8], w: usize, dst: &mut [u8]) {
-    assert_eq!(src.len(), dst.len(), "merge: length mismatch");
+    transform(src, w, dst, Direction::Merge, false);
+}
+
+/// [`merge`], returning the CRC32C of `dst`, computed in the same pass.
+pub fn merge_crc(src: &[u8], w: usize, dst: &mut [u8]) -> u32 {
+    transform(src, w, dst, Direction::Merge, true)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Split,
+    Merge,
+}
+
+fn transform(src: &[u8], w: usize, dst: &mut [u8], dir: Direction, want_crc: bool) -> u32 {
+    assert_eq!(src.len(), dst.len(), "byte grouping: length mismatch");
+    assert!(supported(w), "byte grouping width {w} is not supported");
     let n = src.len() / w;
     let whole = n * w;
-    match w {
-        2 => merge2(&src[..whole], &mut dst[..whole], n),
-        4 => merge4(&src[..whole], &mut dst[..whole], n),
-        8 => merge8(&src[..whole], &mut dst[..whole], n),
-        _ => panic!("byte grouping width {w} is not supported"),
+    let mut crc = 0u32;
+    let mut e0 = 0;
+    while e0 < n {
+        let e1 = (e0 + STEP_ELEMENTS).min(n);
+        let elements = e0 * w..e1 * w;
+        match dir {
+            Direction::Split => {
+                let elems = &src[elements];
+                if want_crc {
+                    crc = crc32c_append(crc, elems);
+                }
+                split_step(elems, w, dst, n, e0);
+            }
+            Direction::Merge => {
+                let elems = &mut dst[elements];
+                merge_step(src, w, n, e0, elems);
+                if want_crc {
+                    crc = crc32c_append(crc, elems);
+                }
+            }
+        }
+        e0 = e1;
     }
     dst[whole..].copy_from_slice(&src[whole..]);
+    if want_crc {
+        crc = crc32c_append(crc, &dst[whole..]);
+    }
+    crc
+}
+
+/// Elements `elems` (element `e0` on) into planes of `n` bytes in `planes`.
+fn split_step(elems: &[u8], w: usize, planes: &mut [u8], n: usize, e0: usize) {
+    let m = elems.len() / w;
+    let mut parts = planes[..n * w]
+        .chunks_exact_mut(n)
+        .map(|p| &mut p[e0..e0 + m]);
+    match w {
+        2 => {
+            if let (Some(p0), Some(p1)) = (parts.next(), parts.next()) {
+                split2(elems, p0, p1);
+            }
+        }
+        4 => {
+            if let (Some(p0), Some(p1), Some(p2), Some(p3)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            {
+                split4(elems, [p0, p1, p2, p3]);
+            }
+        }
+        _ => {
+            let planes: Vec<&mut [u8]> = parts.collect();
+            if let Ok(planes) = <[&mut [u8]; 8]>::try_from(planes) {
+                split8(elems, planes);
+            }
+        }
+    }
+}
+
+/// Elements `e0..e0 + elems.len() / w` from the planes in `src` into `elems`.
+fn merge_step(src: &[u8], w: usize, n: usize, e0: usize, elems: &mut [u8]) {
+    let m = elems.len() / w;
+    let mut parts = src[..n * w].chunks_exact(n).map(|p| &p[e0..e0 + m]);
+    match w {
+        2 => {
+            if let (Some(p0), Some(p1)) = (parts.next(), parts.next()) {
+                merge2(p0, p1, elems);
+            }
+        }
+        4 => {
+            if let (Some(p0), Some(p1), Some(p2), Some(p3)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            {
+                merge4([p0, p1, p2, p3], elems);
+            }
+        }
+        _ => {
+            let planes: Vec<&[u8]> = parts.collect();
+            if let Ok(planes) = <[&[u8]; 8]>::try_from(planes) {
+                merge8(planes, elems);
+            }
+        }
+    }
 }
 
 // The sign move for a `B`-bit element: bit B-1 goes to bit B-9, bits
@@ -84,12 +177,11 @@ sign_move!(u16, move16, unmove16);
 sign_move!(u32, move32, unmove32);
 sign_move!(u64, move64, unmove64);
 
-// The loops below are written as plain indexed loops over exact chunks so
-// that LLVM vectorizes them (a scatter of one element into w planes is a
-// transpose it turns into shuffles).
+// The loops below are plain zipped iterations over exact chunks of equal
+// length, so LLVM drops the bounds checks and vectorizes them (a scatter
+// of elements into planes is a transpose it turns into shuffles).
 
-fn split2(src: &[u8], dst: &mut [u8], n: usize) {
-    let (p0, p1) = dst.split_at_mut(n);
+fn split2(src: &[u8], p0: &mut [u8], p1: &mut [u8]) {
     for ((e, a), b) in src.chunks_exact(2).zip(p0.iter_mut()).zip(p1.iter_mut()) {
         let v = move16(u16::from_le_bytes([e[0], e[1]]));
         *a = v as u8;
@@ -97,18 +189,16 @@ fn split2(src: &[u8], dst: &mut [u8], n: usize) {
     }
 }
 
-fn merge2(src: &[u8], dst: &mut [u8], n: usize) {
-    let (p0, p1) = src.split_at(n);
+fn merge2(p0: &[u8], p1: &[u8], dst: &mut [u8]) {
     for ((e, a), b) in dst.chunks_exact_mut(2).zip(p0.iter()).zip(p1.iter()) {
         let v = unmove16(u16::from_le_bytes([*a, *b]));
         e.copy_from_slice(&v.to_le_bytes());
     }
 }
 
-fn split4(src: &[u8], dst: &mut [u8], n: usize) {
-    let (p0, rest) = dst.split_at_mut(n);
-    let (p1, rest) = rest.split_at_mut(n);
-    let (p2, p3) = rest.split_at_mut(n);
+fn split4(src: &[u8], [p0, p1, p2, p3]: [&mut [u8]; 4]) {
+    let m = src.len() / 4;
+    let (p0, p1, p2, p3) = (&mut p0[..m], &mut p1[..m], &mut p2[..m], &mut p3[..m]);
     for (i, e) in src.chunks_exact(4).enumerate() {
         let v = move32(u32::from_le_bytes([e[0], e[1], e[2], e[3]]));
         p0[i] = v as u8;
@@ -118,24 +208,19 @@ fn split4(src: &[u8], dst: &mut [u8], n: usize) {
     }
 }
 
-fn merge4(src: &[u8], dst: &mut [u8], n: usize) {
-    let (p0, rest) = src.split_at(n);
-    let (p1, rest) = rest.split_at(n);
-    let (p2, p3) = rest.split_at(n);
+fn merge4([p0, p1, p2, p3]: [&[u8]; 4], dst: &mut [u8]) {
+    let m = dst.len() / 4;
+    let (p0, p1, p2, p3) = (&p0[..m], &p1[..m], &p2[..m], &p3[..m]);
     for (i, e) in dst.chunks_exact_mut(4).enumerate() {
         let v = unmove32(u32::from_le_bytes([p0[i], p1[i], p2[i], p3[i]]));
         e.copy_from_slice(&v.to_le_bytes());
     }
 }
 
-fn split8(src: &[u8], dst: &mut [u8], n: usize) {
-    let mut planes: Vec<&mut [u8]> = dst.chunks_exact_mut(n.max(1)).take(8).collect();
-    if n == 0 {
-        return;
-    }
-    let [p0, p1, p2, p3, p4, p5, p6, p7] = &mut planes[..] else {
-        unreachable!("eight planes of {n} bytes")
-    };
+fn split8(src: &[u8], [p0, p1, p2, p3, p4, p5, p6, p7]: [&mut [u8]; 8]) {
+    let m = src.len() / 8;
+    let (p0, p1, p2, p3) = (&mut p0[..m], &mut p1[..m], &mut p2[..m], &mut p3[..m]);
+    let (p4, p5, p6, p7) = (&mut p4[..m], &mut p5[..m], &mut p6[..m], &mut p7[..m]);
     for (i, e) in src.chunks_exact(8).enumerate() {
         let mut b = [0u8; 8];
         b.copy_from_slice(e);
@@ -151,14 +236,10 @@ fn split8(src: &[u8], dst: &mut [u8], n: usize) {
     }
 }
 
-fn merge8(src: &[u8], dst: &mut [u8], n: usize) {
-    if n == 0 {
-        return;
-    }
-    let planes: Vec<&[u8]> = src.chunks_exact(n).take(8).collect();
-    let [p0, p1, p2, p3, p4, p5, p6, p7] = &planes[..] else {
-        unreachable!("eight planes of {n} bytes")
-    };
+fn merge8([p0, p1, p2, p3, p4, p5, p6, p7]: [&[u8]; 8], dst: &mut [u8]) {
+    let m = dst.len() / 8;
+    let (p0, p1, p2, p3) = (&p0[..m], &p1[..m], &p2[..m], &p3[..m]);
+    let (p4, p5, p6, p7) = (&p4[..m], &p5[..m], &p6[..m], &p7[..m]);
     for (i, e) in dst.chunks_exact_mut(8).enumerate() {
         let v = u64::from_le_bytes([p0[i], p1[i], p2[i], p3[i], p4[i], p5[i], p6[i], p7[i]]);
         e.copy_from_slice(&unmove64(v).to_le_bytes());
@@ -184,7 +265,17 @@ mod tests {
     #[test]
     fn split_merge_roundtrip_every_width_and_tail() {
         for w in WIDTHS {
-            for len in [0, 1, w - 1, w, w + 1, 3 * w, 1000 * w + w / 2, 4099] {
+            for len in [
+                0,
+                1,
+                w - 1,
+                w,
+                w + 1,
+                3 * w,
+                1000 * w + w / 2,
+                4099,
+                3 * 4096 * w + 5,
+            ] {
                 let src = pseudo_random(len, (len * w) as u64 + 7);
                 let mut planes = vec![0u8; len];
                 split(&src, w, &mut planes);
@@ -194,6 +285,11 @@ mod tests {
                 // Bytes past the last whole element are kept as they are.
                 let whole = len / w * w;
                 assert_eq!(planes[whole..], src[whole..]);
+                // The fused checksums are those of the logical bytes.
+                let crc = super::super::crc::crc32c(&src);
+                assert_eq!(split_crc(&src, w, &mut planes), crc);
+                assert_eq!(merge_crc(&planes, w, &mut back), crc);
+                assert_eq!(back, src);
             }
         }
     }

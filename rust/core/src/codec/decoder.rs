@@ -624,9 +624,9 @@ impl Inner {
             Layout::Seekable { byte_group, .. } if *byte_group > 0 => {
                 grouped::decompress(dctx, raw, *byte_group, scratch, out)
             }
-            _ => dctx.decompress_to_buffer(raw, out),
+            _ => dctx.decompress_to_buffer(raw, out).map(|n| (n, None)),
         };
-        let n = decoded.map_err(|e| {
+        let (n, merged_crc) = decoded.map_err(|e| {
             Error::corrupt(
                 &self.uri,
                 format!(
@@ -645,7 +645,7 @@ impl Inner {
                 ),
             ));
         }
-        let actual = crc32c(out);
+        let actual = merged_crc.unwrap_or_else(|| crc32c(out));
         if actual != f.crc32c {
             return Err(Error::Integrity {
                 uri: self.uri.clone(),

@@ -98,10 +98,14 @@ thread_local! {
 fn compress_frame(input: FrameIn, level: i32, byte_group: Option<usize>) -> FrameOut {
     let data = input.as_slice();
     let len = data.len();
-    let crc = crc32c(data);
-    let compressed = match byte_group {
-        Some(width) => compress_grouped(data, level, width),
-        None => compress_plain(data, level),
+    let (compressed, crc) = match byte_group {
+        // The grouped path checksums while splitting; a failed compression
+        // never reaches the CRC, so 0 stands in for it.
+        Some(width) => match compress_grouped(data, level, width) {
+            Ok((bytes, crc)) => (Ok(bytes), crc),
+            Err(e) => (Err(e), 0),
+        },
+        None => (compress_plain(data, level), crc32c(data)),
     };
     let recycled = match input {
         FrameIn::Owned(mut v) => {
@@ -118,14 +122,16 @@ fn compress_frame(input: FrameIn, level: i32, byte_group: Option<usize>) -> Fram
     }
 }
 
-fn compress_grouped(data: &[u8], level: i32, width: usize) -> std::io::Result<Bytes> {
+fn compress_grouped(data: &[u8], level: i32, width: usize) -> std::io::Result<(Bytes, u32)> {
     GROUPED.with(|slot| {
         let mut slot = slot.borrow_mut();
         let coder = match slot.take() {
             Some(c) if c.level() == level => slot.insert(c),
             _ => slot.insert(GroupedCompressor::new(level)?),
         };
-        coder.compress(data, width).map(Bytes::from)
+        coder
+            .compress(data, width)
+            .map(|(bytes, crc)| (Bytes::from(bytes), crc))
     })
 }
 
