@@ -268,3 +268,16 @@ def test_checkpoint_store_explicit_grouping_refuses_what_it_cannot_do(
         stream.finalize()
     assert on.latest_step() is None
     assert not any(p.name.startswith("rank-") for p in (scratch / "on").rglob("*"))
+
+
+def test_fsync_keyword_on_raw_writes(local_uri: str) -> None:
+    bits = weights(200_000, 4, seed=11)
+    for level in [None, 1]:
+        meta = s3dlio.put_bytes(f"{local_uri}/f{level}", bits, compression_level=level, fsync=True)
+        assert meta["size"] == bits.nbytes
+        assert s3dlio.get_bytes(f"{local_uri}/f{level}") == bits.tobytes()
+    with s3dlio.open_writer(
+        f"{local_uri}/w", compression_level=1, dtype="float32", fsync=True
+    ) as w:
+        w.write(bits)
+    assert s3dlio.get_bytes(f"{local_uri}/w") == bits.tobytes()

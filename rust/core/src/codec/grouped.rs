@@ -330,6 +330,42 @@ mod timing {
             .unwrap_or(4);
         let data = std::fs::read(path).unwrap();
         let frame = 4 << 20;
+        // Per plane kind, one core's CPU time.
+        {
+            let mut lit = RawCCtx::new(Params::Literals(1)).unwrap();
+            let mut man = RawCCtx::new(mantissa_params(1)).unwrap();
+            let mut seqs = Vec::new();
+            let mut buf = vec![0u8; frame];
+            let (mut t_split, mut t_lit, mut t_man) = (0.0, 0.0, 0.0);
+            let mut out = Vec::new();
+            for chunk in data.chunks(frame) {
+                let g = &mut buf[..chunk.len()];
+                let t = Instant::now();
+                byte_group::split_crc(chunk, width, g);
+                t_split += t.elapsed().as_secs_f64();
+                let n = chunk.len() / width;
+                for k in 0..width {
+                    out.clear();
+                    let t = Instant::now();
+                    if k + exponent_planes(width) >= width {
+                        lit.compress_literals_append(&g[k * n..(k + 1) * n], &mut out, &mut seqs)
+                            .unwrap();
+                        t_lit += t.elapsed().as_secs_f64();
+                    } else {
+                        man.compress_append(&g[k * n..(k + 1) * n], &mut out)
+                            .unwrap();
+                        t_man += t.elapsed().as_secs_f64();
+                    }
+                }
+            }
+            let mb = data.len() as f64 / 1e6;
+            println!(
+                "per MB of input, ms: split+crc {:.3}, exponent planes {:.3}, mantissa planes {:.3}",
+                t_split * 1e3 / mb,
+                t_lit * 1e3 / mb,
+                t_man * 1e3 / mb
+            );
+        }
         for level in [1, 3] {
             let mut c = GroupedCompressor::new(level).unwrap();
             let mut split_s = 0.0;
