@@ -81,7 +81,14 @@ def machine() -> list[str]:
     import s3dlio
 
     commit = sh("git", "rev-parse", "--short", "HEAD") or "?"
-    if sh("git", "status", "--porcelain", "--untracked-files=no"):
+    # The report's own outputs do not count as changes to what was measured.
+    outputs = ("bench/results", "bench/charts/")
+    changed = [
+        line[3:]
+        for line in sh("git", "status", "--porcelain", "--untracked-files=no").splitlines()
+        if not line[3:].startswith(outputs)
+    ]
+    if changed:
         commit += ", with uncommitted changes"
 
     return [
@@ -236,6 +243,7 @@ def main() -> None:
     rows_path.unlink(missing_ok=True)
 
     started_at = datetime.datetime.now(datetime.timezone.utc)
+    machine_lines = machine()
     load_before = os.getloadavg()
     statuses = []
     for script in scripts:
@@ -266,7 +274,7 @@ def main() -> None:
         "",
         "## Machine",
         "",
-        *machine(),
+        *machine_lines,
         f"- Load average (1/5/15 min) before: {before}, after: {after}. The machine is "
         "shared: absolute numbers are noisy; contenders run interleaved so load hits them "
         "alike, and compression rows also give MB per CPU-second, which load disturbs less.",
