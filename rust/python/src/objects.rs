@@ -12,7 +12,7 @@ use s3dlio_core::store::{open_store, Location};
 
 use crate::buffer::BorrowedBuffer;
 use crate::errors::IntoPyResult;
-use crate::options::{store_options, write_options};
+use crate::options::{compression_threads, store_options, with_dtype, write_options};
 use crate::runtime::run;
 
 pub(crate) fn locate(
@@ -34,21 +34,44 @@ pub(crate) fn encoded_dict<'py>(
     d.set_item("crc32c", m.crc32c)?;
     d.set_item("codec", m.codec.name())?;
     d.set_item("compression_level", m.level)?;
+    d.set_item("byte_group", m.byte_group)?;
     d.set_item("ratio", m.ratio())?;
     Ok(d)
 }
 
+/// Write options of the raw APIs: level, `dtype=` (byte grouping for
+/// float data) and `compression_threads=`.
+fn raw_write_options(
+    compression_level: Option<i32>,
+    dtype: Option<&Bound<'_, PyAny>>,
+    threads: Option<usize>,
+    fsync: bool,
+) -> PyResult<s3dlio_core::object::WriteOptions> {
+    let mut opts = write_options(compression_level, None, fsync)?;
+    opts.encode = with_dtype(opts.encode, dtype)?;
+    opts.encode.threads = compression_threads(threads)?;
+    Ok(opts)
+}
+
 /// Store `data` (any buffer) at `uri`; compressed when a level is given.
+/// `dtype` (float data) adds the byte-grouping filter when compressing;
+/// `compression_threads` caps the frames compressed at once (None: one
+/// per core); `fsync` makes the object durable before returning.
 #[pyfunction]
-#[pyo3(signature = (uri, data, compression_level=None, storage_options=None))]
+#[pyo3(signature = (uri, data, compression_level=None, storage_options=None, *, dtype=None, compression_threads=None, fsync=false))]
+// The keyword arguments are the public Python signature.
+#[allow(clippy::too_many_arguments)]
 pub fn put_bytes<'py>(
     py: Python<'py>,
     uri: &str,
     data: &Bound<'py, PyAny>,
     compression_level: Option<i32>,
     storage_options: Option<HashMap<String, String>>,
+    dtype: Option<&Bound<'py, PyAny>>,
+    compression_threads: Option<usize>,
+    fsync: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let opts = write_options(compression_level, None, false)?;
+    let opts = raw_write_options(compression_level, dtype, compression_threads, fsync)?;
     let loc = locate(uri, storage_options)?;
     let buf = BorrowedBuffer::readable(data)?;
     let slice = buf.as_slice();
@@ -157,6 +180,7 @@ pub fn stat<'py>(
     d.set_item("size", reader.logical_size())?;
     d.set_item("stored_size", meta.size)?;
     d.set_item("codec", reader.codec().name())?;
+    d.set_item("byte_group", reader.byte_group())?;
     d.set_item(
         "ratio",
         s3dlio_core::checkpoint::manifest::ratio(meta.size, reader.logical_size()),
@@ -196,17 +220,23 @@ pub fn delete(
     run(py, loc.store.delete(&loc.key))
 }
 
-/// Stream a local file to `uri` with bounded memory.
+/// Stream a local file to `uri` with bounded memory (keywords as for
+/// `put_bytes`).
 #[pyfunction]
-#[pyo3(signature = (path, uri, compression_level=None, storage_options=None))]
+#[pyo3(signature = (path, uri, compression_level=None, storage_options=None, *, dtype=None, compression_threads=None, fsync=false))]
+// The keyword arguments are the public Python signature.
+#[allow(clippy::too_many_arguments)]
 pub fn upload<'py>(
     py: Python<'py>,
     path: PathBuf,
     uri: &str,
     compression_level: Option<i32>,
     storage_options: Option<HashMap<String, String>>,
+    dtype: Option<&Bound<'py, PyAny>>,
+    compression_threads: Option<usize>,
+    fsync: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let opts = write_options(compression_level, None, false)?;
+    let opts = raw_write_options(compression_level, dtype, compression_threads, fsync)?;
     let loc = locate(uri, storage_options)?;
     let meta = run(py, object::upload_file(&path, &loc, &opts))?;
     encoded_dict(py, &loc.uri(), &meta)
@@ -309,16 +339,19 @@ impl ObjectStreamWriter {
     }
 }
 
-/// Open a streaming writer on `uri`.
+/// Open a streaming writer on `uri` (keywords as for `put_bytes`).
 #[pyfunction]
-#[pyo3(signature = (uri, compression_level=None, storage_options=None))]
+#[pyo3(signature = (uri, compression_level=None, storage_options=None, *, dtype=None, compression_threads=None, fsync=false))]
 pub fn open_writer(
     py: Python<'_>,
     uri: &str,
     compression_level: Option<i32>,
     storage_options: Option<HashMap<String, String>>,
+    dtype: Option<&Bound<'_, PyAny>>,
+    compression_threads: Option<usize>,
+    fsync: bool,
 ) -> PyResult<ObjectStreamWriter> {
-    let opts = write_options(compression_level, None, false)?;
+    let opts = raw_write_options(compression_level, dtype, compression_threads, fsync)?;
     let loc = locate(uri, storage_options)?;
     let w = run(py, object::open_writer(&loc, &opts))?;
     Ok(ObjectStreamWriter {

@@ -73,3 +73,31 @@ pub fn write_options(
         put,
     })
 }
+
+/// `compression_threads=`: frames compressed at once; `None` is one per
+/// core.
+pub fn compression_threads(threads: Option<usize>) -> PyResult<usize> {
+    match threads {
+        None => Ok(0),
+        Some(0) => Err(PyValueError::new_err(
+            "compression_threads must be at least 1 (or None for one per core)",
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
+/// The raw APIs' `dtype=`: float data of 2, 4 or 8 bytes gets the
+/// byte-grouping filter when compressing, chosen automatically (off, not an
+/// error, where it does not fit the data).
+pub fn with_dtype(
+    mut encode: EncodeOptions,
+    dtype: Option<&Bound<'_, PyAny>>,
+) -> PyResult<EncodeOptions> {
+    let width = match dtype {
+        Some(d) if !d.is_none() => crate::dtype::float_width(d)?,
+        _ => None,
+    };
+    encode.byte_group = width;
+    encode.byte_group_auto = true;
+    Ok(encode)
+}

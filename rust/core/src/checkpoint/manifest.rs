@@ -24,6 +24,10 @@ pub struct ShardMeta {
     pub crc32c: u32,
     pub codec: Codec,
     pub level: Option<i32>,
+    /// Element width of the byte-grouping filter, when the shard uses it
+    /// (absent from records written without it, and by older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_group: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::layout::check_rank;
 use super::manifest::{Manifest, ShardMeta, FORMAT};
 use super::CheckpointStore;
-use crate::codec::{Codec, EncodingWriter};
+use crate::codec::{Codec, EncodeOptions, EncodingWriter};
 use crate::error::{Error, Result};
 use crate::store::join_key;
 
@@ -69,6 +69,23 @@ impl CheckpointWriter {
 
     /// Open this rank's object for `step`; write with `ShardStream::write*`.
     pub async fn shard_stream(&self, step: u64) -> Result<ShardStream> {
+        self.shard_stream_with(step, &self.store.write.encode).await
+    }
+
+    /// [`Self::shard_stream`] with this shard's own encoding (the store's
+    /// with a byte group for the shard's dtype, say). The level decides the
+    /// object name, so it must be the store's.
+    pub async fn shard_stream_with(
+        &self,
+        step: u64,
+        encode: &EncodeOptions,
+    ) -> Result<ShardStream> {
+        if encode.level != self.store.write.encode.level {
+            return Err(Error::invalid(format!(
+                "shard encoding level {:?} differs from the checkpoint store's {:?}",
+                encode.level, self.store.write.encode.level
+            )));
+        }
         let (generation, _) = self.next_generation(step).await?;
         let compressed = self.store.write.encode.level.is_some();
         let name =
@@ -80,7 +97,11 @@ impl CheckpointWriter {
             store: self.store.loc.store.clone(),
             key,
         };
-        let writer = crate::object::open_writer(&loc, &self.store.write).await?;
+        let opts = crate::object::WriteOptions {
+            encode: encode.clone(),
+            put: self.store.write.put.clone(),
+        };
+        let writer = crate::object::open_writer(&loc, &opts).await?;
         Ok(ShardStream {
             writer,
             store: self.store.clone(),
@@ -99,13 +120,28 @@ impl CheckpointWriter {
                     Codec::None
                 },
                 level: self.store.write.encode.level,
+                byte_group: None,
             },
         })
     }
 
     /// Write this rank's whole shard from memory.
     pub async fn save_shard(&self, step: u64, data: &[u8]) -> Result<ShardMeta> {
-        let mut stream = self.shard_stream(step).await?;
+        self.save_shard_with(step, data, &self.store.write.encode)
+            .await
+    }
+
+    /// [`Self::save_shard`] with this shard's own encoding; an automatic
+    /// byte group that does not fit `data` is turned off first.
+    pub async fn save_shard_with(
+        &self,
+        step: u64,
+        data: &[u8],
+        encode: &EncodeOptions,
+    ) -> Result<ShardMeta> {
+        let uri = self.store.uri();
+        let encode = encode.for_size(&uri, data.len() as u64)?;
+        let mut stream = self.shard_stream_with(step, &encode).await?;
         if let Err(e) = stream.write_slice(data).await {
             stream.abort().await?;
             return Err(e);
@@ -329,6 +365,7 @@ impl ShardStream {
         record.size = encoded.logical_size;
         record.stored_size = encoded.stored_size;
         record.crc32c = encoded.crc32c;
+        record.byte_group = encoded.byte_group;
         let key = self
             .store
             .layout

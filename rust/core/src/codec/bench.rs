@@ -106,3 +106,49 @@ async fn codec_throughput() {
         }
     }
 }
+
+/// Whole-object encode/decode of a real file with the byte-grouping filter:
+/// `S3DLIO_BENCH_FILE=x.bin S3DLIO_BENCH_WIDTH=4 cargo test --release -p
+/// s3dlio-core codec::bench::grouped_file -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark; needs S3DLIO_BENCH_FILE"]
+async fn grouped_file() {
+    let Ok(path) = std::env::var("S3DLIO_BENCH_FILE") else {
+        return;
+    };
+    let width: usize = std::env::var("S3DLIO_BENCH_WIDTH")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(4);
+    let data = Bytes::from(std::fs::read(path).unwrap());
+    let store = MemoryStore::new();
+    let dyn_store: Arc<dyn ObjectStore> = store.clone();
+    for (label, byte_group) in [("plain", None), ("grouped", Some(width))] {
+        let opts = EncodeOptions {
+            level: Some(1),
+            byte_group,
+            ..Default::default()
+        };
+        let inner = store.writer("g", &PutOptions::default()).await.unwrap();
+        let t = Instant::now();
+        let mut w = EncodingWriter::new(inner, "g".into(), opts).unwrap();
+        w.write(data.clone()).await.unwrap();
+        let meta = w.finish().await.unwrap();
+        let enc = t.elapsed().as_secs_f64();
+        let r = ObjectReader::open(dyn_store.clone(), "g").await.unwrap();
+        let mut dst = vec![1u8; data.len()];
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            r.read_into(&mut dst, None).await.unwrap();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        assert!(dst[..] == data[..]);
+        println!(
+            "{label}: ratio {:.4}, encode {:.0} MiB/s, read_into {:.0} MiB/s",
+            meta.ratio(),
+            mib_s(data.len(), enc),
+            mib_s(data.len(), best)
+        );
+    }
+}

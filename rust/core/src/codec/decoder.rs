@@ -1,6 +1,8 @@
 //! Reading logical bytes back, whatever the codec: plain objects are passed
 //! through, seekable zstd objects are decompressed frame by frame with every
-//! frame's CRC32C checked before its bytes are handed out.
+//! frame's CRC32C checked before its bytes are handed out. Byte-grouped
+//! frames are decompressed into a scratch buffer and merged back into
+//! elements (see [`super::grouped`]) before the check.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,6 +13,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use zstd::bulk::Decompressor;
 
 use super::crc::{crc32c, crc32c_combine};
+use super::grouped;
 use super::seekable::{parse_tail, Sniff, Trailer};
 use super::{resolve_threads, Codec};
 use crate::error::{Error, Result};
@@ -53,6 +56,8 @@ enum Layout {
     Seekable {
         logical_size: u64,
         crc32c: u32,
+        /// Element width of the byte-grouping filter; 0 = none.
+        byte_group: usize,
         frames: Vec<Frame>,
     },
 }
@@ -173,6 +178,7 @@ impl ObjectReader {
                 layout: Layout::Seekable {
                     logical_size: trailer.logical_size,
                     crc32c: trailer.crc32c,
+                    byte_group: trailer.byte_group as usize,
                     frames,
                 },
             }),
@@ -195,6 +201,14 @@ impl ObjectReader {
 
     pub fn stored_size(&self) -> u64 {
         self.inner.stored_size
+    }
+
+    /// Element width of the byte-grouping filter, when the object uses it.
+    pub fn byte_group(&self) -> Option<usize> {
+        match self.inner.layout {
+            Layout::Seekable { byte_group, .. } if byte_group > 0 => Some(byte_group),
+            _ => None,
+        }
     }
 
     /// CRC32C of the logical bytes as the trailer records it; `None` for
@@ -418,6 +432,7 @@ impl ObjectReader {
                                 .unwrap_or_else(|p| p.into_inner())
                                 .get_or_insert(e);
                         };
+                        let mut scratch = Vec::new();
                         let mut dctx = match Decompressor::new() {
                             Ok(d) => d,
                             Err(e) => {
@@ -439,7 +454,7 @@ impl ObjectReader {
                             };
                             let done = item.and_then(|(i, raw)| {
                                 debug_assert_eq!(i, part.index);
-                                inner.decode_part(&mut dctx, &raw, part)
+                                inner.decode_part(&mut dctx, &mut scratch, &raw, part)
                             });
                             if let Err(e) = done {
                                 return fail(e);
@@ -546,18 +561,21 @@ impl Inner {
         tokio::task::spawn_blocking(move || {
             DCTX.with(|slot| {
                 let mut slot = slot.borrow_mut();
-                let dctx = match slot.take() {
-                    Some(dctx) => slot.insert(dctx),
-                    None => slot.insert(Decompressor::new().map_err(|e| {
-                        Error::backend(
-                            &worker.uri,
-                            format!("cannot create a zstd decompressor: {e}"),
-                            false,
-                        )
-                    })?),
+                let (dctx, scratch) = match slot.take() {
+                    Some(state) => slot.insert(state),
+                    None => slot.insert((
+                        Decompressor::new().map_err(|e| {
+                            Error::backend(
+                                &worker.uri,
+                                format!("cannot create a zstd decompressor: {e}"),
+                                false,
+                            )
+                        })?,
+                        Vec::new(),
+                    )),
                 };
                 let mut out = vec![0u8; worker.frames()[i].logical_len];
-                worker.decode_frame(dctx, i, &raw, &mut out)?;
+                worker.decode_frame(dctx, scratch, i, &raw, &mut out)?;
                 Ok(Bytes::from(out))
             })
         })
@@ -566,29 +584,43 @@ impl Inner {
     }
 
     /// Decompress `raw` (frame `part.index`) into `part.dst`.
-    fn decode_part(&self, dctx: &mut Decompressor<'_>, raw: &[u8], part: Part<'_>) -> Result<()> {
+    fn decode_part(
+        &self,
+        dctx: &mut Decompressor<'_>,
+        scratch: &mut Vec<u8>,
+        raw: &[u8],
+        part: Part<'_>,
+    ) -> Result<()> {
         let f = &self.frames()[part.index];
         if part.skip == 0 && part.dst.len() == f.logical_len {
-            return self.decode_frame(dctx, part.index, raw, part.dst);
+            return self.decode_frame(dctx, scratch, part.index, raw, part.dst);
         }
         let mut whole = vec![0u8; f.logical_len];
-        self.decode_frame(dctx, part.index, raw, &mut whole)?;
+        self.decode_frame(dctx, scratch, part.index, raw, &mut whole)?;
         let n = part.dst.len();
         part.dst.copy_from_slice(&whole[part.skip..part.skip + n]);
         Ok(())
     }
 
     /// Decompress frame `i` into `out` (exactly its logical length) and
-    /// check its CRC32C.
+    /// check its CRC32C. `scratch` is where byte-grouped frames are
+    /// decompressed before their planes are merged into `out`.
     fn decode_frame(
         &self,
         dctx: &mut Decompressor<'_>,
+        scratch: &mut Vec<u8>,
         i: usize,
         raw: &[u8],
         out: &mut [u8],
     ) -> Result<()> {
         let f = &self.frames()[i];
-        let n = dctx.decompress_to_buffer(raw, out).map_err(|e| {
+        let decoded = match &self.layout {
+            Layout::Seekable { byte_group, .. } if *byte_group > 0 => {
+                grouped::decompress(dctx, raw, *byte_group, scratch, out)
+            }
+            _ => dctx.decompress_to_buffer(raw, out).map(|n| (n, None)),
+        };
+        let (n, merged_crc) = decoded.map_err(|e| {
             Error::corrupt(
                 &self.uri,
                 format!(
@@ -607,7 +639,7 @@ impl Inner {
                 ),
             ));
         }
-        let actual = crc32c(out);
+        let actual = merged_crc.unwrap_or_else(|| crc32c(out));
         if actual != f.crc32c {
             return Err(Error::Integrity {
                 uri: self.uri.clone(),
@@ -622,7 +654,8 @@ impl Inner {
 
 thread_local! {
     // Blocking threads are reused; keep one decompression context each.
-    static DCTX: std::cell::RefCell<Option<Decompressor<'static>>> =
+    // (with the scratch buffer byte-grouped frames decompress into).
+    static DCTX: std::cell::RefCell<Option<(Decompressor<'static>, Vec<u8>)>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -660,6 +693,7 @@ mod tests {
             frame_size: FRAME,
             threads: 2,
             byte_group: None,
+            byte_group_auto: false,
         };
         let mut w = EncodingWriter::new(inner, store.uri(key), opts).unwrap();
         for chunk in data.chunks(3001) {
@@ -984,6 +1018,7 @@ mod tests {
             frame_size: 16,
             threads: 2,
             byte_group: None,
+            byte_group_auto: false,
         };
         let mut w = EncodingWriter::new(inner, store.uri("t.zst"), opts).unwrap();
         w.write(Bytes::from(data.clone())).await.unwrap();

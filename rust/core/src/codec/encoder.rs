@@ -4,6 +4,8 @@
 //! With a level, input is cut into `frame_size` frames that are compressed
 //! on tokio's blocking threads, at most `threads` at a time, and written to
 //! the inner writer in order, followed by the trailer of [`super::seekable`].
+//! With a byte group, each frame is split into byte planes first and every
+//! plane is compressed on its own (see [`super::grouped`]).
 //!
 //! Memory bound per writer (compressed mode): one frame being filled, at
 //! most `threads` frames being compressed (each holding its input and an
@@ -20,6 +22,7 @@ use tokio::task::{JoinError, JoinHandle};
 use zstd::bulk::Compressor;
 
 use super::crc::{crc32c, crc32c_combine};
+use super::grouped::GroupedCompressor;
 use super::seekable::{FrameEntry, Trailer};
 use super::{check_level, resolve_threads, Codec, EncodeOptions};
 use crate::error::{Error, Result};
@@ -44,6 +47,8 @@ pub struct EncodedMeta {
     pub crc32c: u32,
     pub codec: Codec,
     pub level: Option<i32>,
+    /// Element width of the byte-grouping filter, when it was used.
+    pub byte_group: Option<usize>,
     /// What the inner writer returned.
     pub object: ObjectMeta,
 }
@@ -86,27 +91,22 @@ thread_local! {
     // A compression context is costly to set up at high levels; blocking
     // threads are reused, so each keeps one for the level it last used.
     static CCTX: RefCell<Option<(i32, Compressor<'static>)>> = const { RefCell::new(None) };
+    // The same for byte-grouped frames (which also keep a split buffer).
+    static GROUPED: RefCell<Option<GroupedCompressor>> = const { RefCell::new(None) };
 }
 
-fn compress_frame(input: FrameIn, level: i32) -> FrameOut {
+fn compress_frame(input: FrameIn, level: i32, byte_group: Option<usize>) -> FrameOut {
     let data = input.as_slice();
     let len = data.len();
-    let crc = crc32c(data);
-    let compressed = CCTX.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        let (_, cctx) = match slot.take() {
-            Some((l, cctx)) if l == level => slot.insert((l, cctx)),
-            _ => slot.insert((level, Compressor::new(level)?)),
-        };
-        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(len));
-        cctx.compress_to_buffer(data, &mut out)?;
-        // Inner writers may hold many small frames until a part is full;
-        // don't let each pin a frame-sized allocation.
-        if out.len() < out.capacity() / 2 {
-            out.shrink_to_fit();
-        }
-        Ok(Bytes::from(out))
-    });
+    let (compressed, crc) = match byte_group {
+        // The grouped path checksums while splitting; a failed compression
+        // never reaches the CRC, so 0 stands in for it.
+        Some(width) => match compress_grouped(data, level, width) {
+            Ok((bytes, crc)) => (Ok(bytes), crc),
+            Err(e) => (Err(e), 0),
+        },
+        None => (compress_plain(data, level), crc32c(data)),
+    };
     let recycled = match input {
         FrameIn::Owned(mut v) => {
             v.clear();
@@ -122,8 +122,45 @@ fn compress_frame(input: FrameIn, level: i32) -> FrameOut {
     }
 }
 
+fn compress_grouped(data: &[u8], level: i32, width: usize) -> std::io::Result<(Bytes, u32)> {
+    GROUPED.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let coder = match slot.take() {
+            Some(c) if c.level() == level => slot.insert(c),
+            _ => slot.insert(GroupedCompressor::new(level)?),
+        };
+        coder
+            .compress(data, width)
+            .map(|(bytes, crc)| (Bytes::from(bytes), crc))
+    })
+}
+
+fn compress_plain(data: &[u8], level: i32) -> std::io::Result<Bytes> {
+    let len = data.len();
+    CCTX.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let (_, cctx) = match slot.take() {
+            Some((l, cctx)) if l == level => slot.insert((l, cctx)),
+            _ => slot.insert((level, Compressor::new(level)?)),
+        };
+        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(len));
+        cctx.compress_to_buffer(data, &mut out)?;
+        // Inner writers may hold many small frames until a part is full;
+        // don't let each pin a frame-sized allocation.
+        if out.len() < out.capacity() / 2 {
+            out.shrink_to_fit();
+        }
+        Ok(Bytes::from(out))
+    })
+}
+
 struct Compressing {
     level: i32,
+    /// Element width when frames are byte-grouped.
+    byte_group: Option<usize>,
+    /// The byte group was asked for explicitly: an object that turns out
+    /// not to be whole elements is an error at `finish`.
+    byte_group_strict: bool,
     frame_size: usize,
     threads: usize,
     /// The frame being filled by `write_slice` / small writes.
@@ -159,11 +196,7 @@ pub struct EncodingWriter {
 
 impl EncodingWriter {
     pub fn new(inner: Box<dyn ObjectWriter>, uri: String, opts: EncodeOptions) -> Result<Self> {
-        if let Some(width) = opts.byte_group {
-            return Err(Error::invalid(format!(
-                "{uri}: byte_group={width} is not supported yet (use None)"
-            )));
-        }
+        let byte_group = opts.effective_byte_group(&uri, None)?;
         let zstd = match opts.level {
             None => None,
             Some(level) => {
@@ -177,6 +210,8 @@ impl EncodingWriter {
                 let threads = resolve_threads(opts.threads);
                 Some(Compressing {
                     level,
+                    byte_group,
+                    byte_group_strict: !opts.byte_group_auto,
                     frame_size: opts.frame_size,
                     threads,
                     pending: Vec::new(),
@@ -219,7 +254,7 @@ impl EncodingWriter {
 
     /// Compress what is left, write the trailer and commit the object.
     pub async fn finish(mut self) -> Result<EncodedMeta> {
-        if let Err(e) = self.usable() {
+        if let Err(e) = self.usable().and_then(|()| self.whole_elements()) {
             let _ = self.inner.abort().await;
             return Err(e);
         }
@@ -228,9 +263,9 @@ impl EncodingWriter {
             return Err(e);
         }
         let object = self.inner.finish().await?;
-        let (codec, level) = match &self.zstd {
-            None => (Codec::None, None),
-            Some(z) => (Codec::ZstdSeekable, Some(z.level)),
+        let (codec, level, byte_group) = match &self.zstd {
+            None => (Codec::None, None, None),
+            Some(z) => (Codec::ZstdSeekable, Some(z.level), z.byte_group),
         };
         Ok(EncodedMeta {
             logical_size: self.logical,
@@ -238,6 +273,7 @@ impl EncodingWriter {
             crc32c: self.crc,
             codec,
             level,
+            byte_group,
             object,
         })
     }
@@ -249,6 +285,21 @@ impl EncodingWriter {
             z.inflight.clear();
         }
         self.inner.abort().await
+    }
+
+    /// An explicitly byte-grouped object must be whole elements.
+    fn whole_elements(&self) -> Result<()> {
+        let Some(z) = &self.zstd else { return Ok(()) };
+        match z.byte_group {
+            Some(width) if z.byte_group_strict && !self.logical.is_multiple_of(width as u64) => {
+                Err(Error::invalid(format!(
+                    "{}: {} bytes are not a whole number of {width}-byte elements \
+                     (byte_group={width}); nothing was stored",
+                    self.uri, self.logical
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn usable(&self) -> Result<()> {
@@ -348,9 +399,9 @@ impl EncodingWriter {
         let Some(z) = self.zstd.as_mut() else {
             return Ok(());
         };
-        let level = z.level;
+        let (level, byte_group) = (z.level, z.byte_group);
         z.inflight.push_back(tokio::task::spawn_blocking(move || {
-            compress_frame(frame, level)
+            compress_frame(frame, level, byte_group)
         }));
         if let Some(out) = done {
             self.emit(out).await?;
@@ -430,7 +481,8 @@ impl EncodingWriter {
             crc32c: self.crc,
             frame_size: z.frame_size as u32,
             level: z.level,
-            byte_group: 0,
+            // Widths are 2, 4 or 8 (checked in `new`).
+            byte_group: z.byte_group.map_or(0, |w| w as u8),
             frames: std::mem::take(&mut z.frames),
         };
         let bytes = trailer
@@ -497,6 +549,7 @@ pub(crate) mod tests {
             frame_size,
             threads,
             byte_group: None,
+            byte_group_auto: false,
         }
     }
 
@@ -539,7 +592,7 @@ pub(crate) mod tests {
         }
         let inner = store.writer("x", &PutOptions::default()).await.unwrap();
         let mut o = opts(Some(3), 4096, 1);
-        o.byte_group = Some(4);
+        o.byte_group = Some(3);
         assert!(matches!(
             EncodingWriter::new(inner, "memory:///x".into(), o),
             Err(Error::InvalidInput(_))

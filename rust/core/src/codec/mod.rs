@@ -1,5 +1,7 @@
 //! The codec layer between callers and stores: the seekable zstd container
-//! (see [`seekable`] for the byte format) and CRC32C over logical bytes.
+//! (see [`seekable`] for the byte format), CRC32C over logical bytes, and
+//! the optional byte-grouping filter for float arrays ([`byte_group`],
+//! [`grouped`]).
 //!
 //! Writers go through [`EncodingWriter`], readers through [`ObjectReader`];
 //! both are the same for every backend.
@@ -8,10 +10,13 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
+pub mod byte_group;
 pub mod crc;
 pub mod decoder;
 pub mod encoder;
+mod grouped;
 pub mod seekable;
+mod zstd_raw;
 
 #[cfg(test)]
 mod bench;
@@ -74,10 +79,17 @@ pub struct EncodeOptions {
     pub frame_size: usize,
     /// Frames compressed at once; 0 means one per available core.
     pub threads: usize,
-    /// Reserved for the byte-grouping filter (element width in bytes). It has
-    /// a field in the trailer already so the format need not change when the
-    /// filter lands; until then it must be `None`.
+    /// Byte-grouping filter: the element size in bytes (2 for fp16/bf16, 4
+    /// for fp32, 8 for fp64) of the float array being written, or `None`
+    /// for plain zstd frames. Needs a level. See [`byte_group`].
     pub byte_group: Option<usize>,
+    /// The width in `byte_group` was picked automatically from a dtype,
+    /// not asked for: where it does not fit (no level, a frame size or an
+    /// object size that is not a multiple of it) the filter is quietly
+    /// off instead of an error. A stream whose length only turns out not
+    /// to be a multiple at the end keeps the filter; its last partial
+    /// element is stored ungrouped.
+    pub byte_group_auto: bool,
 }
 
 impl Default for EncodeOptions {
@@ -87,7 +99,61 @@ impl Default for EncodeOptions {
             frame_size: DEFAULT_FRAME_SIZE,
             threads: 0,
             byte_group: None,
+            byte_group_auto: false,
         }
+    }
+}
+
+impl EncodeOptions {
+    /// The byte-grouping width these options give an object of
+    /// `known_size` bytes (`None` while the size is unknown): `Some(w)`
+    /// when the filter applies, `None` when it is off, and an error naming
+    /// `uri` for an explicit request that cannot be honoured.
+    pub fn effective_byte_group(
+        &self,
+        uri: &str,
+        known_size: Option<u64>,
+    ) -> Result<Option<usize>> {
+        let Some(width) = self.byte_group else {
+            return Ok(None);
+        };
+        let problem = if !byte_group::supported(width) {
+            Some(format!(
+                "byte_group={width} is not a supported element size (2, 4 or 8 bytes)"
+            ))
+        } else if self.level.is_none() {
+            Some(format!(
+                "byte_group={width} needs compression (a compression level)"
+            ))
+        } else if !self.frame_size.is_multiple_of(width) {
+            Some(format!(
+                "frame size {} is not a multiple of byte_group={width}",
+                self.frame_size
+            ))
+        } else {
+            known_size
+                .filter(|size| size % width as u64 != 0)
+                .map(|size| {
+                    format!(
+                        "{size} bytes are not a whole number of {width}-byte elements \
+                     (byte_group={width}); store it without byte grouping"
+                    )
+                })
+        };
+        match problem {
+            None => Ok(Some(width)),
+            Some(_) if self.byte_group_auto => Ok(None),
+            Some(why) => Err(Error::invalid(format!("{uri}: {why}"))),
+        }
+    }
+
+    /// These options for an object of `size` bytes: an automatic byte
+    /// group that does not fit is turned off; an explicit one that does
+    /// not fit is an error (before anything is written).
+    pub fn for_size(&self, uri: &str, size: u64) -> Result<EncodeOptions> {
+        let mut opts = self.clone();
+        opts.byte_group = self.effective_byte_group(uri, Some(size))?;
+        Ok(opts)
     }
 }
 

@@ -21,9 +21,18 @@
 //!   | 4 | CRC32C (Castagnoli) of all uncompressed bytes |
 //!   | 4 | frame size (u32): uncompressed bytes per frame |
 //!   | 1 | zstd level (i8, 1-22) |
-//!   | 1 | byte-group width (u8); 0 = no byte-grouping filter |
+//!   | 1 | byte-group width (u8): 0 = no filter, else 2, 4 or 8 (see below) |
 //!   | 4·n | CRC32C (u32) of each frame's uncompressed bytes, in frame order |
 //!
+//! - **Byte-grouped objects** (width `w` ≠ 0): every data frame is itself
+//!   a run of zstd frames, one per byte plane of the frame's elements and
+//!   one more for a trailing partial element (see [`super::grouped`] and
+//!   [`super::byte_group`]). Frame sizes and CRC32Cs are those of the
+//!   logical (ungrouped) bytes; `frame_size` is a multiple of `w`. Any
+//!   zstd decoder still decodes such an object, but to the grouped bytes:
+//!   only s3dlio restores the elements. Readers that predate the filter
+//!   refuse these objects by the nonzero width, so format version 1 is
+//!   kept: objects without the filter are unchanged.
 //! - **Seek table frame**: exactly zstd's `contrib/seekable_format`
 //!   (`zstd_seekable_compression_format.md`), so other seekable readers can
 //!   use the object too:
@@ -295,10 +304,16 @@ fn validate(t: &Trailer, object_size: u64) -> Result<(), String> {
     if !(super::MIN_LEVEL..=super::MAX_LEVEL).contains(&t.level) {
         return Err(format!("trailer records level {}", t.level));
     }
-    if t.byte_group != 0 {
+    if t.byte_group != 0 && !super::byte_group::supported(t.byte_group as usize) {
         return Err(format!(
-            "uses the byte-grouping filter (width {}), which this version of s3dlio cannot decode",
+            "uses a byte-grouping filter of width {}, which this version of s3dlio cannot decode",
             t.byte_group
+        ));
+    }
+    if t.byte_group != 0 && !t.frame_size.is_multiple_of(t.byte_group as u32) {
+        return Err(format!(
+            "frame size {} is not a multiple of the byte-group width {}",
+            t.frame_size, t.byte_group
         ));
     }
     if t.frame_size == 0 {

@@ -95,7 +95,8 @@ impl ObjectStore for MemoryStore {
         Ok(Box::new(MemoryWriter {
             store: self.clone(),
             key: key.to_string(),
-            buf: BytesMut::new(),
+            parts: Vec::new(),
+            len: 0,
         }))
     }
 
@@ -148,18 +149,31 @@ impl ObjectStore for MemoryStore {
 struct MemoryWriter {
     store: MemoryStore,
     key: String,
-    buf: BytesMut,
+    /// The pieces as written, joined once at `finish`: one copy of the
+    /// object instead of a growing buffer's repeated reallocations.
+    parts: Vec<Bytes>,
+    len: usize,
 }
 
 #[async_trait]
 impl ObjectWriter for MemoryWriter {
     async fn write(&mut self, buf: Bytes) -> Result<()> {
-        self.buf.extend_from_slice(&buf);
+        self.len += buf.len();
+        self.parts.push(buf);
         Ok(())
     }
 
-    async fn finish(self: Box<Self>) -> Result<ObjectMeta> {
-        Ok(self.store.insert(&self.key, self.buf.freeze()))
+    async fn finish(mut self: Box<Self>) -> Result<ObjectMeta> {
+        let data = if self.parts.len() == 1 {
+            self.parts.pop().unwrap_or_default()
+        } else {
+            let mut joined = BytesMut::with_capacity(self.len);
+            for part in &self.parts {
+                joined.extend_from_slice(part);
+            }
+            joined.freeze()
+        };
+        Ok(self.store.insert(&self.key, data))
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {

@@ -232,10 +232,6 @@ pub fn open_parsed(parsed: &StoreUri, options: &StoreOptions) -> Result<Location
             store: Arc::new(s3::S3Store::new(bucket, &options.s3)?),
             key: key.clone(),
         }),
-        other => Err(Error::invalid(format!(
-            "{} is not supported by this build",
-            other.scheme()
-        ))),
     }
 }
 

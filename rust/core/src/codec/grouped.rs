@@ -1,0 +1,424 @@
+//! One byte-grouped data frame, both ways.
+//!
+//! Stored form: the frame's bytes go through [`super::byte_group::split`],
+//! then each plane becomes its own zstd frame, in plane order, followed
+//! (only when the frame's length is not a multiple of the width) by one
+//! zstd frame holding the bytes after the last whole element. The data
+//! frame is the concatenation of those zstd frames, so any zstd decoder
+//! turns it into the grouped bytes (`zstd -d` of such an object prints
+//! the planes, not the floats), and one `ZSTD_decompressDCtx` call
+//! decodes all of it; the plane sizes follow from the frame's length.
+//!
+//! Per plane, chosen by measurement on real weights (bench/README.md):
+//! - the exponent planes (the top plane; for fp64 the top two, as its
+//!   exponent has 11 bits) are Huffman-coded literals only: LZ matches
+//!   found by zstd's fast levels lose ~10% against the literal coder on
+//!   exponent bytes, and the higher levels only tie it at 1/100 the speed.
+//!   When literals alone shrink a plane below a quarter (sparse or
+//!   constant data, where runs matter), a sample of it is also compressed
+//!   at the plain level, and if matches clearly win there the whole plane
+//!   is compressed that way too and the smaller frame kept;
+//! - the other planes (mantissas) go through zstd with a short minimum
+//!   match at low levels (runs of zero bits in values widened from a
+//!   narrower type) and at the plain level above that, capped at
+//!   [`MANTISSA_MAX_LEVEL`]: on all-MiniLM-L6-v2's fp32 weights level 19
+//!   saved 0.02% of the object over level 9 at 1/17 of the speed.
+//!   Near-random planes cost little: zstd stores incompressible blocks
+//!   raw after a quick look.
+
+use std::io;
+
+use zstd::zstd_safe::zstd_sys::ZSTD_Sequence;
+
+use super::byte_group;
+use super::zstd_raw::{Params, RawCCtx};
+
+/// Below this stored/plane ratio, the literal-only exponent plane is worth
+/// a second try with LZ matches.
+const RETRY_BELOW: f64 = 0.25;
+
+/// Bytes of a plane compressed both ways to see whether a retry pays.
+const SAMPLE: usize = 128 << 10;
+
+/// How many of the top planes hold exponent bits worth literal coding.
+fn exponent_planes(width: usize) -> usize {
+    if width == 8 {
+        2
+    } else {
+        1
+    }
+}
+
+/// Highest level spent on mantissa planes (see the module docs).
+pub(crate) const MANTISSA_MAX_LEVEL: i32 = 9;
+
+/// Mantissa-plane parameters for `level`.
+fn mantissa_params(level: i32) -> Params {
+    if level <= 2 {
+        Params::Runs {
+            level,
+            hash_log: 16,
+            min_match: 4,
+        }
+    } else {
+        Params::Level(level.min(MANTISSA_MAX_LEVEL))
+    }
+}
+
+/// Compresses byte-grouped frames at one level; keeps its contexts and
+/// scratch buffer between frames.
+pub(crate) struct GroupedCompressor {
+    level: i32,
+    literals: RawCCtx,
+    mantissa: RawCCtx,
+    /// Made on first need: the retry of a very compressible top plane.
+    plain: Option<RawCCtx>,
+    split: Vec<u8>,
+    seqs: Vec<ZSTD_Sequence>,
+}
+
+impl GroupedCompressor {
+    pub(crate) fn new(level: i32) -> io::Result<Self> {
+        Ok(GroupedCompressor {
+            level,
+            literals: RawCCtx::new(Params::Literals(level))?,
+            mantissa: RawCCtx::new(mantissa_params(level))?,
+            plain: None,
+            split: Vec::new(),
+            seqs: Vec::new(),
+        })
+    }
+
+    pub(crate) fn level(&self) -> i32 {
+        self.level
+    }
+
+    /// The stored form of `frame` grouped by `width` (2, 4 or 8), and the
+    /// CRC32C of `frame` (computed while splitting it).
+    pub(crate) fn compress(&mut self, frame: &[u8], width: usize) -> io::Result<(Vec<u8>, u32)> {
+        let len = frame.len();
+        // Taken out for the call so the contexts can be borrowed meanwhile.
+        let mut split = std::mem::take(&mut self.split);
+        if split.len() < len {
+            split.resize(len, 0);
+        }
+        let result = self.compress_split(frame, width, &mut split[..len]);
+        self.split = split;
+        result
+    }
+
+    fn compress_split(
+        &mut self,
+        frame: &[u8],
+        width: usize,
+        grouped: &mut [u8],
+    ) -> io::Result<(Vec<u8>, u32)> {
+        let len = frame.len();
+        let crc = byte_group::split_crc(frame, width, grouped);
+        let n = len / width;
+        let bound = width * zstd::zstd_safe::compress_bound(n)
+            + zstd::zstd_safe::compress_bound(len - n * width);
+        let mut out = Vec::with_capacity(bound);
+        for k in 0..width {
+            let plane = &grouped[k * n..(k + 1) * n];
+            if k + exponent_planes(width) >= width {
+                let at = out.len();
+                let lit =
+                    self.literals
+                        .compress_literals_append(plane, &mut out, &mut self.seqs)?;
+                if n > 0 && (lit as f64) < RETRY_BELOW * n as f64 && self.matches_pay(plane)? {
+                    let plain = self.plain()?;
+                    let lz = plain.compress_append(plane, &mut out)?;
+                    if lz < lit {
+                        out.copy_within(at + lit..at + lit + lz, at);
+                        out.truncate(at + lz);
+                    } else {
+                        out.truncate(at + lit);
+                    }
+                }
+            } else {
+                self.mantissa.compress_append(plane, &mut out)?;
+            }
+        }
+        if len > n * width {
+            self.mantissa
+                .compress_append(&grouped[n * width..], &mut out)?;
+        }
+        // Inner writers may hold many frames until a part is full; don't
+        // let each pin a bound-sized allocation.
+        if out.len() < out.capacity() / 2 {
+            out.shrink_to_fit();
+        }
+        Ok((out, crc))
+    }
+
+    fn plain(&mut self) -> io::Result<&mut RawCCtx> {
+        if self.plain.is_none() {
+            self.plain = Some(RawCCtx::new(Params::Level(self.level))?);
+        }
+        self.plain
+            .as_mut()
+            .ok_or_else(|| io::Error::other("zstd context was not created"))
+    }
+
+    /// Whether LZ matches beat literals by 10% on a sample of `plane`
+    /// (all of it when it is small): worth compressing it twice.
+    fn matches_pay(&mut self, plane: &[u8]) -> io::Result<bool> {
+        if plane.len() <= SAMPLE {
+            return Ok(true);
+        }
+        let sample = &plane[..SAMPLE];
+        let mut scratch = Vec::new();
+        let lit = self
+            .literals
+            .compress_literals_append(sample, &mut scratch, &mut self.seqs)?;
+        let lz = self.plain()?.compress_append(sample, &mut scratch)?;
+        Ok((lz as f64) < 0.9 * lit as f64)
+    }
+}
+
+/// Decode one grouped data frame (`raw`) into `out`, whose length is the
+/// frame's logical length. `scratch` holds the grouped bytes in between.
+/// Returns the number of bytes the zstd frames decoded to, which the
+/// caller checks against `out.len()`, and when that matches, the CRC32C
+/// of `out` (computed while merging).
+pub(crate) fn decompress(
+    dctx: &mut zstd::bulk::Decompressor<'_>,
+    raw: &[u8],
+    width: usize,
+    scratch: &mut Vec<u8>,
+    out: &mut [u8],
+) -> io::Result<(usize, Option<u32>)> {
+    let len = out.len();
+    if scratch.len() < len {
+        scratch.resize(len, 0);
+    }
+    let grouped = &mut scratch[..len];
+    let n = dctx.decompress_to_buffer(raw, grouped)?;
+    let crc = (n == len).then(|| byte_group::merge_crc(grouped, width, out));
+    Ok((n, crc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floats(n: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .flat_map(|i| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let v =
+                    ((i as f32) * 0.01).sin() * 0.05 + (x as f32 / u32::MAX as f32 - 0.5) * 1e-3;
+                v.to_le_bytes()
+            })
+            .collect()
+    }
+
+    fn roundtrip(c: &mut GroupedCompressor, frame: &[u8], width: usize) -> usize {
+        let (stored, crc) = c.compress(frame, width).unwrap();
+        assert_eq!(crc, super::super::crc::crc32c(frame));
+        let mut d = zstd::bulk::Decompressor::new().unwrap();
+        let mut scratch = Vec::new();
+        let mut out = vec![0u8; frame.len()];
+        let (n, back_crc) = decompress(&mut d, &stored, width, &mut scratch, &mut out).unwrap();
+        assert_eq!(n, frame.len());
+        assert_eq!(back_crc, Some(crc));
+        assert_eq!(out, frame, "width {width} len {}", frame.len());
+        stored.len()
+    }
+
+    #[test]
+    fn roundtrip_widths_levels_and_tails() {
+        let data = floats(100_000, 3);
+        for level in [1, 3, 9, 19] {
+            let mut c = GroupedCompressor::new(level).unwrap();
+            assert_eq!(c.level(), level);
+            for width in [2, 4, 8] {
+                for len in [0, 1, 7, 8, 4096, 4097, 399_999, 400_000] {
+                    roundtrip(&mut c, &data[..len], width);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn grouping_beats_plain_zstd_on_floats() {
+        let data = floats(1 << 20, 5);
+        let mut c = GroupedCompressor::new(1).unwrap();
+        let grouped = roundtrip(&mut c, &data, 4);
+        let plain = zstd::bulk::compress(&data, 1).unwrap().len();
+        assert!(
+            (grouped as f64) < 0.95 * plain as f64,
+            "grouped {grouped} vs plain {plain}"
+        );
+    }
+
+    #[test]
+    fn sparse_top_plane_retries_with_matches() {
+        // Mostly zeros with a few values: the literal-only top plane would
+        // cost >= 1 bit per byte; the plain-level retry gets far below.
+        let mut data = vec![0u8; 1 << 20];
+        for i in (0..data.len()).step_by(4096) {
+            data[i..i + 4].copy_from_slice(&1.5f32.to_le_bytes());
+        }
+        let mut c = GroupedCompressor::new(3).unwrap();
+        let stored = roundtrip(&mut c, &data, 4);
+        assert!(stored < data.len() / 200, "stored {stored}");
+        assert!(c.plain.is_some());
+    }
+
+    #[test]
+    fn stored_frames_are_plain_zstd_of_the_grouped_bytes() {
+        let data = floats(10_001, 9);
+        let mut c = GroupedCompressor::new(1).unwrap();
+        let (stored, _) = c.compress(&data[..40_003], 4).unwrap();
+        let decoded = zstd::bulk::decompress(&stored, 40_003).unwrap();
+        let mut grouped = vec![0u8; 40_003];
+        byte_group::split(&data[..40_003], 4, &mut grouped);
+        assert_eq!(decoded, grouped);
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// CPU time of this thread: steady on a machine shared with others.
+    struct Instant(f64);
+
+    impl Instant {
+        fn now() -> Self {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: valid out pointer for clock_gettime.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            Instant(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+        }
+
+        fn elapsed(&self) -> std::time::Duration {
+            std::time::Duration::from_secs_f64(Instant::now().0 - self.0)
+        }
+    }
+
+    trait Compress {
+        fn compress(&self, c: &mut GroupedCompressor, width: usize) -> Vec<u8>;
+    }
+
+    impl Compress for [u8] {
+        fn compress(&self, c: &mut GroupedCompressor, width: usize) -> Vec<u8> {
+            c.compress(self, width).unwrap().0
+        }
+    }
+
+    /// Where the time goes per frame:
+    /// `S3DLIO_BENCH_FILE=weights.bin S3DLIO_BENCH_WIDTH=4 cargo test --release
+    /// -p s3dlio-core grouped::timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing; needs S3DLIO_BENCH_FILE"]
+    fn plane_timing() {
+        let Ok(path) = std::env::var("S3DLIO_BENCH_FILE") else {
+            return;
+        };
+        let width: usize = std::env::var("S3DLIO_BENCH_WIDTH")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(4);
+        let data = std::fs::read(path).unwrap();
+        let frame = 4 << 20;
+        // Per plane kind, one core's CPU time.
+        {
+            let mut lit = RawCCtx::new(Params::Literals(1)).unwrap();
+            let mut man = RawCCtx::new(mantissa_params(1)).unwrap();
+            let mut seqs = Vec::new();
+            let mut buf = vec![0u8; frame];
+            let (mut t_split, mut t_lit, mut t_man) = (0.0, 0.0, 0.0);
+            let mut out = Vec::new();
+            for chunk in data.chunks(frame) {
+                let g = &mut buf[..chunk.len()];
+                let t = Instant::now();
+                byte_group::split_crc(chunk, width, g);
+                t_split += t.elapsed().as_secs_f64();
+                let n = chunk.len() / width;
+                for k in 0..width {
+                    out.clear();
+                    let t = Instant::now();
+                    if k + exponent_planes(width) >= width {
+                        lit.compress_literals_append(&g[k * n..(k + 1) * n], &mut out, &mut seqs)
+                            .unwrap();
+                        t_lit += t.elapsed().as_secs_f64();
+                    } else {
+                        man.compress_append(&g[k * n..(k + 1) * n], &mut out)
+                            .unwrap();
+                        t_man += t.elapsed().as_secs_f64();
+                    }
+                }
+            }
+            let mb = data.len() as f64 / 1e6;
+            println!(
+                "per MB of input, ms: split+crc {:.3}, exponent planes {:.3}, mantissa planes {:.3}",
+                t_split * 1e3 / mb,
+                t_lit * 1e3 / mb,
+                t_man * 1e3 / mb
+            );
+        }
+        for level in [1, 3] {
+            let mut c = GroupedCompressor::new(level).unwrap();
+            let mut split_s = 0.0;
+            let mut buf = vec![0u8; frame];
+            let t = Instant::now();
+            let mut stored = 0;
+            for chunk in data.chunks(frame) {
+                let s = Instant::now();
+                byte_group::split(chunk, width, &mut buf[..chunk.len()]);
+                split_s += s.elapsed().as_secs_f64();
+                stored += c.compress(chunk, width).unwrap().0.len();
+            }
+            let total = t.elapsed().as_secs_f64() - split_s;
+            let crc = Instant::now();
+            let _ = super::super::crc::crc32c(&data);
+            let crc_s = crc.elapsed().as_secs_f64();
+            let mut out = vec![1u8; frame];
+            let m = Instant::now();
+            for _ in 0..data.len() / frame {
+                byte_group::merge(&buf, width, &mut out);
+            }
+            let merge_s = m.elapsed().as_secs_f64();
+            let frames: Vec<Vec<u8>> = data
+                .chunks(frame)
+                .map(|c| c.compress(&mut GroupedCompressor::new(level).unwrap(), width))
+                .collect();
+            let mut d = zstd::bulk::Decompressor::new().unwrap();
+            let mut scratch = vec![0u8; frame];
+            let mut out = vec![0u8; frame];
+            let t = Instant::now();
+            let mut zstd_s = 0.0;
+            for (raw, c) in frames.iter().zip(data.chunks(frame)) {
+                let z = Instant::now();
+                d.decompress_to_buffer(&raw[..], &mut scratch[..c.len()])
+                    .unwrap();
+                zstd_s += z.elapsed().as_secs_f64();
+                byte_group::merge(&scratch[..c.len()], width, &mut out[..c.len()]);
+            }
+            let dec_s = t.elapsed().as_secs_f64();
+            let mb = data.len() as f64 / 1e6;
+            println!(
+                "level {level}: decode {:.0} MB/s (zstd part {:.0} MB/s)",
+                mb / dec_s,
+                mb / zstd_s
+            );
+            println!(
+                "level {level}: ratio {:.4} compress {:.0} MB/s (split {:.0} MB/s, crc {:.0} MB/s, merge ~{:.0} MB/s)",
+                stored as f64 / data.len() as f64,
+                mb / total,
+                mb / split_s,
+                mb / crc_s,
+                mb / merge_s
+            );
+        }
+    }
+}
