@@ -16,7 +16,7 @@ use super::builder::{self, Resolved};
 use super::error::{Context, Failure};
 use crate::error::{Error, Result};
 use crate::store::upload::UploadedPart;
-use crate::store::ObjectMeta;
+use crate::store::{DirListing, ObjectMeta};
 
 /// First and longest wait between resumes of a broken body.
 const RESUME_BACKOFF: Duration = Duration::from_millis(100);
@@ -290,14 +290,26 @@ impl BucketClient {
 
     /// Every object under `prefix`, following continuation tokens.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        Ok(self.list_pages(prefix, None).await?.objects)
+    }
+
+    /// One level under `prefix`: S3 groups deeper keys into common
+    /// prefixes, so nothing below the level is transferred.
+    pub async fn list_dir(&self, prefix: &str) -> Result<DirListing> {
+        self.list_pages(prefix, Some("/")).await
+    }
+
+    async fn list_pages(&self, prefix: &str, delimiter: Option<&str>) -> Result<DirListing> {
         let mut out = Vec::new();
+        let mut prefixes = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let mut req = self
                 .client
                 .list_objects_v2()
                 .bucket(&self.bucket)
-                .prefix(prefix);
+                .prefix(prefix)
+                .set_delimiter(delimiter.map(str::to_string));
             if let Some(t) = &token {
                 req = req.continuation_token(t);
             }
@@ -305,6 +317,11 @@ impl BucketClient {
                 .send()
                 .await
                 .map_err(|e| self.fail(prefix, "ListObjectsV2", e))?;
+            prefixes.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_string)),
+            );
             for obj in page.contents() {
                 let Some(key) = obj.key() else { continue };
                 // Prefixes ending in '/' stored as zero-byte "folders" by
@@ -336,7 +353,12 @@ impl BucketClient {
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        prefixes.sort();
+        prefixes.dedup();
+        Ok(DirListing {
+            prefixes,
+            objects: out,
+        })
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {

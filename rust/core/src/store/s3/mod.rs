@@ -30,7 +30,7 @@ pub use builder::{Addressing, S3Options, S3_OPTION_KEYS};
 use client::{BucketClient, Created};
 
 use super::upload::{MultipartWriter, UploadLimits};
-use super::{check_range, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
+use super::{check_range, DirListing, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
 use crate::codec::crc::crc32c;
 use crate::error::{Error, Result};
 
@@ -272,6 +272,10 @@ impl ObjectStore for S3Store {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.client().await?.list(prefix).await
+    }
+
+    async fn list_dir(&self, prefix: &str) -> Result<DirListing> {
+        self.client().await?.list_dir(prefix).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
