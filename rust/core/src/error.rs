@@ -79,6 +79,27 @@ impl Error {
         }
     }
 
+    /// The same error with its free-text reason rewritten (Backend and
+    /// PermissionDenied carry one; other variants are returned as they are).
+    pub fn map_reason(self, f: impl FnOnce(&str) -> String) -> Self {
+        match self {
+            Error::Backend {
+                uri,
+                reason,
+                retryable,
+            } => Error::Backend {
+                uri,
+                reason: f(&reason),
+                retryable,
+            },
+            Error::PermissionDenied { uri, reason } => Error::PermissionDenied {
+                uri,
+                reason: f(&reason),
+            },
+            other => other,
+        }
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
     }

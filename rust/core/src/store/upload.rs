@@ -299,44 +299,16 @@ async fn settle(in_flight: &mut JoinSet<Result<UploadedPart>>) {
 fn part_error(err: Error, number: u32) -> Error {
     let prefix = format!("part {number}: ");
     match err {
-        Error::Backend {
-            uri,
-            reason,
-            retryable,
-        } => Error::Backend {
-            uri,
-            reason: format!("{prefix}{reason}"),
-            retryable,
-        },
-        Error::PermissionDenied { uri, reason } => Error::PermissionDenied {
-            uri,
-            reason: format!("{prefix}{reason}"),
-        },
         Error::NotFound { uri } => Error::NotFound {
             uri: format!("{uri} ({prefix}upload no longer exists)"),
         },
         Error::InvalidInput(m) => Error::InvalidInput(format!("{prefix}{m}")),
-        other => other,
+        other => other.map_reason(|reason| format!("{prefix}{reason}")),
     }
 }
 
 fn append_reason(err: Error, extra: &str) -> Error {
-    match err {
-        Error::Backend {
-            uri,
-            reason,
-            retryable,
-        } => Error::Backend {
-            uri,
-            reason: format!("{reason}{extra}"),
-            retryable,
-        },
-        Error::PermissionDenied { uri, reason } => Error::PermissionDenied {
-            uri,
-            reason: format!("{reason}{extra}"),
-        },
-        other => other,
-    }
+    err.map_reason(|reason| format!("{reason}{extra}"))
 }
 
 #[async_trait]
