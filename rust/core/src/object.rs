@@ -150,37 +150,65 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
 pub async fn download_file(loc: &Location, path: &Path) -> Result<u64> {
     let reader = ObjectReader::open(loc.store.clone(), &loc.key).await?;
     let dest = crate::store::open_store(&path.to_string_lossy(), &Default::default())?;
-    let mut out = dest.store.writer(&dest.key, &PutOptions::default()).await?;
+    // Without a level the codec passes bytes through untouched.
+    let meta = copy_object(&reader, &dest, &WriteOptions::default(), &|_| {}).await?;
+    Ok(meta.logical_size)
+}
+
+/// Copy the logical bytes `reader` yields to `dst`, encoded by `opts`,
+/// checking the source's CRC32C before the copy becomes visible.
+/// `progress` hears the size of each step once it is written.
+pub async fn copy_object(
+    reader: &ObjectReader,
+    dst: &Location,
+    opts: &WriteOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<EncodedMeta> {
+    let opts = sized(dst, opts, reader.logical_size())?;
+    let mut out = open_writer(dst, &opts).await?;
+    if let Err(e) = stream_verified(reader, &mut out, progress).await {
+        out.abort().await?;
+        return Err(e);
+    }
+    out.finish().await
+}
+
+/// Every logical byte of `reader` into `sink`, one window at a time (on
+/// object stores a window is fetched as parallel ranged GETs), then the
+/// source's CRC32C checked. The caller aborts the sink on error, so nothing
+/// partial or unverified becomes visible.
+async fn stream_verified(
+    reader: &ObjectReader,
+    sink: &mut EncodingWriter,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<()> {
     let size = reader.logical_size();
     let mut crc = 0u32;
     let mut pos = 0u64;
     while pos < size {
         let end = (pos + DOWNLOAD_WINDOW).min(size);
-        let piece = match reader.read_range(pos..end).await {
-            Ok(p) => p,
-            Err(e) => {
-                out.abort().await?;
-                return Err(e);
-            }
-        };
+        let piece = reader.read_range(pos..end).await?;
+        if piece.len() as u64 != end - pos {
+            return Err(Error::corrupt(
+                reader.uri(),
+                format!(
+                    "object ended at byte {}, expected {size} bytes",
+                    pos + piece.len() as u64
+                ),
+            ));
+        }
         crc = crate::codec::crc::crc32c_append(crc, &piece);
+        sink.write(piece).await?;
+        progress(end - pos);
         pos = end;
-        if let Err(e) = out.write(piece).await {
-            out.abort().await?;
-            return Err(e);
-        }
     }
-    if let Some(expected) = reader.crc32c() {
-        if expected != crc {
-            out.abort().await?;
-            return Err(Error::Integrity {
-                uri: reader.uri(),
-                offset: 0,
-                expected,
-                actual: crc,
-            });
-        }
+    match reader.crc32c() {
+        Some(expected) if expected != crc => Err(Error::Integrity {
+            uri: reader.uri(),
+            offset: 0,
+            expected,
+            actual: crc,
+        }),
+        _ => Ok(()),
     }
-    out.finish().await?;
-    Ok(size)
 }

@@ -4,12 +4,10 @@
 //! plain, or compressed with `--compression-level`. The same path serves
 //! local -> URI, URI -> local and URI -> URI, so every direction behaves alike.
 
-use bytes::Bytes;
 use futures::StreamExt;
 use indicatif::ProgressBar;
-use s3dlio_core::codec::crc::crc32c_append;
-use s3dlio_core::codec::{EncodingWriter, ObjectReader};
-use s3dlio_core::object::{open_writer, WriteOptions};
+use s3dlio_core::codec::ObjectReader;
+use s3dlio_core::object::{copy_object, WriteOptions};
 use s3dlio_core::store::Location;
 use s3dlio_core::Error;
 use serde_json::json;
@@ -21,8 +19,6 @@ use crate::format;
 use crate::target::{basename, Target};
 use crate::ui;
 
-/// Bytes read and written per step: memory stays bounded per object.
-const CHUNK: u64 = 8 << 20;
 /// Objects copied at once in a recursive copy: enough to hide per-object
 /// latency on object stores without flooding a local disk.
 const PARALLEL: usize = 4;
@@ -199,52 +195,9 @@ async fn copy_one(job: &Job, opts: &WriteOptions, bar: &ProgressBar) -> Result<C
         let len = bar.length().unwrap_or(0);
         bar.set_length((len + logical).saturating_sub(job.size));
     }
-    let mut writer = open_writer(&job.dst, opts).await?;
-    if let Err(e) = pump(&reader, &mut writer, bar).await {
-        // The original failure matters more than a failed cleanup.
-        let _ = writer.abort().await;
-        return Err(e);
-    }
-    let meta = writer.finish().await?;
+    let meta = copy_object(&reader, &job.dst, opts, &|n| bar.inc(n)).await?;
     Ok(Copied {
         logical: meta.logical_size,
         stored: meta.stored_size,
     })
-}
-
-/// Stream the logical bytes across, checking them against the source's
-/// CRC32C when it has one, before the destination becomes visible.
-async fn pump(
-    reader: &ObjectReader,
-    writer: &mut EncodingWriter,
-    bar: &ProgressBar,
-) -> Result<(), Error> {
-    let logical = reader.logical_size();
-    let mut crc = 0u32;
-    let mut pos = 0u64;
-    while pos < logical {
-        let end = (pos + CHUNK).min(logical);
-        let piece: Bytes = reader.read_range(pos..end).await?;
-        if piece.is_empty() {
-            return Err(Error::corrupt(
-                reader.uri(),
-                format!("object ended at byte {pos}, expected {logical} bytes"),
-            ));
-        }
-        pos += piece.len() as u64;
-        bar.inc(piece.len() as u64);
-        crc = crc32c_append(crc, &piece);
-        writer.write(piece).await?;
-    }
-    if let Some(expected) = reader.crc32c() {
-        if expected != crc {
-            return Err(Error::Integrity {
-                uri: reader.uri(),
-                offset: 0,
-                expected,
-                actual: crc,
-            });
-        }
-    }
-    Ok(())
 }
