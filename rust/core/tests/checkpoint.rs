@@ -218,3 +218,99 @@ async fn finalize_names_missing_and_foreign_shards() {
     assert_eq!(m.shards.len(), 3);
     assert_eq!(&store.reader().read_shard(9, 1).await.unwrap()[..], b"one");
 }
+
+/// A store that refuses to list everything under the checkpoint base, the
+/// way paging every shard key of every checkpoint on an object store would
+/// be refused by a user's patience; one-level listings pass through.
+#[derive(Debug)]
+struct NoDeepListing {
+    inner: Arc<dyn ObjectStore>,
+    base: String,
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for NoDeepListing {
+    fn uri(&self, key: &str) -> String {
+        self.inner.uri(key)
+    }
+    async fn put(
+        &self,
+        key: &str,
+        data: bytes::Bytes,
+        opts: &s3dlio_core::store::PutOptions,
+    ) -> Result<s3dlio_core::store::ObjectMeta, Error> {
+        self.inner.put(key, data, opts).await
+    }
+    async fn writer(
+        &self,
+        key: &str,
+        opts: &s3dlio_core::store::PutOptions,
+    ) -> Result<Box<dyn s3dlio_core::store::ObjectWriter>, Error> {
+        self.inner.writer(key, opts).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, Error> {
+        self.inner.get_range(key, range).await
+    }
+    async fn get(&self, key: &str) -> Result<bytes::Bytes, Error> {
+        self.inner.get(key).await
+    }
+    async fn head(&self, key: &str) -> Result<s3dlio_core::store::ObjectMeta, Error> {
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<s3dlio_core::store::ObjectMeta>, Error> {
+        if prefix.trim_end_matches('/') == self.base {
+            return Err(Error::invalid(format!("deep listing of {prefix}")));
+        }
+        self.inner.list(prefix).await
+    }
+    async fn list_dir(&self, prefix: &str) -> Result<s3dlio_core::store::DirListing, Error> {
+        self.inner.list_dir(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), Error> {
+        self.inner.delete(key).await
+    }
+    async fn put_if_absent(&self, key: &str, data: bytes::Bytes) -> Result<bool, Error> {
+        self.inner.put_if_absent(key, data).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_steps_list_one_level_and_skip_uncommitted_steps() {
+    let loc = memory("one-level");
+    let guarded = Location {
+        store: Arc::new(NoDeepListing {
+            inner: loc.store.clone(),
+            base: loc.key.clone(),
+        }) as Arc<dyn ObjectStore>,
+        key: loc.key.clone(),
+    };
+    let store = CheckpointStore::at(guarded, Strategy::Flat, WriteOptions::default()).unwrap();
+    for step in [3, 10, 7] {
+        save(&store, step, &payload(step as u8), false)
+            .await
+            .unwrap();
+    }
+    // A save that died before its marker, and something that is no step.
+    store
+        .writer(1, 0, false)
+        .unwrap()
+        .save_shard(12, b"orphan")
+        .await
+        .unwrap();
+    loc.store
+        .put(
+            &format!("{}/notes/readme.txt", loc.key),
+            bytes::Bytes::from_static(b"x"),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(store.committed_steps().await.unwrap(), vec![3, 7, 10]);
+    assert_eq!(store.latest_step().await.unwrap(), Some(10));
+    assert_eq!(latest(&store).await, payload(10));
+}

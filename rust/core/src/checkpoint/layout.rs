@@ -97,14 +97,16 @@ impl Layout {
         }
     }
 
-    /// The step a `step-…/COMMITTED` key (relative to the base) belongs to.
-    pub fn committed_step(&self, key: &str) -> Option<u64> {
-        let rel = key.strip_prefix(&self.base)?.trim_start_matches('/');
-        let (dir, file) = rel.split_once('/')?;
-        if file != COMMITTED {
+    /// The step a step directory (`<base>/step-…/`, as a delimiter listing
+    /// names it) holds; None for anything else under the base.
+    pub fn step_of_dir(&self, dir: &str) -> Option<u64> {
+        let rel = dir.strip_prefix(&self.base)?.trim_start_matches('/');
+        let name = rel.strip_suffix('/')?;
+        let digits = name.strip_prefix(STEP_PREFIX)?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        dir.strip_prefix(STEP_PREFIX)?.parse().ok()
+        digits.parse().ok()
     }
 }
 
@@ -134,14 +136,10 @@ mod tests {
             strategy: Strategy::Flat,
         };
         assert_eq!(l.committed(42), "run/step-000000000042/COMMITTED");
-        assert_eq!(
-            l.committed_step("run/step-000000000042/COMMITTED"),
-            Some(42)
-        );
-        assert_eq!(
-            l.committed_step("run/step-000000000042/manifest.json"),
-            None
-        );
+        assert_eq!(l.step_of_dir("run/step-000000000042/"), Some(42));
+        assert_eq!(l.step_of_dir("run/step-000000000042"), None);
+        assert_eq!(l.step_of_dir("run/step-+42/"), None);
+        assert_eq!(l.step_of_dir("run/other/"), None);
         assert_eq!(
             l.shard_name(1, 2, 4, 0, true),
             "rank-00002-of-00004.bin.zst"

@@ -3,6 +3,7 @@
 //! only once its marker does, so a crash mid-save never hides the previous one.
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::object::WriteOptions;
@@ -17,6 +18,10 @@ pub use layout::{Layout, Strategy};
 pub use manifest::{Manifest, ShardMeta};
 pub use reader::{CheckpointReader, ShardHandle};
 pub use writer::{CheckpointWriter, ShardStream};
+
+/// Marker HEADs in flight while finding committed steps: hides object-store
+/// latency without a burst of thousands of requests.
+const MARKER_CHECKS_IN_FLIGHT: usize = 16;
 
 /// A base location holding checkpoints, plus how new ones are written.
 #[derive(Debug, Clone)]
@@ -68,20 +73,32 @@ impl CheckpointStore {
         CheckpointReader::new(self.clone())
     }
 
-    /// Steps with a `COMMITTED` marker, ascending.
+    /// Steps with a `COMMITTED` marker, ascending. Lists one level (the
+    /// step directories, a delimiter listing on object stores) and checks
+    /// each one's marker, so the cost grows with the number of steps, not
+    /// with every shard object of every checkpoint under the base.
     pub async fn committed_steps(&self) -> Result<Vec<u64>> {
         let prefix = format!("{}/", self.layout.base);
         let prefix = prefix.trim_start_matches('/');
-        let mut steps: Vec<u64> = self
-            .loc
-            .store
-            .list(prefix)
-            .await?
+        let listing = self.loc.store.list_dir(prefix).await?;
+        let candidates: Vec<u64> = listing
+            .prefixes
             .iter()
-            .filter_map(|m| self.layout.committed_step(&m.key))
+            .filter_map(|dir| self.layout.step_of_dir(dir))
             .collect();
+        let checked: Vec<Result<(u64, bool)>> = futures::stream::iter(candidates)
+            .map(|step| async move { Ok((step, self.is_committed(step).await?)) })
+            .buffer_unordered(MARKER_CHECKS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut steps = Vec::new();
+        for res in checked {
+            let (step, committed) = res?;
+            if committed {
+                steps.push(step);
+            }
+        }
         steps.sort_unstable();
-        steps.dedup();
         Ok(steps)
     }
 
