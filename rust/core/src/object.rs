@@ -175,7 +175,9 @@ pub async fn copy_object(
 
 /// Every logical byte of `reader` into `sink`, one window at a time (on
 /// object stores a window is fetched as parallel ranged GETs), then the
-/// source's CRC32C checked. The caller aborts the sink on error, so nothing
+/// source's CRC32C checked. The next window is fetched while the current
+/// one is written, so source and destination work at the same time (two
+/// windows in memory). The caller aborts the sink on error, so nothing
 /// partial or unverified becomes visible.
 async fn stream_verified(
     reader: &ObjectReader,
@@ -183,9 +185,7 @@ async fn stream_verified(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<()> {
     let size = reader.logical_size();
-    let mut crc = 0u32;
-    let mut pos = 0u64;
-    while pos < size {
+    let fetch = |pos: u64| async move {
         let end = (pos + DOWNLOAD_WINDOW).min(size);
         let piece = reader.read_range(pos..end).await?;
         if piece.len() as u64 != end - pos {
@@ -197,10 +197,33 @@ async fn stream_verified(
                 ),
             ));
         }
+        Ok(piece)
+    };
+    let mut crc = 0u32;
+    let mut pos = 0u64;
+    let mut piece = if size > 0 {
+        fetch(0).await?
+    } else {
+        Bytes::new()
+    };
+    while pos < size {
+        let end = pos + piece.len() as u64;
         crc = crate::codec::crc::crc32c_append(crc, &piece);
-        sink.write(piece).await?;
+        let ahead = async {
+            if end < size {
+                fetch(end).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (written, fetched) = tokio::join!(sink.write(piece), ahead);
+        written?;
         progress(end - pos);
         pos = end;
+        match fetched? {
+            Some(next) => piece = next,
+            None => break,
+        }
     }
     match reader.crc32c() {
         Some(expected) if expected != crc => Err(Error::Integrity {
