@@ -36,6 +36,7 @@ EXPECTED_PEERS = [
     ("s3torchconnector", "s3torchconnector", "bench_s3.py / bench_dcp.py"),
     ("boto3", "boto3", "bench_s3.py"),
     ("azure-storage-blob", "azure-storage-blob", "bench_azure.py"),
+    ("azstoragetorch BlobIO", "azstoragetorch", "bench_azure.py"),
     ("Orbax StandardCheckpointer", "orbax", "a JAX bench"),
     ("TensorFlow's own checkpoint", "tensorflow", "a TensorFlow bench"),
 ]
