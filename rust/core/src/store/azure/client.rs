@@ -172,8 +172,14 @@ impl AzureClient {
     }
 
     fn container(&self) -> Result<BlobContainerClient> {
+        self.container_at(self.config.container_url.clone())
+    }
+
+    /// A container client for `url`: the container's URL, possibly with
+    /// query pairs of our own that every request through it carries.
+    fn container_at(&self, url: Url) -> Result<BlobContainerClient> {
         BlobContainerClient::new(
-            self.with_sas(self.config.container_url.clone()),
+            self.with_sas(url),
             self.token.clone(),
             Some(BlobContainerClientOptions {
                 client_options: self.client_options(),
@@ -356,23 +362,18 @@ impl AzureClient {
     async fn list_pages(&self, prefix: &str, one_level: bool) -> Result<DirListing> {
         let options = BlobContainerClientListBlobsOptions {
             prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
-            maxresults: self.config.list_page_size.map(|n| n as i32),
+            maxresults: self
+                .config
+                .list_page_size
+                .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
             ..Default::default()
         };
         let mut url = self.config.container_url.clone();
         if one_level {
             url.query_pairs_mut().append_pair("delimiter", "/");
         }
-        let container = BlobContainerClient::new(
-            self.with_sas(url),
-            self.token.clone(),
-            Some(BlobContainerClientOptions {
-                client_options: self.client_options(),
-                ..Default::default()
-            }),
-        )
-        .map_err(|e| self.error("", e))?;
-        let mut pages = container
+        let mut pages = self
+            .container_at(url)?
             .list_blobs(Some(options))
             .map_err(|e| self.error(prefix, e))?
             .into_pages();
@@ -383,7 +384,7 @@ impl AzureClient {
             for entry in page.blobs.entries {
                 match entry {
                     ListEntry::Blob(item) => {
-                        let Some(name) = decode_name(item.name) else {
+                        let Some(name) = self.decode_name(prefix, item.name)? else {
                             continue;
                         };
                         let props = item.properties;
@@ -393,7 +394,7 @@ impl AzureClient {
                         out.objects.push(meta);
                     }
                     ListEntry::BlobPrefix(p) => {
-                        if let Some(name) = decode_name(p.name) {
+                        if let Some(name) = self.decode_name(prefix, p.name)? {
                             out.prefixes.push(name);
                         }
                     }
@@ -401,6 +402,25 @@ impl AzureClient {
             }
         }
         Ok(out)
+    }
+
+    /// A listed name; names the service could not send as XML text come
+    /// percent-encoded with `Encoded="true"`. `None`: an entry without a name.
+    fn decode_name(&self, prefix: &str, name: BlobName) -> Result<Option<String>> {
+        let Some(content) = name.content else {
+            return Ok(None);
+        };
+        if !name.encoded.unwrap_or(false) {
+            return Ok(Some(content));
+        }
+        match percent_encoding::percent_decode_str(&content).decode_utf8() {
+            Ok(s) => Ok(Some(s.into_owned())),
+            Err(_) => Err(Error::backend(
+                self.uri(prefix),
+                format!("the listing holds an encoded blob name that is not UTF-8: '{content}'"),
+                false,
+            )),
+        }
     }
 
     /// Create the container; `Ok(false)` when it already existed. For
@@ -531,20 +551,6 @@ struct ListedProperties {
 struct ListedPrefix {
     #[serde(rename = "Name")]
     name: BlobName,
-}
-
-/// A listed name; names the service could not send as XML text come
-/// percent-encoded with `Encoded="true"`.
-fn decode_name(name: BlobName) -> Option<String> {
-    let content = name.content?;
-    if name.encoded.unwrap_or(false) {
-        percent_encoding::percent_decode_str(&content)
-            .decode_utf8()
-            .ok()
-            .map(|s| s.into_owned())
-    } else {
-        Some(content)
-    }
 }
 
 /// `bytes <first>-<last>/<total>`.
