@@ -152,22 +152,41 @@ pub async fn download_file(loc: &Location, path: &Path) -> Result<u64> {
     let dest = crate::store::open_store(&path.to_string_lossy(), &Default::default())?;
     let mut out = dest.store.writer(&dest.key, &PutOptions::default()).await?;
     let size = reader.logical_size();
+    let window = |pos: u64| pos..(pos + DOWNLOAD_WINDOW).min(size);
     let mut crc = 0u32;
-    let mut pos = 0u64;
-    while pos < size {
-        let end = (pos + DOWNLOAD_WINDOW).min(size);
-        let piece = match reader.read_range(pos..end).await {
-            Ok(p) => p,
+    // The next window is fetched while the current one is written, so the
+    // store and the disk work at the same time (two windows in memory).
+    let mut piece = if size > 0 {
+        match reader.read_range(window(0)).await {
+            Ok(p) => Some(p),
             Err(e) => {
                 out.abort().await?;
                 return Err(e);
             }
+        }
+    } else {
+        None
+    };
+    let mut pos = window(0).end;
+    while let Some(current) = piece.take() {
+        crc = crate::codec::crc::crc32c_append(crc, &current);
+        let next = (pos < size).then(|| window(pos));
+        let fetch = async {
+            match &next {
+                Some(r) => reader.read_range(r.clone()).await.map(Some),
+                None => Ok(None),
+            }
         };
-        crc = crate::codec::crc::crc32c_append(crc, &piece);
-        pos = end;
-        if let Err(e) = out.write(piece).await {
-            out.abort().await?;
-            return Err(e);
+        let (written, fetched) = tokio::join!(out.write(current), fetch);
+        match written.and(fetched) {
+            Ok(p) => piece = p,
+            Err(e) => {
+                out.abort().await?;
+                return Err(e);
+            }
+        }
+        if let Some(r) = next {
+            pos = r.end;
         }
     }
     if let Some(expected) = reader.crc32c() {
