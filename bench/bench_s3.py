@@ -72,6 +72,19 @@ def server() -> tuple[str, str, str, str, str]:
 # ---------------------------------------------------------------- children
 
 
+def boto3_client():  # noqa: ANN201 - boto3 clients have no importable type
+    import boto3
+
+    endpoint, access_key, secret_key, region, _ = server()
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=region,
+    )
+
+
 class BufferSink(io.RawIOBase):
     """A seekable writable file over a preallocated buffer, so boto3's
     download writes into the destination like the others (no BytesIO growth)."""
@@ -163,16 +176,9 @@ def make_peer(peer: str, part: int, conc: int):
 
         return put, get
     if peer == "boto3":
-        import boto3
         from boto3.s3.transfer import TransferConfig
 
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=region,
-        )
+        client = boto3_client()
         cfg = TransferConfig(
             multipart_threshold=part, multipart_chunksize=part, max_concurrency=conc
         )
@@ -372,16 +378,8 @@ def make_sources(src: pathlib.Path, sizes_mib: list[int]) -> list[tuple[str, int
 
 
 def delete_prefix(prefix: str) -> None:
-    import boto3
-
-    endpoint, access_key, secret_key, region, bucket = server()
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name=region,
-    )
+    bucket = server()[4]
+    client = boto3_client()
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             client.delete_object(Bucket=bucket, Key=obj["Key"])
