@@ -1,24 +1,33 @@
 """s3dlio vs the Python Azure peers on one Azurite, same data, one run.
 
 Each peer uploads a local file to a blob and downloads it back to a local
-file; every measurement runs in its own subprocess so its peak RSS is its
-own. Prints seconds, MB/s and peak RSS per peer and direction, then the
-ratios (peer time / s3dlio time: above 1 means s3dlio is faster).
+file; every measurement runs in its own subprocess, which reports its wall
+time, CPU time and peak RSS growth during the operation.
 
 Peers:
   azure-sdk       azure-storage-blob: upload_blob / download_blob().readinto
                   with max_concurrency, block and chunk sizes matched to s3dlio's
   azstoragetorch  BlobIO (its thread pool is min(32, cpus + 4), 16 MiB read
                   partitions; not configurable), through a SAS URL since it
-                  takes no account key; skipped when not installed
+                  takes no account key
+  raw-curl        the server alone: curl sends the same Put Block / Put Block
+                  List / ranged GET requests (same block size, same
+                  concurrency, SAS in the URL) with no client-side work: block
+                  files cut beforehand, GET bodies discarded. Where the peers
+                  are close to it, Azurite is the limit, not the client.
 
-    python bench/bench_azure.py             # 2 GiB
-    python bench/bench_azure.py --quick     # 256 MiB smoke run
+The server comes from bench/report.py (bench/_servers.py):
+AZURE_STORAGE_CONNECTION_STRING, S3DLIO_BENCH_AZ_CONTAINER and
+S3DLIO_BENCH_AZ_ACCOUNT.
+
+    python bench/report.py --only bench_azure.py [--quick]   # 2 GiB / 256 MiB
 """
+
+# bench-needs: azure
 
 from __future__ import annotations
 
-import argparse
+import base64
 import datetime
 import hashlib
 import json
@@ -29,43 +38,78 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from fixtures_azure import ACCOUNT, KEY, start_azurite, stop_azurite  # noqa: E402
+from _common import OUT_DIR, Bench, Row, cpu_seconds, peak_rss
 
 MIB = 1 << 20
 # s3dlio's defaults (PutOptions: 8 MiB parts, 4 in flight; reads: 8 MiB
-# ranges, 8 in flight); the SDK gets the same.
+# ranges, 8 in flight); the SDK and curl get the same.
 PART = 8 * MIB
 UPLOAD_CONCURRENCY = 4
 DOWNLOAD_CONCURRENCY = 8
-DEFAULT_LAUNCHER = (
-    pathlib.Path.home() / ".cache/s3dlio/tools/azurite-3.37.0/node_modules/.bin/azurite-blob"
-)
+PEERS = ["s3dlio", "azure-sdk", "azstoragetorch", "raw-curl"]
+PEER_NAMES = {
+    "azure-sdk": "azure-storage-blob 12.27.0 (upload_blob / download_blob, sizes and "
+    "max_concurrency matched)",
+    "azstoragetorch": "azstoragetorch 0.2.0 (BlobIO, its own pool and partitions)",
+    "raw-curl": "raw HTTP: parallel curl, same requests (server baseline)",
+}
+
+
+class Server:
+    """The Azurite that bench/_servers.py started, from the environment."""
+
+    def __init__(self) -> None:
+        try:
+            self.conn = os.environ["AZURE_STORAGE_CONNECTION_STRING"]
+            self.container = os.environ["S3DLIO_BENCH_AZ_CONTAINER"]
+            self.account = os.environ["S3DLIO_BENCH_AZ_ACCOUNT"]
+        except KeyError as e:
+            raise SystemExit(
+                f"{e.args[0]} is not set: run this through `python bench/report.py "
+                "--only bench_azure.py`, which starts Azurite"
+            ) from None
+        parts = dict(p.split("=", 1) for p in self.conn.split(";") if "=" in p)
+        self.key = parts["AccountKey"]
+        self.endpoint = parts["BlobEndpoint"].rstrip("/")
+
+    def sas(self) -> str:
+        from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+        return generate_container_sas(
+            self.account,
+            self.container,
+            account_key=self.key,
+            permission=ContainerSasPermissions.from_string("racwdl"),
+            expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=2),
+        )
+
+    def blob_url(self, blob: str, sas: str, query: str = "") -> str:
+        q = f"{query}&{sas}" if query else sas
+        return f"{self.endpoint}/{self.container}/{blob}?{q}"
 
 
 # --- workers: one operation each, in a fresh process ---------------------
 
 
-def work_s3dlio(op: str, conn: str, container: str, blob: str, path: str) -> None:
+def work_s3dlio(srv: Server, op: str, blob: str, path: str) -> None:
     import s3dlio
 
-    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = conn
-    uri = f"az://{ACCOUNT}/{container}/{blob}"
+    uri = f"az://{srv.account}/{srv.container}/{blob}"
     if op == "upload":
         s3dlio.upload(path, uri)
     else:
         s3dlio.download(uri, path)
 
 
-def work_azure_sdk(op: str, conn: str, container: str, blob: str, path: str) -> None:
+def work_azure_sdk(srv: Server, op: str, blob: str, path: str) -> None:
     from azure.storage.blob import BlobClient
 
     client = BlobClient.from_connection_string(
-        conn,
-        container,
+        srv.conn,
+        srv.container,
         blob,
         max_block_size=PART,
         max_single_put_size=PART,
@@ -85,11 +129,10 @@ def work_azure_sdk(op: str, conn: str, container: str, blob: str, path: str) -> 
             client.download_blob(max_concurrency=DOWNLOAD_CONCURRENCY).readinto(f)
 
 
-def work_azstoragetorch(op: str, conn: str, container: str, blob: str, path: str) -> None:
+def work_azstoragetorch(srv: Server, op: str, blob: str, path: str) -> None:
     from azstoragetorch.io import BlobIO
 
-    endpoint = conn.split("BlobEndpoint=")[1].split(";")[0]
-    url = f"{endpoint}/{container}/{blob}?{sas(container)}"
+    url = srv.blob_url(blob, srv.sas())
     chunk = 64 * MIB
     if op == "upload":
         with open(path, "rb") as src, BlobIO(url, "wb") as dst:
@@ -99,16 +142,42 @@ def work_azstoragetorch(op: str, conn: str, container: str, blob: str, path: str
             shutil.copyfileobj(src, dst, chunk)
 
 
-def sas(container: str) -> str:
-    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+def curl(url: str, extra: list[str]) -> None:
+    # "Expect:" off: curl would otherwise wait for 100-continue before
+    # sending each block, which no SDK does.
+    cmd = ["curl", "-sS", "--fail", "-o", "/dev/null", "-H", "Expect:", *extra, url]
+    subprocess.run(cmd, check=True, capture_output=True)
 
-    return generate_container_sas(
-        ACCOUNT,
-        container,
-        account_key=KEY,
-        permission=ContainerSasPermissions.from_string("racwdl"),
-        expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=2),
-    )
+
+def block_id(n: int) -> str:
+    return base64.b64encode(f"{n:08d}".encode()).decode()
+
+
+def work_raw_curl(srv: Server, op: str, blob: str, path: str, blocks: list[str]) -> None:
+    sas = srv.sas()
+    if op == "upload":
+        ids = [block_id(n) for n in range(len(blocks))]
+
+        def put_block(i: int) -> None:
+            q = f"comp=block&blockid={urllib.parse.quote(ids[i], safe='')}"
+            curl(srv.blob_url(blob, sas, q), ["-T", blocks[i]])
+
+        with ThreadPoolExecutor(UPLOAD_CONCURRENCY) as pool:
+            list(pool.map(put_block, range(len(blocks))))
+        body = "".join(f"<Latest>{i}</Latest>" for i in ids)
+        curl(
+            srv.blob_url(blob, sas, "comp=blocklist"),
+            ["-X", "PUT", "--data-binary", f"<BlockList>{body}</BlockList>"],
+        )
+    else:
+        size = os.path.getsize(path)
+        url = srv.blob_url(blob, sas)
+
+        def get_range(off: int) -> None:
+            curl(url, ["-H", f"x-ms-range: bytes={off}-{min(off + PART, size) - 1}"])
+
+        with ThreadPoolExecutor(DOWNLOAD_CONCURRENCY) as pool:
+            list(pool.map(get_range, range(0, size, PART)))
 
 
 WORKERS = {
@@ -118,41 +187,37 @@ WORKERS = {
 }
 
 
-def peak_rss_mib() -> float:
-    """VmHWM: this process's own peak (getrusage's ru_maxrss would count the
-    parent's memory copied at fork, which survives exec)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def worker_main(argv: list[str]) -> None:
-    peer, op, conn, container, blob, path = argv
-    start = time.perf_counter()
-    WORKERS[peer](op, conn, container, blob, path)
-    seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "peak_rss_mib": peak_rss_mib()}))
+    peer, op, blob, path = argv[:4]
+    srv = Server()
+    if peer == "raw-curl":
+        blocks = json.loads(argv[4]) if op == "upload" else []
+        start, cpu0 = time.perf_counter(), cpu_seconds()
+        work_raw_curl(srv, op, blob, path, blocks)
+        seconds = time.perf_counter() - start
+        # The work is in the curl children: their CPU, and the largest curl
+        # process's peak RSS (not a growth).
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = r.ru_utime + r.ru_stime + cpu_seconds() - cpu0
+        rss = r.ru_maxrss / 1024
+    else:
+        with peak_rss() as m:
+            start, cpu0 = time.perf_counter(), cpu_seconds()
+            WORKERS[peer](srv, op, blob, path)
+            seconds = time.perf_counter() - start
+            cpu = cpu_seconds() - cpu0
+        rss = m["mib"]
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "rss_mib": rss}))
 
 
 # --- driver ----------------------------------------------------------------
 
 
-def installed(peer: str) -> str | None:
-    """None when usable, else why not."""
-    module = {"s3dlio": "s3dlio", "azure-sdk": "azure.storage.blob"}.get(peer, peer)
-    probe = subprocess.run(
-        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True
-    )
-    if probe.returncode != 0:
-        return probe.stderr.strip().splitlines()[-1]
-    return None
-
-
-def run_worker(peer: str, op: str, conn: str, container: str, blob: str, path: str) -> dict:
+def run_worker(peer: str, op: str, blob: str, path: str, *extra: str) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--worker", peer, op, conn, container, blob, path],
+        [sys.executable, __file__, "--worker", peer, op, blob, path, *extra],
         capture_output=True,
         text=True,
     )
@@ -181,75 +246,99 @@ def make_data(path: pathlib.Path, size: int) -> None:
             left -= n
 
 
+def split_blocks(src: pathlib.Path, into: pathlib.Path) -> list[str]:
+    """The source cut into block files beforehand (curl uploads whole files)."""
+    into.mkdir(parents=True, exist_ok=True)
+    out = []
+    with open(src, "rb") as f:
+        while chunk := f.read(PART):
+            p = into / f"block-{len(out):05d}"
+            p.write_bytes(chunk)
+            out.append(str(p))
+    return out
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker_main(sys.argv[2:])
         return
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size-gib", type=float, default=2.0, help="data size (default 2)")
-    ap.add_argument("--quick", action="store_true", help="256 MiB instead")
-    ap.add_argument("--peers", default="s3dlio,azure-sdk,azstoragetorch")
-    args = ap.parse_args()
-    size = 256 * MIB if args.quick else int(args.size_gib * (1 << 30))
-    launcher = os.environ.get("S3DLIO_AZURITE") or str(DEFAULT_LAUNCHER)
-    if not os.path.exists(launcher):
-        sys.exit(f"azurite-blob not found at {launcher}: run `make tools`")
+    bench = Bench(__doc__.splitlines()[0])
+    srv = Server()
+    size = 256 * MIB if bench.quick else 2 << 30
+    from azure.storage.blob import BlobServiceClient
 
-    work = pathlib.Path(tempfile.mkdtemp(prefix="bench-azure-", dir=ROOT / "target"))
-    location = work / "azurite"
-    location.mkdir()
-    server = start_azurite(launcher, location)
+    container = BlobServiceClient.from_connection_string(srv.conn).get_container_client(
+        srv.container
+    )
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bench-azure-", dir=OUT_DIR))
     try:
-        from azure.storage.blob import BlobServiceClient
-
-        conn = server.connection_string
-        container = "bench"
-        BlobServiceClient.from_connection_string(conn).create_container(container)
         src = work / "src.bin"
         make_data(src, size)
         want = digest(src)
         print(
-            f"{size / MIB:.0f} MiB of random data, Azurite 3.37.0 on 127.0.0.1, "
-            f"parts {PART // MIB} MiB, upload concurrency {UPLOAD_CONCURRENCY}, "
+            f"{size / MIB:.0f} MiB of random data, Azurite on {srv.endpoint}, "
+            f"blocks {PART // MIB} MiB, upload concurrency {UPLOAD_CONCURRENCY}, "
             f"download concurrency {DOWNLOAD_CONCURRENCY}, {os.cpu_count()} CPUs"
         )
+        # One round: Azurite frees a deleted blob's space only every 10
+        # minutes, so each extra round would hold another copy per peer.
         results: dict[str, dict[str, dict]] = {}
-        for peer in args.peers.split(","):
-            why = installed(peer)
-            if why:
-                print(f"{peer:15s} skipped: {why}")
-                continue
+        for peer in PEERS:
             blob = f"{peer}.bin"
             dst = work / f"{peer}.out"
-            up = run_worker(peer, "upload", conn, container, blob, str(src))
-            down = run_worker(peer, "download", conn, container, blob, str(dst))
+            extra: list[str] = []
+            if peer == "raw-curl":  # cut beforehand, not timed
+                extra = [json.dumps(split_blocks(src, work / "blocks"))]
+            up = run_worker(peer, "upload", blob, str(src), *extra)
+            shutil.rmtree(work / "blocks", ignore_errors=True)
+            if peer == "raw-curl":
+                down = run_worker(peer, "download", blob, str(src))
+                # curl discards the bodies; check the blob it built instead.
+                with open(dst, "wb") as f:
+                    container.get_blob_client(blob).download_blob(max_concurrency=8).readinto(f)
+            else:
+                down = run_worker(peer, "download", blob, str(dst))
             if dst.stat().st_size != size or digest(dst) != want:
-                raise RuntimeError(f"{peer}: downloaded data differs from the source")
+                raise RuntimeError(f"{peer}: the blob's data differs from the source")
             dst.unlink()
-            BlobServiceClient.from_connection_string(conn).get_blob_client(
-                container, blob
-            ).delete_blob()
+            container.get_blob_client(blob).delete_blob()
             results[peer] = {"upload": up, "download": down}
-
-        print(f"\n{'peer':15s} {'op':9s} {'seconds':>8s} {'MB/s':>8s} {'peak RSS MiB':>13s}")
-        for peer, ops in results.items():
-            for op, r in ops.items():
-                mbs = size / 1e6 / r["seconds"]
+            for op, r in results[peer].items():
                 print(
-                    f"{peer:15s} {op:9s} {r['seconds']:8.2f} {mbs:8.0f} {r['peak_rss_mib']:13.0f}"
+                    f"  {peer:15s} {op:9s} {r['seconds']:7.2f} s "
+                    f"{size / 1e6 / r['seconds']:7.0f} MB/s  CPU {r['cpu']:6.2f} s  "
+                    f"peak RSS {r['rss_mib']:6.0f} MiB",
+                    flush=True,
                 )
-        if "s3dlio" in results:
-            print("\nratios (peer seconds / s3dlio seconds; > 1: s3dlio faster)")
-            ours = results["s3dlio"]
-            for peer, ops in results.items():
-                if peer == "s3dlio":
-                    continue
-                cells = ", ".join(
-                    f"{op} {ops[op]['seconds'] / ours[op]['seconds']:.2f}x" for op in ops
+        ours = results["s3dlio"]
+        for op, what in [("upload", "upload (file to blob)"), ("download", "download")]:
+            for peer in PEERS[1:]:
+                theirs = results[peer][op]
+                bench.add(
+                    Row(
+                        "azure",
+                        f"{what} {size // MIB} MiB",
+                        size / 1e6 / ours[op]["seconds"],
+                        PEER_NAMES[peer],
+                        size / 1e6 / theirs["seconds"],
+                        "MB/s",
+                        ours_rss_mib=ours[op]["rss_mib"],
+                        peer_rss_mib=theirs["rss_mib"],
+                        notes=(
+                            f"Azurite on 127.0.0.1; blocks {PART // MIB} MiB, "
+                            f"concurrency {UPLOAD_CONCURRENCY} up / {DOWNLOAD_CONCURRENCY} "
+                            f"down; client CPU {ours[op]['cpu']:.1f} s vs "
+                            f"{theirs['cpu']:.1f} s; one run each"
+                            + (
+                                "; curl sends pre-cut block files / discards GET bodies, "
+                                "its RSS is the largest curl process's peak"
+                                if peer == "raw-curl"
+                                else ""
+                            )
+                        ),
+                    )
                 )
-                print(f"  vs {peer:15s} {cells}")
     finally:
-        stop_azurite(server.proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

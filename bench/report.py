@@ -36,6 +36,7 @@ EXPECTED_PEERS = [
     ("s3torchconnector", "s3torchconnector", "bench_s3.py / bench_dcp.py"),
     ("boto3", "boto3", "bench_s3.py"),
     ("azure-storage-blob", "azure-storage-blob", "bench_azure.py"),
+    ("azstoragetorch BlobIO", "azstoragetorch", "bench_azure.py"),
     ("Orbax StandardCheckpointer", "orbax", "a JAX bench"),
     ("TensorFlow's own checkpoint", "tensorflow", "a TensorFlow bench"),
 ]
@@ -100,6 +101,13 @@ def machine() -> list[str]:
     ]
 
 
+def _count_rows(rows_path: pathlib.Path) -> int:
+    if not rows_path.exists():
+        return 0
+    with open(rows_path) as f:
+        return sum(1 for _ in f)
+
+
 def run_script(
     script: pathlib.Path, rows_path: pathlib.Path, quick: bool, timeout: int
 ) -> tuple[str, float, str]:
@@ -107,6 +115,7 @@ def run_script(
     cmd = [sys.executable, str(script), "--out", str(rows_path)] + (["--quick"] if quick else [])
     log = OUT_DIR / "logs" / f"{script.stem}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    rows_before = _count_rows(rows_path)
     t = time.time()
     try:
         with started(needs(script)) as server_env:
@@ -124,6 +133,14 @@ def run_script(
             f"timed out after {timeout}s (log: {log.relative_to(ROOT)})",
         )
     secs = time.time() - t
+    rows_after = _count_rows(rows_path)
+    if proc.returncode == 0 and rows_after == rows_before:
+        return (
+            "no rows",
+            secs,
+            f"exited 0 but wrote no result rows: not in bench/_common.py's format yet? "
+            f"(log: {log.relative_to(ROOT)})",
+        )
     if proc.returncode != 0:
         tail = log.read_text().strip().splitlines()[-3:]
         return (

@@ -67,8 +67,14 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
-def start_azurite(launcher: str, location: pathlib.Path, port: int | None = None) -> Azurite:
-    """Start azurite-blob and wait until it accepts connections."""
+def start_azurite(
+    launcher: str,
+    location: pathlib.Path,
+    port: int | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Azurite:
+    """Start azurite-blob and wait until it accepts connections; `extra_args`
+    go to azurite-blob as they are (e.g. `--oauth basic --cert ...`)."""
     for _ in range(5):
         chosen = port or _free_port()
         log = open(location / "azurite.log", "ab")  # noqa: SIM115 - owned by the process
@@ -84,6 +90,7 @@ def start_azurite(launcher: str, location: pathlib.Path, port: int | None = None
                 "--skipApiVersionCheck",
                 "--disableTelemetry",
                 "--silent",
+                *extra_args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -376,3 +376,81 @@ async fn broken_response_bodies_are_retried_then_reported() {
     );
     assert!(err.to_string().contains("failed after 2 retries"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_dir_follows_markers_across_small_pages() {
+    use s3dlio_core::store::azure::{builder, AzureStore};
+    use s3dlio_core::store::ObjectStore;
+    let Some(azurite) = azure_support::shared() else {
+        return;
+    };
+    let uri = azurite.fresh_uri();
+    let container = uri.rsplit('/').next().unwrap();
+    let mut config =
+        builder::resolve(DEV_ACCOUNT, container, &azurite.options().azure, &|_| None).unwrap();
+    // Two entries a page: every listing below spans several pages, with
+    // pages that end on a prefix, on a blob and between the two.
+    config.list_page_size = Some(2);
+    let store = AzureStore::new(config);
+    let objects: Vec<String> = (0..7)
+        .map(|i| format!("d/o{i}"))
+        .chain(["d/ü x?#".to_string()])
+        .collect();
+    let deeper: Vec<String> = (0..5)
+        .flat_map(|i| [format!("d/p{i}/x"), format!("d/p{i}/y/z")])
+        .collect();
+    for k in objects
+        .iter()
+        .chain(&deeper)
+        .chain(["top".to_string()].iter())
+    {
+        store
+            .put(k, Bytes::from(k.clone()), &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let dir = store.list_dir("d/").await.unwrap();
+    let mut want_objects = objects.clone();
+    want_objects.sort();
+    assert_eq!(
+        dir.objects
+            .iter()
+            .map(|m| m.key.as_str())
+            .collect::<Vec<_>>(),
+        want_objects
+    );
+    for m in &dir.objects {
+        assert_eq!(m.size, m.key.len() as u64, "{}", m.key);
+        assert!(m.last_modified.is_some(), "{}", m.key);
+    }
+    assert_eq!(
+        dir.prefixes,
+        (0..5).map(|i| format!("d/p{i}/")).collect::<Vec<_>>()
+    );
+    let root = store.list_dir("").await.unwrap();
+    assert_eq!(root.prefixes, ["d/"]);
+    assert_eq!(
+        root.objects
+            .iter()
+            .map(|m| m.key.as_str())
+            .collect::<Vec<_>>(),
+        ["top"]
+    );
+    let sub = store.list_dir("d/p3/").await.unwrap();
+    assert_eq!(sub.prefixes, ["d/p3/y/"]);
+    assert_eq!(
+        sub.objects
+            .iter()
+            .map(|m| m.key.as_str())
+            .collect::<Vec<_>>(),
+        ["d/p3/x"]
+    );
+    // The flat listing pages the same way and sees everything below.
+    let mut want_all: Vec<String> = objects.into_iter().chain(deeper).collect();
+    want_all.sort();
+    let all = store.list("d/").await.unwrap();
+    assert_eq!(
+        all.iter().map(|m| m.key.clone()).collect::<Vec<_>>(),
+        want_all
+    );
+}

@@ -115,6 +115,9 @@ pub struct AzureConfig {
     pub credential: AzureCredential,
     pub max_retries: u32,
     pub retry_timeout: Duration,
+    /// Entries per List Blobs page; `None` is the service's default (5000).
+    /// Only tests set it, to make paging visible with a few blobs.
+    pub list_page_size: Option<u32>,
 }
 
 /// Defaults of the SDK's exponential retry policy, kept explicit so the
@@ -345,6 +348,7 @@ pub fn resolve(
         credential,
         max_retries: opts.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
         retry_timeout: opts.retry_timeout.unwrap_or(DEFAULT_RETRY_TIMEOUT),
+        list_page_size: None,
     })
 }
 

@@ -16,7 +16,7 @@ use azure_core::http::{
 };
 use azure_storage_blob::models::{
     BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
-    BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions,
+    BlobContainerClientListBlobsOptions, BlobName, BlockBlobClientCommitBlockListOptions,
     BlockBlobClientUploadOptions, BlockLookupList,
 };
 use azure_storage_blob::{
@@ -25,11 +25,12 @@ use azure_storage_blob::{
 use bytes::Bytes;
 use futures::TryStreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Deserialize;
 
 use super::builder::{display_url, AzureConfig};
 use super::credential::AzureCredential;
 use crate::error::{Error, Result};
-use crate::store::ObjectMeta;
+use crate::store::{DirListing, ObjectMeta};
 
 /// Bytes of a blob name that are sent as they are; everything else is
 /// percent-encoded (as the Python SDK does), `/` kept as the separator.
@@ -171,8 +172,14 @@ impl AzureClient {
     }
 
     fn container(&self) -> Result<BlobContainerClient> {
+        self.container_at(self.config.container_url.clone())
+    }
+
+    /// A container client for `url`: the container's URL, possibly with
+    /// query pairs of our own that every request through it carries.
+    fn container_at(&self, url: Url) -> Result<BlobContainerClient> {
         BlobContainerClient::new(
-            self.with_sas(self.config.container_url.clone()),
+            self.with_sas(url),
             self.token.clone(),
             Some(BlobContainerClientOptions {
                 client_options: self.client_options(),
@@ -337,28 +344,83 @@ impl AzureClient {
     /// Every committed blob whose name starts with `prefix` (a flat,
     /// recursive listing: no delimiter).
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        Ok(self.list_pages(prefix, false).await?.objects)
+    }
+
+    /// One level under `prefix`: with `delimiter=/` the service folds every
+    /// deeper name into one `BlobPrefix` entry, so nothing below the level
+    /// is transferred.
+    pub async fn list_dir(&self, prefix: &str) -> Result<DirListing> {
+        self.list_pages(prefix, true).await
+    }
+
+    /// List Blobs, following `NextMarker` until the last page. The SDK's
+    /// options have no delimiter and its page model drops `BlobPrefix`
+    /// entries, so the delimiter rides in the container URL's query (the
+    /// SDK keeps the pairs it finds there, and our Shared Key policy signs
+    /// every pair) and each page body is read with our own model.
+    async fn list_pages(&self, prefix: &str, one_level: bool) -> Result<DirListing> {
         let options = BlobContainerClientListBlobsOptions {
             prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
+            maxresults: self
+                .config
+                .list_page_size
+                .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
             ..Default::default()
         };
+        let mut url = self.config.container_url.clone();
+        if one_level {
+            url.query_pairs_mut().append_pair("delimiter", "/");
+        }
         let mut pages = self
-            .container()?
+            .container_at(url)?
             .list_blobs(Some(options))
             .map_err(|e| self.error(prefix, e))?
             .into_pages();
-        let mut out = Vec::new();
+        let mut out = DirListing::default();
         while let Some(page) = pages.try_next().await.map_err(|e| self.error(prefix, e))? {
-            let page = page.into_model().map_err(|e| self.error(prefix, e))?;
-            for item in page.blob_items {
-                let Some(name) = item.name else { continue };
-                let props = item.properties.unwrap_or_default();
-                let mut meta = ObjectMeta::new(name, props.content_length.unwrap_or(0));
-                meta.etag = props.etag.map(|e| e.to_string());
-                meta.last_modified = props.last_modified.map(SystemTime::from);
-                out.push(meta);
+            let page: ListPage =
+                azure_core::xml::from_xml(page.into_body()).map_err(|e| self.error(prefix, e))?;
+            for entry in page.blobs.entries {
+                match entry {
+                    ListEntry::Blob(item) => {
+                        let Some(name) = self.decode_name(prefix, item.name)? else {
+                            continue;
+                        };
+                        let props = item.properties;
+                        let mut meta = ObjectMeta::new(name, props.content_length.unwrap_or(0));
+                        meta.etag = props.etag;
+                        meta.last_modified = props.last_modified.map(SystemTime::from);
+                        out.objects.push(meta);
+                    }
+                    ListEntry::BlobPrefix(p) => {
+                        if let Some(name) = self.decode_name(prefix, p.name)? {
+                            out.prefixes.push(name);
+                        }
+                    }
+                }
             }
         }
         Ok(out)
+    }
+
+    /// A listed name; names the service could not send as XML text come
+    /// percent-encoded with `Encoded="true"`. `None`: an entry without a name.
+    fn decode_name(&self, prefix: &str, name: BlobName) -> Result<Option<String>> {
+        let Some(content) = name.content else {
+            return Ok(None);
+        };
+        if !name.encoded.unwrap_or(false) {
+            return Ok(Some(content));
+        }
+        match percent_encoding::percent_decode_str(&content).decode_utf8() {
+            Ok(s) => Ok(Some(s.into_owned())),
+            Err(_) => Err(Error::backend(
+                self.uri(prefix),
+                format!("the listing holds an encoded blob name that is not UTF-8: '{content}'"),
+                false,
+            )),
+        }
     }
 
     /// Create the container; `Ok(false)` when it already existed. For
@@ -441,6 +503,54 @@ fn is_already_exists(e: &azure_core::Error) -> bool {
         e.http_status(),
         Some(StatusCode::Conflict) | Some(StatusCode::PreconditionFailed)
     )
+}
+
+/// One page of List Blobs, as far as we read it. `Blob` and `BlobPrefix`
+/// entries interleave inside `<Blobs>`, hence one enum in document order.
+#[derive(Deserialize)]
+struct ListPage {
+    #[serde(rename = "Blobs", default)]
+    blobs: ListEntries,
+}
+
+#[derive(Deserialize, Default)]
+struct ListEntries {
+    #[serde(rename = "$value", default)]
+    entries: Vec<ListEntry>,
+}
+
+#[derive(Deserialize)]
+enum ListEntry {
+    Blob(ListedBlob),
+    BlobPrefix(ListedPrefix),
+}
+
+#[derive(Deserialize)]
+struct ListedBlob {
+    #[serde(rename = "Name")]
+    name: BlobName,
+    #[serde(rename = "Properties", default)]
+    properties: ListedProperties,
+}
+
+#[derive(Deserialize, Default)]
+struct ListedProperties {
+    #[serde(rename = "Content-Length")]
+    content_length: Option<u64>,
+    #[serde(rename = "Etag")]
+    etag: Option<String>,
+    #[serde(
+        rename = "Last-Modified",
+        default,
+        with = "azure_core::time::rfc7231::option"
+    )]
+    last_modified: Option<azure_core::time::OffsetDateTime>,
+}
+
+#[derive(Deserialize)]
+struct ListedPrefix {
+    #[serde(rename = "Name")]
+    name: BlobName,
 }
 
 /// `bytes <first>-<last>/<total>`.

@@ -20,7 +20,7 @@ use azure_core::http::Etag;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::{check_range, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
+use super::{check_range, DirListing, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
 use crate::error::{Error, Result};
 
 pub mod builder;
@@ -223,6 +223,13 @@ impl ObjectStore for AzureStore {
         let mut out = self.client.list(prefix).await?;
         // The service sorts too, but by its own collation; ours is bytes.
         out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn list_dir(&self, prefix: &str) -> Result<DirListing> {
+        let mut out = self.client.list_dir(prefix).await?;
+        out.prefixes.sort();
+        out.objects.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
