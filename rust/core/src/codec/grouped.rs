@@ -59,7 +59,7 @@ pub(crate) const MANTISSA_MAX_LEVEL: i32 = 9;
 
 /// Mantissa-plane parameters for `level`.
 fn mantissa_params(level: i32) -> Params {
-    if level <= 2 {
+    if level <= 3 {
         Params::Runs {
             level,
             hash_log: 16,
@@ -112,20 +112,22 @@ impl GroupedCompressor {
         if split.len() < len + LITERAL_PADDING {
             split.resize(len + LITERAL_PADDING, 0);
         }
-        let result = self.compress_split(frame, width, &mut split);
+        let crc = byte_group::split_crc(frame, width, &mut split[..len]);
+        let result = self.compress_split(&split, len, width);
         self.split = split;
-        result
+        result.map(|out| (out, crc))
     }
 
-    fn compress_split(
+    /// The stored form of a frame already split: `padded[..len]` are its
+    /// planes as [`byte_group::split`] lays them out; at least
+    /// [`LITERAL_PADDING`] more bytes of `padded` let the exponent planes
+    /// be coded in place (without them, they are copied first).
+    pub(crate) fn compress_split(
         &mut self,
-        frame: &[u8],
+        padded: &[u8],
+        len: usize,
         width: usize,
-        padded: &mut [u8],
-    ) -> io::Result<(Vec<u8>, u32)> {
-        let len = frame.len();
-        let crc = byte_group::split_crc(frame, width, &mut padded[..len]);
-        let padded = &*padded;
+    ) -> io::Result<Vec<u8>> {
         let grouped = &padded[..len];
         let n = len / width;
         let bound = width * zstd::zstd_safe::compress_bound(n)
@@ -166,7 +168,7 @@ impl GroupedCompressor {
         if out.len() < out.capacity() / 2 {
             out.shrink_to_fit();
         }
-        Ok((out, crc))
+        Ok(out)
     }
 
     fn plain(&mut self) -> io::Result<&mut RawCCtx> {
@@ -335,13 +337,13 @@ mod tests {
         let (frames, _) = c.compress(&data, 2).unwrap();
         let raw_len = 4 + 1 + 4 + 3 * n.div_ceil(128 << 10) + n;
         assert_eq!(&frames[..5], &[0x28, 0xB5, 0x2F, 0xFD, 0b1010_0000]);
-        assert!(stored > raw_len && stored < raw_len + n / 4, "stored {stored}");
+        assert!(
+            stored > raw_len && stored < raw_len + n / 4,
+            "stored {stored}"
+        );
         // Low bytes that repeat (values widened from a narrower type) are
         // compressed, not stored raw.
-        let widened: Vec<u8> = data
-            .chunks(2)
-            .flat_map(|e| [e[0] & 0xF0, e[1]])
-            .collect();
+        let widened: Vec<u8> = data.chunks(2).flat_map(|e| [e[0] & 0xF0, e[1]]).collect();
         assert!(roundtrip(&mut c, &widened, 2) < n * 9 / 10);
     }
 

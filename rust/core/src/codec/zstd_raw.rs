@@ -324,7 +324,9 @@ mod tests {
             padded.extend_from_slice(&[0xAA; LITERAL_PADDING]);
             let mut a = Vec::new();
             let mut b = Vec::new();
-            let na = cctx.compress_literals_append(&src, &mut a, &mut seqs).unwrap();
+            let na = cctx
+                .compress_literals_append(&src, &mut a, &mut seqs)
+                .unwrap();
             let nb = cctx
                 .compress_padded_literals_append(&padded, len, &mut b, &mut seqs)
                 .unwrap();
