@@ -18,8 +18,11 @@
 //!   constant data, where runs matter), a sample of it is also compressed
 //!   at the plain level, and if matches clearly win there the whole plane
 //!   is compressed that way too and the smaller frame kept;
+//! - the plane under the exponent (sign and top mantissa bits) is probed
+//!   first and, when zstd stores the probes raw, written as a raw frame
+//!   without running the match finder over it (see `looks_raw`);
 //! - the other planes (mantissas) go through zstd with a short minimum
-//!   match at low levels (runs of zero bits in values widened from a
+//!   match at levels 1-3 (runs of zero bits in values widened from a
 //!   narrower type) and at the plain level above that, capped at
 //!   [`MANTISSA_MAX_LEVEL`]: on all-MiniLM-L6-v2's fp32 weights level 19
 //!   saved 0.02% of the object over level 9 at 1/17 of the speed.
@@ -59,6 +62,8 @@ pub(crate) const MANTISSA_MAX_LEVEL: i32 = 9;
 
 /// Mantissa-plane parameters for `level`.
 fn mantissa_params(level: i32) -> Params {
+    // At level 3 too: zstd's level-3 defaults (dfast, min match 5) came
+    // out larger and slower on fp32 mantissa planes (bench/README.md).
     if level <= 3 {
         Params::Runs {
             level,

@@ -1,7 +1,9 @@
-//! The two libzstd entry points the byte-grouping filter needs that the
+//! The libzstd entry points the byte-grouping filter needs that the
 //! `zstd` crate does not wrap: `ZSTD_compress2` into a `Vec`'s spare
-//! capacity (appending, no zero-fill), and `ZSTD_compressSequences` with
-//! literal-only blocks, which is zstd's Huffman literal coder on its own.
+//! capacity (appending, no zero-fill), and `ZSTD_compressSequences` /
+//! `ZSTD_compressSequencesAndLiterals` with literal-only blocks, which is
+//! zstd's Huffman literal coder on its own; plus [`raw_frame_append`], a
+//! zstd frame of raw blocks written directly.
 //!
 //! Literal-only blocks are what the exponent plane wants: its bytes are
 //! i.i.d.-like with ~2.7 bits of entropy, so LZ matches (which zstd's fast
