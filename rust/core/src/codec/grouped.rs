@@ -18,8 +18,11 @@
 //!   constant data, where runs matter), a sample of it is also compressed
 //!   at the plain level, and if matches clearly win there the whole plane
 //!   is compressed that way too and the smaller frame kept;
+//! - the plane under the exponent (sign and top mantissa bits) is probed
+//!   first and, when zstd stores the probes raw, written as a raw frame
+//!   without running the match finder over it (see `looks_raw`);
 //! - the other planes (mantissas) go through zstd with a short minimum
-//!   match at low levels (runs of zero bits in values widened from a
+//!   match at levels 1-3 (runs of zero bits in values widened from a
 //!   narrower type) and at the plain level above that, capped at
 //!   [`MANTISSA_MAX_LEVEL`]: on all-MiniLM-L6-v2's fp32 weights level 19
 //!   saved 0.02% of the object over level 9 at 1/17 of the speed.
@@ -31,7 +34,7 @@ use std::io;
 use zstd::zstd_safe::zstd_sys::ZSTD_Sequence;
 
 use super::byte_group;
-use super::zstd_raw::{Params, RawCCtx};
+use super::zstd_raw::{self, Params, RawCCtx, LITERAL_PADDING};
 
 /// Below this stored/plane ratio, the literal-only exponent plane is worth
 /// a second try with LZ matches.
@@ -39,6 +42,11 @@ const RETRY_BELOW: f64 = 0.25;
 
 /// Bytes of a plane compressed both ways to see whether a retry pays.
 const SAMPLE: usize = 128 << 10;
+
+/// Probes of a mantissa plane, and their size, tried before deciding to
+/// store it raw; a plane shorter than four times the probes is compressed.
+const PROBES: usize = 3;
+const PROBE: usize = 128 << 10;
 
 /// How many of the top planes hold exponent bits worth literal coding.
 fn exponent_planes(width: usize) -> usize {
@@ -54,7 +62,9 @@ pub(crate) const MANTISSA_MAX_LEVEL: i32 = 9;
 
 /// Mantissa-plane parameters for `level`.
 fn mantissa_params(level: i32) -> Params {
-    if level <= 2 {
+    // At level 3 too: zstd's level-3 defaults (dfast, min match 5) came
+    // out larger and slower on fp32 mantissa planes (bench/README.md).
+    if level <= 3 {
         Params::Runs {
             level,
             hash_log: 16,
@@ -75,6 +85,8 @@ pub(crate) struct GroupedCompressor {
     plain: Option<RawCCtx>,
     split: Vec<u8>,
     seqs: Vec<ZSTD_Sequence>,
+    /// Output of the raw-plane probes.
+    probe: Vec<u8>,
 }
 
 impl GroupedCompressor {
@@ -86,6 +98,7 @@ impl GroupedCompressor {
             plain: None,
             split: Vec::new(),
             seqs: Vec::new(),
+            probe: Vec::new(),
         })
     }
 
@@ -99,22 +112,28 @@ impl GroupedCompressor {
         let len = frame.len();
         // Taken out for the call so the contexts can be borrowed meanwhile.
         let mut split = std::mem::take(&mut self.split);
-        if split.len() < len {
-            split.resize(len, 0);
+        // Padding after the planes lets the literal coder read its input
+        // in place (see compress_padded_literals_append).
+        if split.len() < len + LITERAL_PADDING {
+            split.resize(len + LITERAL_PADDING, 0);
         }
-        let result = self.compress_split(frame, width, &mut split[..len]);
+        let crc = byte_group::split_crc(frame, width, &mut split[..len]);
+        let result = self.compress_split(&split, len, width);
         self.split = split;
-        result
+        result.map(|out| (out, crc))
     }
 
-    fn compress_split(
+    /// The stored form of a frame already split: `padded[..len]` are its
+    /// planes as [`byte_group::split`] lays them out; at least
+    /// [`LITERAL_PADDING`] more bytes of `padded` let the exponent planes
+    /// be coded in place (without them, they are copied first).
+    pub(crate) fn compress_split(
         &mut self,
-        frame: &[u8],
+        padded: &[u8],
+        len: usize,
         width: usize,
-        grouped: &mut [u8],
-    ) -> io::Result<(Vec<u8>, u32)> {
-        let len = frame.len();
-        let crc = byte_group::split_crc(frame, width, grouped);
+    ) -> io::Result<Vec<u8>> {
+        let grouped = &padded[..len];
         let n = len / width;
         let bound = width * zstd::zstd_safe::compress_bound(n)
             + zstd::zstd_safe::compress_bound(len - n * width);
@@ -123,9 +142,12 @@ impl GroupedCompressor {
             let plane = &grouped[k * n..(k + 1) * n];
             if k + exponent_planes(width) >= width {
                 let at = out.len();
-                let lit =
-                    self.literals
-                        .compress_literals_append(plane, &mut out, &mut self.seqs)?;
+                let lit = self.literals.compress_padded_literals_append(
+                    &padded[k * n..],
+                    n,
+                    &mut out,
+                    &mut self.seqs,
+                )?;
                 if n > 0 && (lit as f64) < RETRY_BELOW * n as f64 && self.matches_pay(plane)? {
                     let plain = self.plain()?;
                     let lz = plain.compress_append(plane, &mut out)?;
@@ -136,6 +158,8 @@ impl GroupedCompressor {
                         out.truncate(at + lit);
                     }
                 }
+            } else if k + exponent_planes(width) + 1 == width && self.looks_raw(plane)? {
+                zstd_raw::raw_frame_append(plane, &mut out);
             } else {
                 self.mantissa.compress_append(plane, &mut out)?;
             }
@@ -149,7 +173,7 @@ impl GroupedCompressor {
         if out.len() < out.capacity() / 2 {
             out.shrink_to_fit();
         }
-        Ok((out, crc))
+        Ok(out)
     }
 
     fn plain(&mut self) -> io::Result<&mut RawCCtx> {
@@ -159,6 +183,33 @@ impl GroupedCompressor {
         self.plain
             .as_mut()
             .ok_or_else(|| io::Error::other("zstd context was not created"))
+    }
+
+    /// Whether `plane` would be stored as it is anyway: zstd, given a
+    /// probe from its start, middle and end, stores each raw (saves
+    /// nothing). Such a plane (the low bytes of bf16/fp16, sign and
+    /// mantissa) then skips the match finder and symbol counts, which
+    /// found nothing there at a tenth of the whole frame's time.
+    fn looks_raw(&mut self, plane: &[u8]) -> io::Result<bool> {
+        if plane.len() < 2 * PROBES * PROBE {
+            return Ok(false);
+        }
+        let mut scratch = std::mem::take(&mut self.probe);
+        let step = (plane.len() - PROBE) / (PROBES - 1);
+        let mut raw = true;
+        for i in 0..PROBES {
+            let at = i * step;
+            scratch.clear();
+            let n = self
+                .mantissa
+                .compress_append(&plane[at..at + PROBE], &mut scratch)?;
+            if n <= PROBE {
+                raw = false;
+                break;
+            }
+        }
+        self.probe = scratch;
+        Ok(raw)
     }
 
     /// Whether LZ matches beat literals by 10% on a sample of `plane`
@@ -268,6 +319,37 @@ mod tests {
         let stored = roundtrip(&mut c, &data, 4);
         assert!(stored < data.len() / 200, "stored {stored}");
         assert!(c.plain.is_some());
+    }
+
+    #[test]
+    fn random_sign_plane_is_stored_raw_and_runs_are_not() {
+        // bf16-like: random low bytes (sign and mantissa) under a skewed
+        // exponent byte; the low plane is stored raw, a frame header and
+        // block headers over its bytes.
+        let n: usize = 2 << 20;
+        let mut x = 7u32;
+        let data: Vec<u8> = (0..n)
+            .flat_map(|i| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                // Random sign, two exponent values.
+                [x as u8, (60 + (i % 7 == 0) as u8) | (x >> 8) as u8 & 0x80]
+            })
+            .collect();
+        let mut c = GroupedCompressor::new(1).unwrap();
+        let stored = roundtrip(&mut c, &data, 2);
+        let (frames, _) = c.compress(&data, 2).unwrap();
+        let raw_len = 4 + 1 + 4 + 3 * n.div_ceil(128 << 10) + n;
+        assert_eq!(&frames[..5], &[0x28, 0xB5, 0x2F, 0xFD, 0b1010_0000]);
+        assert!(
+            stored > raw_len && stored < raw_len + n / 4,
+            "stored {stored}"
+        );
+        // Low bytes that repeat (values widened from a narrower type) are
+        // compressed, not stored raw.
+        let widened: Vec<u8> = data.chunks(2).flat_map(|e| [e[0] & 0xF0, e[1]]).collect();
+        assert!(roundtrip(&mut c, &widened, 2) < n * 9 / 10);
     }
 
     #[test]

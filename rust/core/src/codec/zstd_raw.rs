@@ -1,7 +1,9 @@
-//! The two libzstd entry points the byte-grouping filter needs that the
+//! The libzstd entry points the byte-grouping filter needs that the
 //! `zstd` crate does not wrap: `ZSTD_compress2` into a `Vec`'s spare
-//! capacity (appending, no zero-fill), and `ZSTD_compressSequences` with
-//! literal-only blocks, which is zstd's Huffman literal coder on its own.
+//! capacity (appending, no zero-fill), and `ZSTD_compressSequences` /
+//! `ZSTD_compressSequencesAndLiterals` with literal-only blocks, which is
+//! zstd's Huffman literal coder on its own; plus [`raw_frame_append`], a
+//! zstd frame of raw blocks written directly.
 //!
 //! Literal-only blocks are what the exponent plane wants: its bytes are
 //! i.i.d.-like with ~2.7 bits of entropy, so LZ matches (which zstd's fast
@@ -135,23 +137,7 @@ impl RawCCtx {
         out: &mut Vec<u8>,
         seqs: &mut Vec<sys::ZSTD_Sequence>,
     ) -> io::Result<usize> {
-        // One block delimiter (offset 0, match length 0) per block, its
-        // literal length the whole block: no matches at all.
-        seqs.clear();
-        seqs.extend(src.chunks(BLOCK).map(|b| sys::ZSTD_Sequence {
-            offset: 0,
-            litLength: b.len() as u32,
-            matchLength: 0,
-            rep: 0,
-        }));
-        if seqs.is_empty() {
-            seqs.push(sys::ZSTD_Sequence {
-                offset: 0,
-                litLength: 0,
-                matchLength: 0,
-                rep: 0,
-            });
-        }
+        literal_sequences(src.len(), seqs);
         let bound = zstd::zstd_safe::compress_bound(src.len());
         out.reserve(bound);
         let start = out.len();
@@ -173,6 +159,123 @@ impl RawCCtx {
         unsafe { out.set_len(start + n) };
         Ok(n)
     }
+
+    /// [`Self::compress_literals_append`] of `padded[..len]`, the same
+    /// frame, but through `ZSTD_compressSequencesAndLiterals`, which codes
+    /// the literals where they lie instead of first copying each block
+    /// into the context. That entry point reads up to 8 bytes past the
+    /// literals (hence `padded`, which must be at least `len + 8` long, or
+    /// the copying path is taken) and cannot emit a raw block, so a plane
+    /// that Huffman coding would expand goes the copying way too.
+    pub(crate) fn compress_padded_literals_append(
+        &mut self,
+        padded: &[u8],
+        len: usize,
+        out: &mut Vec<u8>,
+        seqs: &mut Vec<sys::ZSTD_Sequence>,
+    ) -> io::Result<usize> {
+        if padded.len() < len + LITERAL_PADDING || len == 0 {
+            return self.compress_literals_append(&padded[..len], out, seqs);
+        }
+        literal_sequences(len, seqs);
+        let bound = zstd::zstd_safe::compress_bound(len);
+        out.reserve(bound);
+        let start = out.len();
+        // SAFETY: dst as in compress_append; `seqs` describes exactly
+        // `len` literal bytes with explicit block delimiters, the literal
+        // buffer is `padded` (readable for its whole length, at least
+        // len + 8 bytes as zstd requires), and the Literals context has
+        // no checksum and no sequence validation, as this entry point
+        // requires.
+        let code = unsafe {
+            sys::ZSTD_compressSequencesAndLiterals(
+                self.0.as_ptr(),
+                out.as_mut_ptr().add(start).cast(),
+                out.capacity() - start,
+                seqs.as_ptr(),
+                seqs.len(),
+                padded.as_ptr().cast(),
+                len,
+                padded.len(),
+                len,
+            )
+        };
+        // SAFETY: pure function on an integer.
+        if unsafe { sys::ZSTD_isError(code) } != 0 {
+            // A block that would not shrink (no raw blocks here): redo the
+            // frame with the entry point that can store it raw. The
+            // context resets itself at the start of the next frame.
+            return self.compress_literals_append(&padded[..len], out, seqs);
+        }
+        // SAFETY: zstd wrote exactly `code` bytes into the spare capacity.
+        unsafe { out.set_len(start + code) };
+        Ok(code)
+    }
+}
+
+/// Bytes `ZSTD_compressSequencesAndLiterals` may read past the literals.
+pub(crate) const LITERAL_PADDING: usize = 8;
+
+/// The sequences of a literal-only frame of `len` bytes: one block
+/// delimiter (offset 0, match length 0) per block, its literal length the
+/// whole block, so no matches at all.
+fn literal_sequences(len: usize, seqs: &mut Vec<sys::ZSTD_Sequence>) {
+    seqs.clear();
+    let mut left = len;
+    loop {
+        let lit = left.min(BLOCK);
+        seqs.push(sys::ZSTD_Sequence {
+            offset: 0,
+            litLength: lit as u32,
+            matchLength: 0,
+            rep: 0,
+        });
+        left -= lit;
+        if left == 0 {
+            break;
+        }
+    }
+}
+
+/// Append to `out` a zstd frame that stores `src` as raw blocks: what
+/// zstd itself emits for incompressible data, without looking for matches
+/// or counting symbols first. Returns the frame's size.
+pub(crate) fn raw_frame_append(src: &[u8], out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.reserve(src.len() + 12 + 3 * (src.len() / BLOCK + 1));
+    // Magic number, then the frame header descriptor: single segment
+    // (bit 5: no window descriptor, the window is the content), no
+    // checksum, no dictionary, and the content size in 4 bytes (bits 7-6
+    // = 2) or, past 4 GiB, 8 bytes (= 3).
+    out.extend_from_slice(&0xFD2F_B528u32.to_le_bytes());
+    match u32::try_from(src.len()) {
+        Ok(size) => {
+            out.push(0b1010_0000);
+            out.extend_from_slice(&size.to_le_bytes());
+        }
+        Err(_) => {
+            out.push(0b1110_0000);
+            out.extend_from_slice(&(src.len() as u64).to_le_bytes());
+        }
+    }
+    let mut blocks = src.chunks(BLOCK).peekable();
+    if blocks.peek().is_none() {
+        // An empty frame is one empty last block.
+        out.extend_from_slice(&raw_block_header(0, true));
+    }
+    while let Some(block) = blocks.next() {
+        let last = blocks.peek().is_none();
+        out.extend_from_slice(&raw_block_header(block.len(), last));
+        out.extend_from_slice(block);
+    }
+    out.len() - start
+}
+
+/// Block header: bit 0 last block, bits 1-2 type (0 = raw), bits 3-23 size.
+fn raw_block_header(size: usize, last: bool) -> [u8; 3] {
+    let h = (size as u32) << 3 | u32::from(last);
+    let b = h.to_le_bytes();
+    [b[0], b[1], b[2]]
 }
 
 #[cfg(test)]
@@ -207,6 +310,50 @@ mod tests {
             if len >= BLOCK {
                 assert!(n < len / 2, "skewed bytes compress: {n} of {len}");
             }
+        }
+    }
+
+    #[test]
+    fn in_place_literal_frames_match_the_copying_ones() {
+        let mut cctx = RawCCtx::new(Params::Literals(3)).unwrap();
+        let mut seqs = Vec::new();
+        let random: Vec<u8> = (0..3 * BLOCK as u32 + 5)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for src in [skewed(0), skewed(5), skewed(5 * BLOCK + 77), random] {
+            let len = src.len();
+            let mut padded = src.clone();
+            padded.extend_from_slice(&[0xAA; LITERAL_PADDING]);
+            let mut a = Vec::new();
+            let mut b = Vec::new();
+            let na = cctx
+                .compress_literals_append(&src, &mut a, &mut seqs)
+                .unwrap();
+            let nb = cctx
+                .compress_padded_literals_append(&padded, len, &mut b, &mut seqs)
+                .unwrap();
+            // Incompressible blocks fall back to the copying path, which
+            // stores them raw: never larger than the copying path's frame.
+            assert!(nb <= na + 4, "len {len}: {nb} vs {na}");
+            assert_eq!(b.len(), nb);
+            assert_eq!(zstd::bulk::decompress(&b, len.max(1)).unwrap(), src);
+            // Without the padding the copying path is used.
+            let mut c = Vec::new();
+            cctx.compress_padded_literals_append(&src, len, &mut c, &mut seqs)
+                .unwrap();
+            assert_eq!(c, a);
+        }
+    }
+
+    #[test]
+    fn raw_frames_decode_with_plain_zstd() {
+        for len in [0usize, 1, BLOCK, BLOCK + 1, 3 * BLOCK + 77] {
+            let src = skewed(len);
+            let mut out = b"xy".to_vec();
+            let n = raw_frame_append(&src, &mut out);
+            assert_eq!(out.len(), 2 + n);
+            assert_eq!(n, 9 + 3 * len.div_ceil(BLOCK).max(1) + len);
+            assert_eq!(zstd::bulk::decompress(&out[2..], len.max(1)).unwrap(), src);
         }
     }
 
