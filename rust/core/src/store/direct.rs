@@ -6,7 +6,10 @@
 //! O_DIRECT wants 4 KiB-aligned buffers, offsets and lengths. Writers stage
 //! data in aligned buffers and write whole blocks; only the final partial
 //! block is written after clearing O_DIRECT. Reads fetch the aligned span
-//! covering the request and hand back the exact bytes without copying.
+//! covering the request and hand back the exact bytes without copying;
+//! reads into caller memory (`read_into`, `get_range_into`) go through a
+//! bounded aligned bounce buffer, since caller buffers and item offsets
+//! are rarely 4 KiB-aligned, so their memory stays small whatever the size.
 //!
 //! A filesystem that refuses O_DIRECT is an error that says so, never a
 //! silent switch to buffered I/O, unless the store was built with
@@ -28,7 +31,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::local::{
-    blocking, check_file_key, delete_async, file_uri, head_async, key_path, list_async,
+    blocking, check_file_key, delete_async, file_uri, head_async, in_place, key_path, list_async,
     meta_from_fs, sync_parent, temp_path,
 };
 use super::{check_range, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
@@ -41,6 +44,10 @@ const ALIGN: usize = 4096;
 /// Largest single pread/pwrite; Linux caps one call just below 2 GiB and a
 /// 1 GiB request is already enough to keep a device's queue full.
 const MAX_IO: usize = 1 << 30;
+
+/// Largest bounce buffer one read into caller memory holds: reads of any
+/// size go through it a block-aligned piece at a time.
+const BOUNCE: usize = 4 << 20;
 
 fn round_up(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
@@ -172,6 +179,44 @@ impl DirectStore {
             })
         })
         .await
+    }
+
+    /// Fill `bufs` from `offset` on (see `ObjectStore::read_into`); an
+    /// object ending before them is `short(uri, object size)`.
+    fn read_into_bufs(
+        &self,
+        key: &str,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+        short: impl FnOnce(&str, u64) -> Error,
+    ) -> Result<()> {
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        if total == 0 {
+            return Ok(());
+        }
+        let uri = self.uri(key);
+        let path = key_path(key);
+        in_place(|| {
+            let file = self.open(&uri, &path, &path, false)?;
+            let md = file.metadata().map_err(|e| Error::from_io(&uri, e))?;
+            if md.is_dir() {
+                return Err(Error::NotFound {
+                    uri: format!("{uri} (a directory, not an object)"),
+                });
+            }
+            let range = offset..offset + total;
+            check_range(&uri, &range, md.len())?;
+            if range.end > md.len() {
+                return Err(short(&uri, md.len()));
+            }
+            let reader = ReadIo {
+                file: &file,
+                uri: &uri,
+                path: &path,
+                fallback: self.fallback,
+            };
+            reader.read_into(offset, bufs)
+        })
     }
 
     /// Bytes `range` of `key`, clipped to its size.
@@ -370,6 +415,47 @@ impl ReadIo<'_> {
         let base = range.start - range.start % ALIGN as u64;
         let want = (range.end - base) as usize;
         let mut buf = AlignedBuf::new(round_up(want)).map_err(|e| self.io_err(e))?;
+        self.fill(&mut buf, base, want, range.end)?;
+        let skip = (range.start - base) as usize;
+        Ok(Bytes::from_owner(buf).slice(skip..want))
+    }
+
+    /// Fill `bufs` in order with the bytes from `offset` on (all inside the
+    /// file), one bounce buffer's worth of aligned span at a time.
+    fn read_into(&self, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        let end = offset + total;
+        let first_base = offset - offset % ALIGN as u64;
+        let span = usize::try_from(end - first_base).unwrap_or(usize::MAX);
+        let mut bounce = AlignedBuf::new(round_up(span).min(BOUNCE)).map_err(|e| self.io_err(e))?;
+        let (mut index, mut within) = (0usize, 0usize);
+        let mut pos = offset;
+        while pos < end {
+            let base = pos - pos % ALIGN as u64;
+            let want = ((end - base) as usize).min(bounce.cap);
+            bounce.len = 0;
+            self.fill(&mut bounce, base, want, base + want as u64)?;
+            let mut chunk = &bounce.as_slice()[(pos - base) as usize..want];
+            pos = base + want as u64;
+            while !chunk.is_empty() {
+                let buf = &mut bufs[index];
+                let take = (buf.len() - within).min(chunk.len());
+                buf[within..within + take].copy_from_slice(&chunk[..take]);
+                chunk = &chunk[take..];
+                within += take;
+                if within == buf.len() {
+                    index += 1;
+                    within = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// pread `want` bytes from the aligned offset `base` into `buf` (empty,
+    /// with room for them); `end` is the end of the bytes the caller wants,
+    /// for the message when the file shrank under us.
+    fn fill(&self, buf: &mut AlignedBuf, base: u64, want: usize, end: u64) -> Result<()> {
         let mut done = 0usize;
         while done < want {
             let direct = is_direct(self.file).map_err(|e| self.io_err(e))?;
@@ -399,15 +485,13 @@ impl ReadIo<'_> {
             return Err(Error::backend(
                 self.uri,
                 format!(
-                    "file shrank while being read: wanted bytes up to {}, it ends at {}",
-                    range.end,
+                    "file shrank while being read: wanted bytes up to {end}, it ends at {}",
                     base + done as u64
                 ),
                 true,
             ));
         }
-        let skip = (range.start - base) as usize;
-        Ok(Bytes::from_owner(buf).slice(skip..want))
+        Ok(())
     }
 
     fn io_err(&self, e: io::Error) -> Error {
@@ -752,8 +836,31 @@ impl ObjectStore for DirectStore {
         self.read(key, Some(range)).await
     }
 
+    async fn get_range_into(&self, key: &str, offset: u64, dst: &mut [u8]) -> Result<()> {
+        let want = dst.len() as u64;
+        self.read_into_bufs(key, offset, &mut [dst], |uri, size| {
+            Error::corrupt(
+                uri,
+                format!(
+                    "expected {want} bytes at {offset}, the object ends at {size} \
+                     (truncated or changed while reading?)"
+                ),
+            )
+        })
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes> {
         self.read(key, None).await
+    }
+
+    async fn read_into(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        self.read_into_bufs(key, offset, bufs, |uri, size| {
+            Error::invalid(format!(
+                "{uri}: wanted bytes {offset}..{} but the object ends at {size}",
+                offset + total
+            ))
+        })
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -841,6 +948,50 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// Reads into caller memory larger than the bounce buffer, at
+    /// unaligned offsets and buffer edges, come back exact; a read past
+    /// the end is InvalidInput (read_into) or Corrupt (get_range_into).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_into_goes_through_bounded_bounce_buffers() {
+        let dir = scratch();
+        let key = key_of(&dir.path().join("big.bin"));
+        let store = DirectStore::new(false);
+        let data = pattern(2 * BOUNCE + 3 * ALIGN + 123, 11);
+        store
+            .put(&key, Bytes::from(data.clone()), &PutOptions::default())
+            .await
+            .unwrap();
+        for (offset, sizes) in [
+            (0usize, vec![data.len()]),
+            (4093, vec![1, BOUNCE + 5, 0, 7, BOUNCE]),
+            (ALIGN * 3, vec![BOUNCE - ALIGN * 2, BOUNCE + 1]),
+        ] {
+            let mut owned: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![0u8; n]).collect();
+            let mut bufs: Vec<&mut [u8]> = owned.iter_mut().map(|v| v.as_mut_slice()).collect();
+            store
+                .read_into(&key, offset as u64, &mut bufs)
+                .await
+                .unwrap();
+            let got = owned.concat();
+            assert!(got == data[offset..offset + got.len()], "at {offset}");
+            let mut one = vec![0u8; got.len()];
+            store
+                .get_range_into(&key, offset as u64, &mut one)
+                .await
+                .unwrap();
+            assert!(one == got);
+        }
+        let mut past = vec![0u8; 200];
+        let at = data.len() as u64 - 100;
+        let err = store
+            .read_into(&key, at, &mut [&mut past])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+        let err = store.get_range_into(&key, at, &mut past).await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     }
 
     #[test]
