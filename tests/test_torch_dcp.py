@@ -78,8 +78,16 @@ def inner(e: CheckpointException) -> BaseException:
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[w.World]:
+def world(request: pytest.FixtureRequest) -> Iterator[w.World]:
     """Four rank processes shared by this module's multi-rank tests."""
+    # The ranks inherit the environment when they start: start the remote
+    # servers first (their fixtures put endpoints and credentials there),
+    # else a run of this module alone fails on them.
+    for server in ("azurite", "s3_server"):
+        try:
+            request.getfixturevalue(server)
+        except pytest.skip.Exception:
+            pass
     ranks = w.World(4)
     try:
         yield ranks
