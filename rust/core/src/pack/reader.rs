@@ -170,6 +170,8 @@ pub fn read_items(
         for _ in 0..workers {
             scope.spawn(|| {
                 let mut decoder: Option<FrameDecoder> = None;
+                // A grouped data frame's planes, kept from item to item.
+                let mut planes: Vec<u8> = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let Some(job) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
                         break;
@@ -180,7 +182,7 @@ pub fn read_items(
                         infos: &infos,
                         opts,
                     };
-                    match ctx.run(job, &mut decoder) {
+                    match ctx.run(job, &mut decoder, &mut planes) {
                         Ok(done) => checked
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -358,7 +360,12 @@ struct Ctx<'c> {
 }
 
 impl Ctx<'_> {
-    fn run(&self, job: Job<'_>, decoder: &mut Option<FrameDecoder>) -> Result<Vec<Checked>> {
+    fn run(
+        &self,
+        job: Job<'_>,
+        decoder: &mut Option<FrameDecoder>,
+        planes: &mut Vec<u8>,
+    ) -> Result<Vec<Checked>> {
         match job {
             Job::Plain {
                 key,
@@ -370,7 +377,7 @@ impl Ctx<'_> {
                     *decoder = Some(FrameDecoder::new(&self.store.uri(&self.infos[item].key))?);
                 }
                 match decoder.as_mut() {
-                    Some(d) => self.run_frame(item, targets, d).map(|c| vec![c]),
+                    Some(d) => self.run_frame(item, targets, d, planes).map(|c| vec![c]),
                     None => Err(Error::invalid("no zstd decoder")),
                 }
             }
@@ -465,6 +472,7 @@ impl Ctx<'_> {
         item: usize,
         mut targets: Vec<Target<'_>>,
         decoder: &mut FrameDecoder,
+        planes: &mut Vec<u8>,
     ) -> Result<Checked> {
         let info = &self.infos[item];
         let what = info.what(self.store.as_ref());
@@ -486,7 +494,7 @@ impl Ctx<'_> {
             super::Encoding::Grouped(g) => Some(g),
             _ => None,
         };
-        let mut out = Output::new(&mut targets, grouping);
+        let mut out = Output::new(&mut targets, grouping, std::mem::take(planes));
         let mut crc = 0u32;
         let mut finished = false;
         while let Some((want, handle)) = pending.take() {
@@ -531,6 +539,9 @@ impl Ctx<'_> {
                     out.produced, info.size
                 ),
             ));
+        }
+        if let Some(g) = out.group.take() {
+            *planes = g.planes;
         }
         Ok(Checked {
             item,
@@ -625,7 +636,8 @@ struct Output<'t, 'a> {
 }
 
 impl<'t, 'a> Output<'t, 'a> {
-    fn new(targets: &'t mut [Target<'a>], grouping: Option<Grouping>) -> Self {
+    /// `planes` is scratch memory for a grouped run (grown as needed).
+    fn new(targets: &'t mut [Target<'a>], grouping: Option<Grouping>, planes: Vec<u8>) -> Self {
         let size = targets.iter().map(|t| t.len() as u64).sum();
         Output {
             size,
@@ -640,7 +652,7 @@ impl<'t, 'a> Output<'t, 'a> {
                 end: g.start + g.length,
                 width: g.width,
                 frame: g.frame,
-                planes: Vec::new(),
+                planes,
                 filled: 0,
                 merged: Vec::new(),
             }),

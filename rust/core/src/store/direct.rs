@@ -316,6 +316,8 @@ struct AlignedBuf {
     ptr: NonNull<u8>,
     cap: usize,
     len: usize,
+    /// Mapped with mmap (see [`AlignedBuf::mapped`]) rather than allocated.
+    mapped: bool,
 }
 
 // SAFETY: AlignedBuf owns its allocation exclusively, like a Vec<u8>.
@@ -337,7 +339,44 @@ impl AlignedBuf {
                 format!("cannot allocate an aligned {cap}-byte I/O buffer"),
             )
         })?;
-        Ok(AlignedBuf { ptr, cap, len: 0 })
+        Ok(AlignedBuf {
+            ptr,
+            cap,
+            len: 0,
+            mapped: false,
+        })
+    }
+
+    /// An anonymous mapping of `cap` bytes (page-aligned), unmapped on
+    /// drop. For short-lived buffers made over and over (read bounce
+    /// buffers): once glibc has freed one large block it serves blocks of
+    /// that size from its per-thread heaps, which keep freed memory, so a
+    /// burst of reads on many threads would leave RSS high; a mapping
+    /// hands its pages back to the kernel at once.
+    fn mapped(cap: usize) -> io::Result<Self> {
+        debug_assert!(cap > 0 && cap.is_multiple_of(ALIGN));
+        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                cap,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(raw.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+        Ok(AlignedBuf {
+            ptr,
+            cap,
+            len: 0,
+            mapped: true,
+        })
     }
 
     fn as_slice(&self) -> &[u8] {
@@ -389,6 +428,12 @@ impl AsRef<[u8]> for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.mapped {
+            // SAFETY: mapped in `mapped` with exactly this length. A failed
+            // munmap can only leak the mapping; nothing to report it to.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.cap) };
+            return;
+        }
         // SAFETY: allocated in `new` with exactly this layout.
         unsafe {
             alloc::dealloc(
@@ -427,7 +472,8 @@ impl ReadIo<'_> {
         let end = offset + total;
         let first_base = offset - offset % ALIGN as u64;
         let span = usize::try_from(end - first_base).unwrap_or(usize::MAX);
-        let mut bounce = AlignedBuf::new(round_up(span).min(BOUNCE)).map_err(|e| self.io_err(e))?;
+        let mut bounce =
+            AlignedBuf::mapped(round_up(span).min(BOUNCE)).map_err(|e| self.io_err(e))?;
         let (mut index, mut within) = (0usize, 0usize);
         let mut pos = offset;
         while pos < end {
