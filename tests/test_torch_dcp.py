@@ -19,11 +19,17 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.multiprocessing import ProcessExitedException
 
 import s3dlio
-from s3dlio_torch import S3DlioReader, S3DlioWriter
+from s3dlio_torch import S3DlioReader, S3DlioWriter, _layout
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
-LEVELS = pytest.mark.parametrize("level", [None, 3], ids=["plain", "zstd"])
+# (compression_level, byte_grouping): uncompressed; compressed with the
+# default (float tensors byte-grouped); compressed as plain zstd frames.
+CODECS = pytest.mark.parametrize(
+    "codec", [(None, None), (3, None), (3, False)], ids=["plain", "grouped", "zstd"]
+)
+# What torch's stock reader says about a byte-grouped checkpoint.
+STOCK_READER_HINT = "byte_grouping=False"
 
 
 def local_path(uri: str) -> str | None:
@@ -72,8 +78,16 @@ def inner(e: CheckpointException) -> BaseException:
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[w.World]:
+def world(request: pytest.FixtureRequest) -> Iterator[w.World]:
     """Four rank processes shared by this module's multi-rank tests."""
+    # The ranks inherit the environment when they start: start the remote
+    # servers first (their fixtures put endpoints and credentials there),
+    # else a run of this module alone fails on them.
+    for server in ("azurite", "s3_server"):
+        try:
+            request.getfixturevalue(server)
+        except pytest.skip.Exception:
+            pass
     ranks = w.World(4)
     try:
         yield ranks
@@ -81,22 +95,37 @@ def world() -> Iterator[w.World]:
         ranks.close()
 
 
-@LEVELS
-def test_save_and_load_with_4_2_1_ranks_resharding(world: w.World, base_uri: str, level) -> None:
+def grouped(codec: tuple[int | None, bool | None]) -> bool:
+    level, byte_grouping = codec
+    return level is not None and byte_grouping is not False
+
+
+def stock_load_fails_with_hint(path: str) -> None:
+    """torch's own reader refuses a byte-grouped checkpoint, and its
+    message says how to write one it can read."""
+    with pytest.raises(CheckpointException) as caught:
+        load_whole(dcp.FileSystemReader(path))
+    assert STOCK_READER_HINT in str(caught.value), str(caught.value)
+
+
+@CODECS
+def test_save_and_load_with_4_2_1_ranks_resharding(world: w.World, base_uri: str, codec) -> None:
     base = f"{base_uri}/ranks"
-    world.run(w.roundtrip, base, level)
+    world.run(w.roundtrip, base, *codec)
     uri = f"{base}/saved-by-4"
     ranks = {n[: n.index("_", 2)] for n in names(uri) if n.endswith(".distcp")}
     assert ranks == {"__0", "__1", "__2", "__3"}, names(uri)
     # One process without a group assembles whole tensors from the shards.
     check_whole(load_whole(S3DlioReader(uri)))
     path = local_path(uri)
-    if path is not None:
-        # torch's stock reader loads what we wrote, compressed items included.
+    if path is not None and grouped(codec):
+        stock_load_fails_with_hint(path)
+    elif path is not None:
+        # torch's stock reader loads what we wrote, plain zstd items included.
         check_whole(load_whole(dcp.FileSystemReader(path)))
 
 
-@LEVELS
+@pytest.mark.parametrize("level", [None, 3], ids=["plain", "zstd"])
 def test_checkpoints_torch_wrote_load_with_s3dlio(scratch, level) -> None:
     path = scratch / "torch-written"
     extensions = [ZStandard()] if level else None
@@ -108,10 +137,12 @@ def test_checkpoints_torch_wrote_load_with_s3dlio(scratch, level) -> None:
     check_whole(load_whole(S3DlioReader(f"file://{path}")))
 
 
-@LEVELS
-def test_flipped_byte_is_an_integrity_error_naming_file_and_item(base_uri: str, level) -> None:
+@CODECS
+def test_flipped_byte_is_an_integrity_error_naming_file_and_item(base_uri: str, codec) -> None:
     uri = f"{base_uri}/corrupt"
-    dcp.save(whole_state(zero=False), storage_writer=S3DlioWriter(uri, compression_level=level))
+    level, byte_grouping = codec
+    writer = S3DlioWriter(uri, compression_level=level, byte_grouping=byte_grouping)
+    dcp.save(whole_state(zero=False), storage_writer=writer)
     meta = S3DlioReader(uri).read_metadata()
     (index, info) = next((i, s) for i, s in meta.storage_data.items() if i.fqn == "big")
     data_uri = f"{uri}/{info.relative_path}"
@@ -191,8 +222,10 @@ def test_missing_checkpoint_and_bad_arguments(scratch) -> None:
     for level in (0, 23, -1, 2.5, True):
         with pytest.raises(ValueError, match="compression level"):
             S3DlioWriter(scratch / "x", compression_level=level)
-    with pytest.raises(ValueError, match="byte-grouping codec"):
-        S3DlioWriter(scratch / "x", compression_level=3, byte_grouping=True)
+    with pytest.raises(ValueError, match="byte_grouping=True needs compression"):
+        S3DlioWriter(scratch / "x", byte_grouping=True)
+    with pytest.raises(ValueError, match="byte_grouping must be"):
+        S3DlioWriter(scratch / "x", compression_level=3, byte_grouping="yes")  # type: ignore[arg-type]
     for bad_count in (0, -2):
         with pytest.raises(ValueError, match="thread_count"):
             S3DlioWriter(scratch / "x", thread_count=bad_count)
@@ -212,3 +245,107 @@ def test_writer_and_reader_pickle_without_native_state(scratch) -> None:
         warnings.simplefilter("ignore")
         dcp.save(whole_state(zero=False), storage_writer=clone)
     check_whole(load_whole(reader.__class__(f"file://{scratch}/q")))
+
+
+def float_state() -> dict[str, Any]:
+    """Weight-like float tensors of every dtype the byte grouping handles,
+    next to items it must leave alone."""
+    g = torch.Generator().manual_seed(7)
+    base = torch.randn(200_000, generator=g) * 0.02
+    return {
+        "fp32": base.clone(),
+        "bf16": base.to(torch.bfloat16),
+        "fp16": base.to(torch.float16),
+        "fp64": base[:50_000].to(torch.float64),
+        "odd": base[:7].to(torch.bfloat16),
+        "ints": torch.arange(50_000, dtype=torch.int64),
+        "empty": torch.empty(0, dtype=torch.bfloat16),
+        "extras": {"step": 3},
+    }
+
+
+def load_like(state: dict[str, Any], reader: Any) -> dict[str, Any]:
+    out = {
+        k: torch.zeros_like(v) if isinstance(v, torch.Tensor) else {"step": 0}
+        for k, v in state.items()
+    }
+    dcp.load(out, storage_reader=reader)
+    return out
+
+
+def check_equal(got: dict[str, Any], want: dict[str, Any]) -> None:
+    for k, v in want.items():
+        if isinstance(v, torch.Tensor):
+            assert got[k].dtype == v.dtype and torch.equal(got[k].cpu(), v.cpu()), k
+        else:
+            assert got[k] == v, k
+
+
+def stored_items(uri: str) -> dict[str, Any]:
+    meta = S3DlioReader(uri).read_metadata()
+    return {index.fqn: info for index, info in meta.storage_data.items()}
+
+
+def test_float_tensors_are_byte_grouped_by_default(base_uri: str) -> None:
+    """Compressed with the default, float items are stored byte-grouped
+    (their own descriptor, smaller than plain zstd frames) and come back
+    bit for bit; byte_grouping=False stores torch's plain zstd frames."""
+    state = float_state()
+    runs = {}
+    for name, kw in (
+        ("grouped", {}),
+        ("forced", {"byte_grouping": True}),
+        ("zstd", {"byte_grouping": False}),
+    ):
+        uri = f"{base_uri}/floats-{name}"
+        dcp.save(state, storage_writer=S3DlioWriter(uri, compression_level=3, **kw))
+        check_equal(load_like(state, S3DlioReader(uri)), state)
+        runs[name] = stored_items(uri)
+    for name in ("grouped", "forced"):
+        items = runs[name]
+        for fqn in ("fp32", "bf16", "fp16", "fp64", "odd"):
+            assert items[fqn].transform_descriptors == [_layout.GROUPED_DESCRIPTOR], fqn
+            start, length, width, _frame = items[fqn].s3dlio["grouping"]
+            assert width == state[fqn].element_size() and length == state[fqn].nbytes, fqn
+        others = [fqn for fqn in items if fqn in ("ints", "empty") or fqn.startswith("extras")]
+        assert len(others) == 3, list(items)
+        for fqn in others:
+            assert items[fqn].transform_descriptors == [_layout.ZSTD_DESCRIPTOR], fqn
+    for fqn in ("fp32", "bf16", "fp16", "fp64"):
+        zstd, grouped_len = runs["zstd"][fqn].length, runs["grouped"][fqn].length
+        assert runs["zstd"][fqn].transform_descriptors == [_layout.ZSTD_DESCRIPTOR]
+        assert grouped_len < 0.97 * zstd, f"{fqn}: grouped {grouped_len} vs zstd {zstd}"
+
+
+def test_stock_reader_refuses_grouped_checkpoint_pointing_to_byte_grouping_false(scratch) -> None:
+    state = float_state()
+    path = scratch / "grouped"
+    dcp.save(state, storage_writer=S3DlioWriter(path, compression_level=1))
+    with pytest.raises(CheckpointException) as caught:
+        load_like(state, dcp.FileSystemReader(path))
+    assert STOCK_READER_HINT in str(caught.value) and "S3DlioReader" in str(caught.value)
+    plain = scratch / "plain-zstd"
+    dcp.save(state, storage_writer=S3DlioWriter(plain, compression_level=1, byte_grouping=False))
+    check_equal(load_like(state, dcp.FileSystemReader(plain)), state)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@CUDA
+@CODECS
+def test_cuda_tensors_save_and_load_into_cuda_tensors(base_uri: str, codec) -> None:
+    """Saved from GPU memory (copied to the host), loaded into GPU
+    destination tensors (read on the host, then copied over)."""
+    level, byte_grouping = codec
+    state = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in float_state().items()}
+    uri = f"{base_uri}/cuda"
+    dcp.save(
+        state,
+        storage_writer=S3DlioWriter(uri, compression_level=level, byte_grouping=byte_grouping),
+    )
+    got = load_like(state, S3DlioReader(uri))
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor):
+            assert got[k].is_cuda, k
+    check_equal(got, state)

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyList, PyTuple};
-use s3dlio_core::pack::{self, ItemRead, PackOptions, ReadOptions, Target};
+use s3dlio_core::pack::{
+    self, Encoding, GroupRequest, Grouping, ItemRead, PackOptions, ReadOptions, Target,
+};
 use s3dlio_core::store::{join_key, Location, PutOptions};
 
 use crate::buffer::BorrowedBuffer;
@@ -96,14 +98,19 @@ impl PackWriter {
     }
 
     /// Append one item made of `segments` (any buffers, written from their
-    /// memory without a copy). Returns `(offset, length, size, crc32c)`:
-    /// the stored byte range, the logical size and the CRC32C of the
-    /// logical bytes (None when checksums are off).
+    /// memory without a copy). `byte_group=(segment, width)` stores that
+    /// segment (a float array of `width`-byte elements) byte-grouped.
+    /// Returns `(offset, length, size, crc32c, grouping)`: the stored byte
+    /// range, the logical size, the CRC32C of the logical bytes (None when
+    /// checksums are off) and, for a byte-grouped item, the
+    /// `(start, length, width, frame)` `read_items` needs to restore it.
+    #[pyo3(signature = (segments, byte_group=None))]
     fn write_item(
         &self,
         py: Python<'_>,
         segments: &Bound<'_, PyList>,
-    ) -> PyResult<(u64, u64, u64, Option<u32>)> {
+        byte_group: Option<(usize, usize)>,
+    ) -> PyResult<PlacedItem> {
         let bytes = segments
             .iter()
             .map(|seg| {
@@ -114,8 +121,17 @@ impl PackWriter {
             .collect::<PyResult<Vec<_>>>()?;
         let mut guard = self.lock()?;
         let writer = guard.as_mut().ok_or_else(|| self.closed())?;
-        let placed = run(py, writer.write_item(bytes))?;
-        Ok((placed.offset, placed.length, placed.size, placed.crc32c))
+        let group = byte_group.map(|(segment, width)| GroupRequest { segment, width });
+        let placed = run(py, writer.write_item(bytes, group))?;
+        Ok((
+            placed.offset,
+            placed.length,
+            placed.size,
+            placed.crc32c,
+            placed
+                .grouping
+                .map(|g| (g.start, g.length, g.width, g.frame)),
+        ))
     }
 
     /// Publish the object; returns its stored size.
@@ -169,12 +185,41 @@ fn child_key(base: &Location, name: &str) -> PyResult<String> {
     Ok(join_key(&base.key, name))
 }
 
-/// One `(name, offset, length, compressed, crc32c, label, targets)` tuple.
+/// `(start, length, width, frame)` of a byte-grouped item.
+type GroupTuple = (u64, u64, usize, usize);
+
+/// What `PackWriter.write_item` returns.
+type PlacedItem = (u64, u64, u64, Option<u32>, Option<GroupTuple>);
+
+/// The `encoding` of a `read_items` tuple: False (stored as is), True (one
+/// zstd frame) or a byte-grouped item's `(start, length, width, frame)`.
+fn parse_encoding(value: &Bound<'_, PyAny>) -> PyResult<Encoding> {
+    if let Ok(compressed) = value.extract::<bool>() {
+        return Ok(if compressed {
+            Encoding::Zstd
+        } else {
+            Encoding::Plain
+        });
+    }
+    let (start, length, width, frame): GroupTuple = value.extract().map_err(|_| {
+        PyValueError::new_err(
+            "an item's encoding must be False, True or a (start, length, width, frame) tuple",
+        )
+    })?;
+    Ok(Encoding::Grouped(Grouping {
+        start,
+        length,
+        width,
+        frame,
+    }))
+}
+
+/// One `(name, offset, length, encoding, crc32c, label, targets)` tuple.
 struct ParsedItem {
     key: String,
     offset: u64,
     length: u64,
-    compressed: bool,
+    encoding: Encoding,
     crc32c: Option<u32>,
     label: String,
     /// Per target: an index into the held buffers, or a byte count to skip.
@@ -183,10 +228,11 @@ struct ParsedItem {
 
 /// Read items of packed objects under `base_uri` into caller buffers.
 ///
-/// `items` holds `(name, offset, length, compressed, crc32c, label,
+/// `items` holds `(name, offset, length, encoding, crc32c, label,
 /// targets)` tuples: `name` is the object's path relative to `base_uri`,
-/// `offset`/`length` the stored byte range, `compressed` whether it is one
-/// zstd frame, `crc32c` the CRC32C of the logical bytes (None: unchecked),
+/// `offset`/`length` the stored byte range, `encoding` False (stored as
+/// is), True (one zstd frame) or the `(start, length, width, frame)` a
+/// byte-grouped item was written with, `crc32c` the CRC32C of the logical bytes (None: unchecked),
 /// `label` names the item in errors, and `targets` covers the logical
 /// bytes in order with writable buffers (filled) or ints (bytes to skip).
 #[pyfunction]
@@ -217,14 +263,14 @@ pub fn read_items(
     for item in items.iter() {
         let t = item.cast::<PyTuple>().map_err(|_| {
             PyValueError::new_err(
-                "each item must be a (name, offset, length, compressed, crc32c, label, targets) tuple",
+                "each item must be a (name, offset, length, encoding, crc32c, label, targets) tuple",
             )
         })?;
-        let (name, offset, length, compressed, crc32c, label, targets): (
+        let (name, offset, length, encoding, crc32c, label, targets): (
             String,
             u64,
             u64,
-            bool,
+            Bound<'_, PyAny>,
             Option<u32>,
             String,
             Bound<'_, PyList>,
@@ -242,7 +288,7 @@ pub fn read_items(
             key: child_key(&loc, &name)?,
             offset,
             length,
-            compressed,
+            encoding: parse_encoding(&encoding)?,
             crc32c,
             label,
             targets: slots,
@@ -264,7 +310,7 @@ pub fn read_items(
             key: p.key,
             offset: p.offset,
             length: p.length,
-            compressed: p.compressed,
+            encoding: p.encoding,
             crc32c: p.crc32c,
             label: p.label,
             targets,

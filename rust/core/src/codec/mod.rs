@@ -14,7 +14,7 @@ pub mod byte_group;
 pub mod crc;
 pub mod decoder;
 pub mod encoder;
-mod grouped;
+pub(crate) mod grouped;
 pub mod seekable;
 mod zstd_raw;
 

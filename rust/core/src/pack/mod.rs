@@ -1,8 +1,9 @@
 //! Packed objects: many items (tensors, blobs) written back to back into one
-//! object, each optionally one zstd frame, with a CRC32C per item; and the
-//! matching reader, which fetches any set of items from any set of packed
-//! objects with coalesced, parallel ranged reads straight into caller
-//! buffers. Framework adapters (PyTorch DCP) record where each item landed.
+//! object, each stored as it is, as one zstd frame, or byte-grouped (see
+//! [`Grouping`]), with a CRC32C per item; and the matching reader, which
+//! fetches any set of items from any set of packed objects with coalesced,
+//! parallel ranged reads straight into caller buffers. Framework adapters
+//! (PyTorch DCP) record where each item landed and how it is encoded.
 
 use crate::store::PutOptions;
 
@@ -10,7 +11,7 @@ mod frame;
 pub mod reader;
 pub mod writer;
 
-pub use reader::{read_items, ItemRead, ReadOptions, Target};
+pub use reader::{read_items, Encoding, ItemRead, ReadOptions, Target};
 pub use writer::PackWriter;
 
 /// How a [`PackWriter`] stores items.
@@ -39,6 +40,64 @@ impl Default for PackOptions {
     }
 }
 
+/// Byte grouping asked of one item: its segment number `segment` (a
+/// float array of `width`-byte elements) is stored byte-grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupRequest {
+    pub segment: usize,
+    pub width: usize,
+}
+
+/// A byte-grouped item's stored form, recorded by the caller so the reader
+/// can restore it exactly. The stored bytes are zstd frames back to back:
+/// one frame for the logical bytes before `start` (when there are any),
+/// then the byte-grouped data frames of the codec's filter (see
+/// `codec::grouped`), one per `frame` logical bytes of `start..start +
+/// length`, then one frame for the bytes after it (when there are any).
+/// Any zstd decoder decodes the whole item, but to the planes of the
+/// grouped run, not to its floats: only s3dlio restores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grouping {
+    /// The grouped run's place in the item's logical bytes.
+    pub start: u64,
+    pub length: u64,
+    /// Element size in bytes (2, 4 or 8).
+    pub width: usize,
+    /// Logical bytes per grouped data frame (a multiple of `width`).
+    pub frame: usize,
+}
+
+impl Grouping {
+    /// `InvalidInput` unless this describes a grouped run the reader can
+    /// decode in an item of `size` logical bytes.
+    pub fn check(&self, what: &str, size: u64) -> crate::error::Result<()> {
+        let end = self.start.checked_add(self.length);
+        let problem = if !crate::codec::byte_group::supported(self.width) {
+            Some(format!("byte-group width {} is not 2, 4 or 8", self.width))
+        } else if self.frame == 0 || !self.frame.is_multiple_of(self.width) {
+            Some(format!(
+                "byte-group frame size {} is not a positive multiple of {}",
+                self.frame, self.width
+            ))
+        } else if end.is_none_or(|e| e > size) {
+            Some(format!(
+                "byte-grouped run {}+{} lies outside the item's {size} bytes",
+                self.start, self.length
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some(why) => Err(crate::error::Error::invalid(format!("{what}: {why}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Logical bytes per byte-grouped data frame: the codec's frame size, for
+/// the same ratio and the same bounded memory per compressing thread.
+pub const GROUP_FRAME: usize = crate::codec::DEFAULT_FRAME_SIZE;
+
 /// Where one item landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackedItem {
@@ -49,6 +108,9 @@ pub struct PackedItem {
     pub size: u64,
     /// CRC32C of the logical bytes, when the writer computes it.
     pub crc32c: Option<u32>,
+    /// How a byte-grouped item is stored (`None`: plain, or one zstd
+    /// frame when the writer compresses).
+    pub grouping: Option<Grouping>,
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 //! buffers: adjacent items are coalesced into ranged reads of at most
 //! `part_size` bytes, large items are split across them, and all of it runs
 //! on `threads` worker threads at once. Each item's CRC32C is checked over
-//! exactly the bytes handed to the caller.
+//! exactly the bytes handed to the caller. Compressed items (one zstd
+//! frame, or byte-grouped frames) are fetched a part ahead and decoded
+//! straight into the caller's buffers; grouped runs go through one
+//! frame-sized scratch buffer per worker.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +14,8 @@ use bytes::Bytes;
 use tokio::runtime::Runtime;
 
 use super::frame::FrameDecoder;
+use super::Grouping;
+use crate::codec::byte_group;
 use crate::codec::crc::{crc32c, crc32c_append, crc32c_combine};
 use crate::error::{Error, Result};
 use crate::store::ObjectStore;
@@ -32,6 +37,17 @@ impl Target<'_> {
     }
 }
 
+/// How an item's stored bytes encode its logical bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Stored as they are.
+    Plain,
+    /// One zstd frame (torch's `stream.zstd`).
+    Zstd,
+    /// Byte-grouped, see [`Grouping`].
+    Grouped(Grouping),
+}
+
 /// One item to read.
 pub struct ItemRead<'a> {
     /// Key of the packed object in the store.
@@ -39,8 +55,7 @@ pub struct ItemRead<'a> {
     /// Stored byte range of the item inside the object.
     pub offset: u64,
     pub length: u64,
-    /// The stored bytes are one zstd frame.
-    pub compressed: bool,
+    pub encoding: Encoding,
     /// CRC32C of the logical bytes, checked when given.
     pub crc32c: Option<u32>,
     /// Names the item in messages.
@@ -99,7 +114,7 @@ enum Job<'a> {
         offset: u64,
         pieces: Vec<Piece<'a>>,
     },
-    /// One compressed item: its frame fetched and decoded into its targets.
+    /// One compressed item: its frames fetched and decoded into its targets.
     Frame {
         item: usize,
         targets: Vec<Target<'a>>,
@@ -122,6 +137,7 @@ struct ItemInfo {
     size: u64,
     crc32c: Option<u32>,
     label: String,
+    encoding: Encoding,
 }
 
 impl ItemInfo {
@@ -154,6 +170,8 @@ pub fn read_items(
         for _ in 0..workers {
             scope.spawn(|| {
                 let mut decoder: Option<FrameDecoder> = None;
+                // A grouped data frame's planes, kept from item to item.
+                let mut planes: Vec<u8> = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let Some(job) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
                         break;
@@ -164,7 +182,7 @@ pub fn read_items(
                         infos: &infos,
                         opts,
                     };
-                    match ctx.run(job, &mut decoder) {
+                    match ctx.run(job, &mut decoder, &mut planes) {
                         Ok(done) => checked
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -210,15 +228,20 @@ fn plan<'a>(
             size,
             crc32c: item.crc32c,
             label: item.label,
+            encoding: item.encoding,
         };
-        if !item.compressed && size != item.length {
+        if let Encoding::Grouped(g) = item.encoding {
+            g.check(&info.what(store), size)?;
+        }
+        let compressed = item.encoding != Encoding::Plain;
+        if !compressed && size != item.length {
             return Err(Error::invalid(format!(
                 "{}: {} stored bytes but buffers for {size}",
                 info.what(store),
                 item.length
             )));
         }
-        if item.compressed {
+        if compressed {
             jobs.push(Job::Frame {
                 item: index,
                 targets: item.targets,
@@ -337,7 +360,12 @@ struct Ctx<'c> {
 }
 
 impl Ctx<'_> {
-    fn run(&self, job: Job<'_>, decoder: &mut Option<FrameDecoder>) -> Result<Vec<Checked>> {
+    fn run(
+        &self,
+        job: Job<'_>,
+        decoder: &mut Option<FrameDecoder>,
+        planes: &mut Vec<u8>,
+    ) -> Result<Vec<Checked>> {
         match job {
             Job::Plain {
                 key,
@@ -349,7 +377,7 @@ impl Ctx<'_> {
                     *decoder = Some(FrameDecoder::new(&self.store.uri(&self.infos[item].key))?);
                 }
                 match decoder.as_mut() {
-                    Some(d) => self.run_frame(item, targets, d).map(|c| vec![c]),
+                    Some(d) => self.run_frame(item, targets, d, planes).map(|c| vec![c]),
                     None => Err(Error::invalid("no zstd decoder")),
                 }
             }
@@ -444,6 +472,7 @@ impl Ctx<'_> {
         item: usize,
         mut targets: Vec<Target<'_>>,
         decoder: &mut FrameDecoder,
+        planes: &mut Vec<u8>,
     ) -> Result<Checked> {
         let info = &self.infos[item];
         let what = info.what(self.store.as_ref());
@@ -461,7 +490,11 @@ impl Ctx<'_> {
             Some((stop - start, this.fetch(&info.key, start..stop)))
         };
         let mut pending = start_fetch(self);
-        let mut out = Output::new(&mut targets);
+        let grouping = match info.encoding {
+            super::Encoding::Grouped(g) => Some(g),
+            _ => None,
+        };
+        let mut out = Output::new(&mut targets, grouping, std::mem::take(planes));
         let mut crc = 0u32;
         let mut finished = false;
         while let Some((want, handle)) = pending.take() {
@@ -478,7 +511,8 @@ impl Ctx<'_> {
             pending = start_fetch(self);
             let mut used = 0;
             while used < data.len() {
-                if finished {
+                // A grouped item is several frames back to back.
+                if finished && grouping.is_none() {
                     return Err(Error::corrupt(
                         &what,
                         "bytes follow the end of the item's zstd frame",
@@ -506,6 +540,9 @@ impl Ctx<'_> {
                 ),
             ));
         }
+        if let Some(g) = out.group.take() {
+            *planes = g.planes;
+        }
         Ok(Checked {
             item,
             at: 0,
@@ -527,19 +564,60 @@ impl Ctx<'_> {
         crc: &mut u32,
     ) -> Result<super::frame::Decoded> {
         let size = out.size;
-        let (buf, in_item) = out.current();
+        let (buf, kind) = out.current();
         let d = decoder.decode(what, input, buf)?;
         if d.written > 0 {
-            if !in_item {
-                return Err(Error::corrupt(
-                    what,
-                    format!("decompresses to more than the {size} bytes recorded"),
-                ));
+            match kind {
+                Slot::Past => {
+                    return Err(Error::corrupt(
+                        what,
+                        format!("decompresses to more than the {size} bytes recorded"),
+                    ))
+                }
+                Slot::Item => *crc = crc32c_append(*crc, &buf[..d.written]),
+                // Checksummed once merged back into elements.
+                Slot::Planes => {}
             }
-            *crc = crc32c_append(*crc, &buf[..d.written]);
         }
-        out.advance(d.written);
+        if let Some((chunk_crc, len)) = out.advance(d.written, kind) {
+            *crc = crc32c_combine(*crc, chunk_crc, len);
+        }
         Ok(d)
+    }
+}
+
+/// What the buffer [`Output::current`] hands out holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// The item's logical bytes (a target, or scratch for a skipped run).
+    Item,
+    /// Planes of a byte-grouped data frame, merged once complete.
+    Planes,
+    /// A one-byte probe past the last target: any output there is damage.
+    Past,
+}
+
+/// The byte-grouped run of an item being decoded: one data frame's planes
+/// are collected, then merged into the targets as elements.
+struct GroupRun {
+    start: u64,
+    end: u64,
+    width: usize,
+    frame: usize,
+    planes: Vec<u8>,
+    /// Plane bytes of the current data frame decoded so far.
+    filled: usize,
+    /// Elements of a data frame that straddles targets, before they are
+    /// copied out.
+    merged: Vec<u8>,
+}
+
+impl GroupRun {
+    /// Logical length of the data frame being decoded, `produced` bytes
+    /// into the item.
+    fn frame_len(&self, produced: u64) -> usize {
+        let frame_start = produced - self.filled as u64;
+        (self.end - frame_start).min(self.frame as u64) as usize
     }
 }
 
@@ -554,10 +632,12 @@ struct Output<'t, 'a> {
     produced: u64,
     /// Total bytes the targets hold.
     size: u64,
+    group: Option<GroupRun>,
 }
 
 impl<'t, 'a> Output<'t, 'a> {
-    fn new(targets: &'t mut [Target<'a>]) -> Self {
+    /// `planes` is scratch memory for a grouped run (grown as needed).
+    fn new(targets: &'t mut [Target<'a>], grouping: Option<Grouping>, planes: Vec<u8>) -> Self {
         let size = targets.iter().map(|t| t.len() as u64).sum();
         Output {
             size,
@@ -567,6 +647,15 @@ impl<'t, 'a> Output<'t, 'a> {
             scratch: Vec::new(),
             probe: [0],
             produced: 0,
+            group: grouping.map(|g| GroupRun {
+                start: g.start,
+                end: g.start + g.length,
+                width: g.width,
+                frame: g.frame,
+                planes,
+                filled: 0,
+                merged: Vec::new(),
+            }),
         }
     }
 
@@ -582,31 +671,98 @@ impl<'t, 'a> Output<'t, 'a> {
         self.index >= self.targets.len()
     }
 
-    /// The buffer the next output goes to, and whether it belongs to the
-    /// item (else it is a one-byte probe past the last target).
-    fn current(&mut self) -> (&mut [u8], bool) {
+    /// The buffer the next output goes to, and what it holds.
+    fn current(&mut self) -> (&mut [u8], Slot) {
         self.settle();
+        let produced = self.produced;
+        // Bytes before the grouped run stop at its start.
+        let mut limit = usize::MAX;
+        if let Some(g) = self.group.as_mut() {
+            if (g.start..g.end).contains(&produced) {
+                let len = g.frame_len(produced);
+                if g.planes.len() < len {
+                    g.planes.resize(len, 0);
+                }
+                return (&mut g.planes[g.filled..len], Slot::Planes);
+            }
+            if produced < g.start {
+                limit = usize::try_from(g.start - produced).unwrap_or(usize::MAX);
+            }
+        }
         if self.index >= self.targets.len() {
-            return (&mut self.probe[..], false);
+            return (&mut self.probe[..], Slot::Past);
         }
         let within = self.within;
         match &mut self.targets[self.index] {
-            Target::Into(b) => (&mut b[within..], true),
+            Target::Into(b) => {
+                let n = (b.len() - within).min(limit);
+                (&mut b[within..within + n], Slot::Item)
+            }
             Target::Skip(n) => {
-                let want = (*n - within).min(1 << 20);
+                let want = (*n - within).min(1 << 20).min(limit);
                 if self.scratch.len() < want {
                     self.scratch.resize(want, 0);
                 }
-                (&mut self.scratch[..want], true)
+                (&mut self.scratch[..want], Slot::Item)
             }
         }
     }
 
-    fn advance(&mut self, n: usize) {
+    /// Account for `n` bytes decoded into the buffer `current` handed
+    /// out. When that completes a grouped data frame, it is merged into
+    /// the targets; returns its CRC32C and length.
+    fn advance(&mut self, n: usize, slot: Slot) -> Option<(u32, u64)> {
         self.produced += n as u64;
-        if self.index < self.targets.len() {
-            self.within += n;
+        match slot {
+            Slot::Item => self.within += n,
+            Slot::Past => {}
+            Slot::Planes => {
+                let g = self.group.as_mut()?;
+                g.filled += n;
+                let len = g.frame_len(self.produced);
+                if g.filled == len {
+                    g.filled = 0;
+                    return Some((self.merge(len), len as u64));
+                }
+            }
         }
+        None
+    }
+
+    /// Merge the `len` plane bytes collected into elements at the targets'
+    /// cursor: in place when one target holds them all, else through
+    /// `merged`. Returns their CRC32C.
+    fn merge(&mut self, len: usize) -> u32 {
+        self.settle();
+        let Some(g) = self.group.as_mut() else {
+            return 0;
+        };
+        let planes = &g.planes[..len];
+        if let Some(Target::Into(b)) = self.targets.get_mut(self.index) {
+            if b.len() - self.within >= len {
+                let crc = byte_group::merge_crc(planes, g.width, &mut b[self.within..][..len]);
+                self.within += len;
+                return crc;
+            }
+        }
+        g.merged.resize(len, 0);
+        let crc = byte_group::merge_crc(planes, g.width, &mut g.merged);
+        let mut done = 0;
+        while done < len && self.index < self.targets.len() {
+            let within = self.within;
+            let take = (self.targets[self.index].len() - within).min(len - done);
+            if let Target::Into(b) = &mut self.targets[self.index] {
+                b[within..within + take].copy_from_slice(&g.merged[done..done + take]);
+            }
+            done += take;
+            self.within += take;
+            // `settle`, on the fields (`g` still borrows `self.group`).
+            while self.index < self.targets.len() && self.within >= self.targets[self.index].len() {
+                self.index += 1;
+                self.within = 0;
+            }
+        }
+        crc
     }
 }
 

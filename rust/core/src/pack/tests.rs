@@ -27,12 +27,20 @@ fn write(
         let mut out = Vec::new();
         for segs in items {
             let segs = segs.iter().map(|s| Bytes::copy_from_slice(s)).collect();
-            out.push(w.write_item(segs).await.unwrap());
+            out.push(w.write_item(segs, None).await.unwrap());
         }
         w.finish().await.unwrap();
         out
     })
     .unwrap()
+}
+
+fn enc(compressed: bool) -> Encoding {
+    if compressed {
+        Encoding::Zstd
+    } else {
+        Encoding::Plain
+    }
 }
 
 fn opts(level: Option<i32>, workers: u32) -> PackOptions {
@@ -86,7 +94,7 @@ fn read_back(
             key: key.to_string(),
             offset: p.offset,
             length: p.length,
-            compressed,
+            encoding: enc(compressed),
             crc32c: p.crc32c,
             label: format!("item-{i}"),
             targets: vec![Target::Skip(head), Target::Into(keep)],
@@ -176,7 +184,7 @@ fn unrequested_items_and_gaps_are_skipped() {
                 key: "g.distcp".into(),
                 offset: placed[3].offset,
                 length: placed[3].length,
-                compressed: false,
+                encoding: Encoding::Plain,
                 crc32c: placed[3].crc32c,
                 label: "b".into(),
                 targets: vec![Target::Into(&mut gb)],
@@ -185,7 +193,7 @@ fn unrequested_items_and_gaps_are_skipped() {
                 key: "g.distcp".into(),
                 offset: placed[0].offset,
                 length: placed[0].length,
-                compressed: false,
+                encoding: Encoding::Plain,
                 crc32c: placed[0].crc32c,
                 label: "a".into(),
                 targets: vec![Target::Into(&mut ga)],
@@ -222,7 +230,7 @@ fn a_flipped_byte_names_the_file_and_item() {
                 key: name.into(),
                 offset: item.offset,
                 length: item.length,
-                compressed: level.is_some(),
+                encoding: enc(level.is_some()),
                 crc32c: item.crc32c,
                 label: "model.weight".into(),
                 targets: vec![Target::Into(&mut out)],
@@ -265,7 +273,7 @@ fn truncated_and_oversized_items_are_corrupt() {
                 key: "cut.distcp".into(),
                 offset: p.offset,
                 length: p.length,
-                compressed,
+                encoding: enc(compressed),
                 crc32c: p.crc32c,
                 label: "x".into(),
                 targets: vec![Target::Into(&mut out)],
@@ -284,7 +292,7 @@ fn truncated_and_oversized_items_are_corrupt() {
                     key: "t.distcp".into(),
                     offset: p.offset,
                     length: p.length,
-                    compressed,
+                    encoding: enc(compressed),
                     crc32c: None,
                     label: "x".into(),
                     targets: vec![Target::Into(&mut small)],
@@ -328,7 +336,7 @@ fn local_files_read_into_caller_memory() {
             key: crate::store::join_key(&loc.key, "missing.distcp"),
             offset: 0,
             length: 4,
-            compressed: false,
+            encoding: Encoding::Plain,
             crc32c: None,
             label: "x".into(),
             targets: vec![Target::Into(&mut out)],
@@ -349,7 +357,7 @@ fn abort_and_failed_items_publish_nothing() {
         let mut w = PackWriter::open(&store, "a.distcp", opts(Some(1), 0))
             .await
             .unwrap();
-        w.write_item(vec![Bytes::from(data(1000, 1))])
+        w.write_item(vec![Bytes::from(data(1000, 1))], None)
             .await
             .unwrap();
         w.abort().await.unwrap();
@@ -365,11 +373,249 @@ fn abort_and_failed_items_publish_nothing() {
         let mut w = PackWriter::open(&faulty, "f.distcp", opts(None, 0))
             .await
             .unwrap();
-        w.write_item(vec![Bytes::from(data(10, 1))]).await.unwrap();
-        assert!(w.write_item(vec![Bytes::from(data(10, 2))]).await.is_err());
-        assert!(w.write_item(vec![Bytes::from(data(10, 3))]).await.is_err());
+        w.write_item(vec![Bytes::from(data(10, 1))], None)
+            .await
+            .unwrap();
+        assert!(w
+            .write_item(vec![Bytes::from(data(10, 2))], None)
+            .await
+            .is_err());
+        assert!(w
+            .write_item(vec![Bytes::from(data(10, 3))], None)
+            .await
+            .is_err());
         assert!(w.finish().await.is_err());
         assert!(store.head("f.distcp").await.unwrap_err().is_not_found());
     })
     .unwrap();
+}
+
+/// Little-endian floats of `width` bytes that look like weights: smooth
+/// values plus noise, so the exponent bytes repeat and mantissas do not.
+fn floats(n: usize, width: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .flat_map(|i| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let v = ((i as f64) * 0.001).sin() * 0.05 + (x as f64 / u32::MAX as f64 - 0.5) * 1e-3;
+            match width {
+                2 => ((v as f32).to_bits() >> 16).to_le_bytes()[..2].to_vec(),
+                4 => (v as f32).to_le_bytes().to_vec(),
+                _ => v.to_le_bytes().to_vec(),
+            }
+        })
+        .collect()
+}
+
+fn write_grouped(
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    items: &[(Vec<Vec<u8>>, Option<GroupRequest>)],
+    opts: PackOptions,
+) -> Result<Vec<PackedItem>, Error> {
+    block_on(async {
+        let mut w = PackWriter::open(store, key, opts).await?;
+        let mut out = Vec::new();
+        for (segs, group) in items {
+            let segs = segs.iter().map(|s| Bytes::copy_from_slice(s)).collect();
+            out.push(w.write_item(segs, *group).await?);
+        }
+        w.finish().await?;
+        Ok(out)
+    })
+    .unwrap()
+}
+
+/// Header, floats, trailer: the shape of a DCP tensor item.
+fn tensor_item(floats_len: usize, width: usize, seed: u32) -> (Vec<Vec<u8>>, Option<GroupRequest>) {
+    (
+        vec![
+            data(701, seed),
+            floats(floats_len, width, seed),
+            data(333, seed + 1),
+        ],
+        Some(GroupRequest { segment: 1, width }),
+    )
+}
+
+fn read_grouped(
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    placed: &PackedItem,
+    cuts: &[usize],
+    skip: Option<usize>,
+) -> Result<Vec<u8>, Error> {
+    // Targets cut at `cuts` (logical offsets); the run numbered `skip` is
+    // read but not kept (left zero).
+    let mut out = vec![0u8; placed.size as usize];
+    let mut targets = Vec::new();
+    let mut rest: &mut [u8] = &mut out;
+    let mut at = 0;
+    for (k, &cut) in cuts.iter().chain([placed.size as usize].iter()).enumerate() {
+        let (head, tail) = rest.split_at_mut(cut - at);
+        targets.push(if skip == Some(k) {
+            Target::Skip(head.len())
+        } else {
+            Target::Into(head)
+        });
+        rest = tail;
+        at = cut;
+    }
+    let encoding = match placed.grouping {
+        Some(g) => Encoding::Grouped(g),
+        None => Encoding::Zstd,
+    };
+    read_items(
+        store.clone(),
+        vec![ItemRead {
+            key: key.into(),
+            offset: placed.offset,
+            length: placed.length,
+            encoding,
+            crc32c: placed.crc32c,
+            label: "w".into(),
+            targets,
+        }],
+        &small_reads(),
+    )?;
+    Ok(out)
+}
+
+#[test]
+fn grouped_items_restore_exactly_for_every_width_and_target_shape() {
+    let store: Arc<dyn ObjectStore> = MemoryStore::new();
+    // Runs spanning several data frames (plus a partial last one), tiny
+    // and empty runs, and a plain item among them.
+    let mut items = Vec::new();
+    for (k, width) in [2usize, 4, 8].into_iter().enumerate() {
+        items.push(tensor_item(
+            (GROUP_FRAME * 2 + 4096) / width + 3,
+            width,
+            k as u32,
+        ));
+        items.push(tensor_item(5, width, 10 + k as u32));
+        items.push(tensor_item(0, width, 20 + k as u32));
+    }
+    items.push((vec![data(5000, 7)], None));
+    for workers in [0, 3] {
+        let placed = write_grouped(&store, "g.distcp", &items, opts(Some(1), workers)).unwrap();
+        for (p, (segs, group)) in placed.iter().zip(&items) {
+            let whole = segs.concat();
+            assert_eq!(p.size, whole.len() as u64);
+            assert_eq!(p.crc32c, Some(crc32c(&whole)));
+            match (group, p.grouping) {
+                (Some(g), Some(got)) => {
+                    assert_eq!(got.start, 701);
+                    assert_eq!(got.length, segs[1].len() as u64);
+                    assert_eq!((got.width, got.frame), (g.width, GROUP_FRAME));
+                }
+                (None, None) => {}
+                other => panic!("grouping {other:?}"),
+            }
+            let size = whole.len();
+            // Whole; cut inside the header and inside a data frame; a
+            // skipped run across the header/floats border.
+            for (cuts, skip) in [
+                (vec![], None),
+                (vec![3, 1000.min(size), (GROUP_FRAME + 77).min(size)], None),
+                (vec![600, 900.min(size)], Some(1)),
+            ] {
+                let got = read_grouped(&store, "g.distcp", p, &cuts, skip).unwrap();
+                let mut want = whole.clone();
+                if let Some(k) = skip {
+                    let bounds: Vec<usize> =
+                        [0].into_iter().chain(cuts.clone()).chain([size]).collect();
+                    want[bounds[k]..bounds[k + 1]].fill(0);
+                }
+                assert!(
+                    got == want,
+                    "width {:?} cuts {cuts:?}",
+                    group.map(|g| g.width)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn grouped_floats_store_smaller_than_one_zstd_frame() {
+    let store: Arc<dyn ObjectStore> = MemoryStore::new();
+    for width in [2, 4] {
+        let item = tensor_item(1 << 20, width, 5);
+        let grouped =
+            write_grouped(&store, "a", std::slice::from_ref(&item), opts(Some(3), 0)).unwrap();
+        let plain =
+            write_grouped(&store, "b", &[(item.0.clone(), None)], opts(Some(3), 0)).unwrap();
+        assert!(
+            (grouped[0].length as f64) < 0.95 * plain[0].length as f64,
+            "width {width}: grouped {} vs plain {}",
+            grouped[0].length,
+            plain[0].length
+        );
+        // Any zstd decoder reads the item, but gets the planes, not the floats.
+        let stored = block_on(store.get("a")).unwrap().unwrap();
+        let decoded = zstd::stream::decode_all(&stored[..]).unwrap();
+        assert_eq!(decoded.len(), item.0.concat().len());
+        assert_ne!(decoded, item.0.concat());
+    }
+}
+
+#[test]
+fn grouping_needs_compression_and_a_real_segment() {
+    let store: Arc<dyn ObjectStore> = MemoryStore::new();
+    let err = write_grouped(&store, "n", &[tensor_item(100, 4, 1)], opts(None, 0)).unwrap_err();
+    assert!(err.to_string().contains("needs compression"), "{err}");
+    let bad = (
+        vec![data(10, 1)],
+        Some(GroupRequest {
+            segment: 3,
+            width: 4,
+        }),
+    );
+    let err = write_grouped(&store, "s", &[bad], opts(Some(1), 0)).unwrap_err();
+    assert!(err.to_string().contains("segment 3"), "{err}");
+    let bad = (
+        vec![data(12, 1)],
+        Some(GroupRequest {
+            segment: 0,
+            width: 3,
+        }),
+    );
+    let err = write_grouped(&store, "w", &[bad], opts(Some(1), 0)).unwrap_err();
+    assert!(err.to_string().contains("width 3"), "{err}");
+    assert!(block_on(store.list("")).unwrap().unwrap().is_empty());
+}
+
+#[test]
+fn damaged_grouped_item_is_an_error_naming_it() {
+    let mem: Arc<dyn ObjectStore> = MemoryStore::new();
+    let items = [tensor_item(300_000, 4, 3)];
+    let placed = write_grouped(&mem, "d.distcp", &items, opts(Some(1), 0)).unwrap();
+    let stored = block_on(mem.get("d.distcp")).unwrap().unwrap();
+    for at in [
+        placed[0].length as usize / 2,
+        50,
+        placed[0].length as usize - 3,
+    ] {
+        let mut bad = stored.to_vec();
+        bad[at] ^= 0x10;
+        block_on(mem.put("bad.distcp", Bytes::from(bad), &Default::default()))
+            .unwrap()
+            .unwrap();
+        let err = read_grouped(&mem, "bad.distcp", &placed[0], &[], None).unwrap_err();
+        assert!(
+            matches!(err, Error::Integrity { .. } | Error::Corrupt { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("bad.distcp (item w)"), "{err}");
+    }
+    // A recorded run that does not fit the item is refused up front.
+    let mut wrong = placed[0];
+    if let Some(g) = wrong.grouping.as_mut() {
+        g.length += 1000;
+    }
+    let err = read_grouped(&mem, "d.distcp", &wrong, &[], None).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
 }

@@ -1,12 +1,14 @@
 //! Streams many items into one object, returning where each landed.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::frame::FrameEncoder;
-use super::{PackOptions, PackedItem};
+use super::{GroupRequest, Grouping, PackOptions, PackedItem, GROUP_FRAME};
 use crate::codec::crc::{crc32c, crc32c_combine};
+use crate::codec::grouped::GroupedCompressor;
 use crate::error::{Error, Result};
 use crate::store::{ObjectMeta, ObjectStore, ObjectWriter};
 
@@ -24,6 +26,9 @@ pub struct PackWriter {
     position: u64,
     /// Taken while a blocking task compresses with it.
     encoder: Option<FrameEncoder>,
+    /// Byte-grouping compressors not in use (made on first need, at most
+    /// one per zstd worker).
+    grouped: Vec<GroupedCompressor>,
     /// An earlier item failed half-way: the object has a hole, so the only
     /// way on is `abort`.
     failed: bool,
@@ -50,6 +55,7 @@ impl PackWriter {
             opts,
             position: 0,
             encoder,
+            grouped: Vec::new(),
             failed: false,
         })
     }
@@ -59,7 +65,13 @@ impl PackWriter {
     }
 
     /// Append one item made of `segments` (its logical bytes, in order).
-    pub async fn write_item(&mut self, segments: Vec<Bytes>) -> Result<PackedItem> {
+    /// With `group`, that segment is stored byte-grouped (the writer must
+    /// compress); the returned item records how, for the reader.
+    pub async fn write_item(
+        &mut self,
+        segments: Vec<Bytes>,
+        group: Option<GroupRequest>,
+    ) -> Result<PackedItem> {
         if self.failed {
             return Err(Error::invalid(format!(
                 "{}: an earlier item failed; the object can only be aborted",
@@ -68,10 +80,14 @@ impl PackWriter {
         }
         let offset = self.position;
         let size: u64 = segments.iter().map(|s| s.len() as u64).sum();
-        let result = if self.opts.level.is_some() {
-            self.write_compressed(segments, size).await
-        } else {
-            self.write_plain(segments).await
+        let grouping = match group {
+            Some(g) => Some((g.segment, self.grouping(&segments, g, size)?)),
+            None => None,
+        };
+        let result = match grouping {
+            Some((index, g)) => self.write_grouped(segments, index, g).await,
+            None if self.opts.level.is_some() => self.write_compressed(segments, size).await,
+            None => self.write_plain(segments).await,
         };
         match result {
             Ok(crc) => Ok(PackedItem {
@@ -79,6 +95,7 @@ impl PackWriter {
                 length: self.position - offset,
                 size,
                 crc32c: crc,
+                grouping: grouping.map(|(_, g)| g),
             }),
             Err(e) => {
                 self.failed = true;
@@ -201,6 +218,100 @@ impl PackWriter {
         }
         self.encoder = Some(encoder);
         Ok(checksum.then_some(crc))
+    }
+
+    /// Where the grouped run of `group` lies in the item (checked before
+    /// anything is written).
+    fn grouping(&self, segments: &[Bytes], group: GroupRequest, size: u64) -> Result<Grouping> {
+        if self.opts.level.is_none() {
+            return Err(Error::invalid(format!(
+                "{}: byte grouping needs compression (a compression level)",
+                self.uri
+            )));
+        }
+        let Some(seg) = segments.get(group.segment) else {
+            return Err(Error::invalid(format!(
+                "{}: byte-grouped segment {} of an item with {} segments",
+                self.uri,
+                group.segment,
+                segments.len()
+            )));
+        };
+        let start: u64 = segments[..group.segment]
+            .iter()
+            .map(|s| s.len() as u64)
+            .sum();
+        let grouping = Grouping {
+            start,
+            length: seg.len() as u64,
+            width: group.width,
+            frame: GROUP_FRAME,
+        };
+        grouping.check(&self.uri, size)?;
+        Ok(grouping)
+    }
+
+    /// A byte-grouped item: the segments before the grouped one as one
+    /// zstd frame, the grouped segment as grouped data frames compressed
+    /// on up to `zstd_workers` blocking threads at once (written in order
+    /// as they complete), the segments after it as one zstd frame.
+    async fn write_grouped(
+        &mut self,
+        mut segments: Vec<Bytes>,
+        index: usize,
+        g: Grouping,
+    ) -> Result<Option<u32>> {
+        let checksum = self.opts.checksum;
+        let after = segments.split_off(index + 1);
+        let run = segments.pop().unwrap_or_default();
+        let mut crc = 0u32;
+        if g.start > 0 {
+            let head = self.write_compressed(segments, g.start).await?;
+            crc = head.unwrap_or(0);
+        }
+        let workers = (self.opts.zstd_workers as usize).max(1);
+        let level = self.opts.level.unwrap_or(crate::codec::MIN_LEVEL);
+        let mut chunks = (0..run.len())
+            .step_by(g.frame)
+            .map(|at| run.slice(at..(at + g.frame).min(run.len())));
+        let mut running: VecDeque<tokio::task::JoinHandle<_>> = VecDeque::new();
+        loop {
+            while running.len() < workers {
+                let Some(chunk) = chunks.next() else { break };
+                let compressor = match self.grouped.pop() {
+                    Some(c) => c,
+                    None => GroupedCompressor::new(level).map_err(|e| self.codec_failed(e))?,
+                };
+                let width = g.width;
+                running.push_back(tokio::task::spawn_blocking(move || {
+                    let mut compressor = compressor;
+                    let out = compressor.compress(&chunk, width);
+                    (compressor, out, chunk.len() as u64)
+                }));
+            }
+            let Some(task) = running.pop_front() else {
+                break;
+            };
+            let (compressor, out, len) = task.await.map_err(|e| self.task_failed(e))?;
+            self.grouped.push(compressor);
+            let (stored, chunk_crc) = out.map_err(|e| self.codec_failed(e))?;
+            crc = crc32c_combine(crc, chunk_crc, len);
+            self.put(Bytes::from(stored)).await?;
+        }
+        let tail: u64 = after.iter().map(|s| s.len() as u64).sum();
+        if tail > 0 {
+            let tail_crc = self.write_compressed(after, tail).await?;
+            crc = crc32c_combine(crc, tail_crc.unwrap_or(0), tail);
+        }
+        Ok(checksum.then_some(crc))
+    }
+
+    fn codec_failed(&self, e: std::io::Error) -> Error {
+        Error::backend(
+            &self.uri,
+            format!("byte-grouped compression failed: {e}"),
+            false,
+        )
     }
 
     fn task_failed(&self, e: tokio::task::JoinError) -> Error {
