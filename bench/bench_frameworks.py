@@ -204,8 +204,14 @@ def tensorflow(bench: Bench, state: dict[str, np.ndarray], repeat: int) -> None:
     ours = Ours(dirs["ours"])
     prefix = str(dirs["peer"] / "ckpt")
 
+    def save_one(name_var: tuple[str, Any]) -> None:
+        name, var = name_var
+        s3dlio.save_numpy_array(ours.uri(name), var.numpy())
+
     def ours_save() -> None:
-        ours.save({k: v.numpy() for k, v in zip(names, variables, strict=True)})
+        # Each variable copied out of TensorFlow just before it is written,
+        # on the pool's threads, so only a few copies are alive at once.
+        list(ours.pool.map(save_one, zip(names, variables, strict=True)))
 
     def restore_one(name_var: tuple[str, Any]) -> None:
         name, var = name_var
