@@ -38,7 +38,6 @@ import shutil
 import socket
 import struct
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -46,11 +45,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import psutil
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from _common import OUT_DIR, Bench, Row
+from _common import OUT_DIR, Bench, Row, peak_rss
 from torch.distributed.checkpoint._extension import ZStandard
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
@@ -102,34 +100,6 @@ def state(mesh: Any, copies: int, zero: bool) -> dict[str, Any]:
 
 def logical_bytes(sd: dict[str, Any]) -> int:
     return sum(t.to_local().nbytes for t in sd.values())
-
-
-class PeakRss:
-    """Samples this process's RSS every 10 ms while active."""
-
-    def __init__(self) -> None:
-        self.proc = psutil.Process()
-        self.base = self.proc.memory_info().rss
-        self.peak = self.base
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.wait(0.01):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __enter__(self) -> PeakRss:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    @property
-    def above_base_mib(self) -> float:
-        return (self.peak - self.base) / 2**20
 
 
 # -- the contenders ----------------------------------------------------------
@@ -282,12 +252,12 @@ def timed(fn: Callable[[], None]) -> tuple[float, float]:
     """Seconds until every rank finished, and the largest peak RSS growth
     (MiB) of any rank."""
     dist.barrier()
-    with PeakRss() as rss:
+    with peak_rss() as rss:
         start = time.perf_counter()
         fn()
         dist.barrier()
         elapsed = time.perf_counter() - start
-    peak = torch.tensor([rss.above_base_mib])
+    peak = torch.tensor([rss["mib"]])
     dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     return elapsed, float(peak)
 

@@ -85,16 +85,13 @@ def boto3_client():  # noqa: ANN201 - boto3 clients have no importable type
     )
 
 
-class BufferSink(io.RawIOBase):
-    """A seekable writable file over a preallocated buffer, so boto3's
-    download writes into the destination like the others (no BytesIO growth)."""
+class _BufferFile(io.RawIOBase):
+    """A seekable file over a caller's buffer: what boto3 needs to move the
+    same bytes as the other clients, with no copy into a BytesIO."""
 
     def __init__(self, buf: memoryview) -> None:
-        self.buf = buf
+        self.buf = buf.cast("B")
         self.pos = 0
-
-    def writable(self) -> bool:
-        return True
 
     def seekable(self) -> bool:
         return True
@@ -105,6 +102,13 @@ class BufferSink(io.RawIOBase):
 
     def tell(self) -> int:
         return self.pos
+
+
+class BufferSink(_BufferFile):
+    """boto3's download writes into the preallocated destination."""
+
+    def writable(self) -> bool:
+        return True
 
     def write(self, data) -> int:
         n = len(data)
@@ -113,26 +117,11 @@ class BufferSink(io.RawIOBase):
         return n
 
 
-class BufferSource(io.RawIOBase):
-    """A seekable readable file over a buffer, so boto3 uploads from the
-    caller's memory like the others (io.BytesIO would copy it first)."""
-
-    def __init__(self, buf: memoryview) -> None:
-        self.buf = buf.cast("B")
-        self.pos = 0
+class BufferSource(_BufferFile):
+    """boto3 uploads from the caller's memory."""
 
     def readable(self) -> bool:
         return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self.pos = pos if whence == 0 else self.pos + pos if whence == 1 else len(self.buf) + pos
-        return self.pos
-
-    def tell(self) -> int:
-        return self.pos
 
     def readinto(self, out) -> int:
         n = min(len(out), len(self.buf) - self.pos)
