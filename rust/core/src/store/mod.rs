@@ -91,6 +91,12 @@ pub trait ObjectWriter: Send {
 pub trait BlockingWrite {
     /// Append every byte of `bufs`, in order.
     fn write_all_vectored(&mut self, bufs: &[&[u8]]) -> Result<()>;
+    /// The next `len` bytes are about to be appended: a backend may
+    /// allocate room for them first (a hint; the default does nothing).
+    fn reserve(&mut self, len: u64) -> Result<()> {
+        let _ = len;
+        Ok(())
+    }
 }
 
 /// One backend. Keys are `/`-separated and relative to the store root.
