@@ -305,14 +305,19 @@ fn truncated_and_oversized_items_are_corrupt() {
     }
 }
 
-#[test]
-fn local_files_read_into_caller_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let loc = crate::store::open_store(
+/// A `file://` store rooted at `dir`.
+fn local_store(dir: &tempfile::TempDir) -> crate::store::Location {
+    crate::store::open_store(
         &format!("file://{}", dir.path().display()),
         &Default::default(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn local_files_read_into_caller_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = local_store(&dir);
     let key = crate::store::join_key(&loc.key, "__0_0.distcp");
     let items = sample();
     for level in [None, Some(1)] {
@@ -627,11 +632,7 @@ fn damaged_grouped_item_is_an_error_naming_it() {
 #[test]
 fn in_place_items_on_local_files_match_the_streamed_form() {
     let dir = tempfile::tempdir().unwrap();
-    let loc = crate::store::open_store(
-        &format!("file://{}", dir.path().display()),
-        &Default::default(),
-    )
-    .unwrap();
+    let loc = local_store(&dir);
     let key = crate::store::join_key(&loc.key, "__0_0.distcp");
     let mut items = sample();
     items.push(vec![data(3 << 20, 9), data(17, 10)]);
@@ -690,11 +691,7 @@ fn in_place_items_on_local_files_match_the_streamed_form() {
 #[test]
 fn in_place_writes_only_where_supported_and_abort_publishes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let loc = crate::store::open_store(
-        &format!("file://{}", dir.path().display()),
-        &Default::default(),
-    )
-    .unwrap();
+    let loc = local_store(&dir);
     let key = crate::store::join_key(&loc.key, "a.distcp");
     let memory: Arc<dyn ObjectStore> = MemoryStore::new();
     let wrapped: Arc<dyn ObjectStore> = FaultStore::new(loc.store.clone(), vec![]);
