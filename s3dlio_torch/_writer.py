@@ -317,7 +317,7 @@ class S3DlioWriter(StorageWriter):
             segments, tensor = _segments(item, planner.resolve_data(item), frames)
             batch.append(segments)
             layouts.append((item, tensor))
-            held += _item_bytes(item)
+            held += sum(memoryview(s).nbytes for s in segments)
             if held >= BATCH_BYTES or len(batch) >= BATCH_ITEMS:
                 flush()
                 held = 0
