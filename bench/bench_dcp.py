@@ -20,6 +20,7 @@ and stored/logical for the compressed cases:
 
     python bench/report.py --only bench_dcp.py [--quick]
     python bench/bench_dcp.py [--quick] [--out rows.jsonl]
+    DCP_CASES=file:// DCP_REPEAT=3 python bench/bench_dcp.py --out rows.jsonl
 
 --quick: one model copy (~270 MiB) instead of eight (>= 2 GiB), one run
 of each side instead of the best of two. Reads come
@@ -57,6 +58,11 @@ import s3dlio
 from s3dlio_torch import S3DlioReader, S3DlioWriter
 
 THREADS = int(os.environ.get("THREADS", "2"))
+# Only these cases, e.g. DCP_CASES=file:// (comma-separated case names, and
+# "compressed" for the zstd rows); all of them when unset.
+ONLY = [c for c in os.environ.get("DCP_CASES", "").split(",") if c]
+# Runs of each side (best kept); default 1 with --quick, else 2.
+REPEAT = int(os.environ.get("DCP_REPEAT", "0"))
 WORLD = 2
 GROUP = "dcp"
 
@@ -235,7 +241,11 @@ def cases() -> list[Case]:
                 "same s3s-fs on 127.0.0.1",
             )
         )
-    return out
+    return [c for c in out if not ONLY or c.name in ONLY]
+
+
+def compressed_wanted() -> bool:
+    return not ONLY or "compressed" in ONLY
 
 
 COMPRESSED = [(level, grouping) for level in (1, 3) for grouping in (None, False)]
@@ -339,6 +349,12 @@ def rank_main(rank: int, scratch: str, port: int, copies: int, repeat: int, resu
         for _ in range(repeat):
             record(f"{case.name} s3dlio", case.ours)
             record(f"{case.name} peer", case.peer)
+    if not compressed_wanted():
+        if rank == 0:
+            with open(results, "w") as f:
+                json.dump(runs, f)
+        dist.destroy_process_group()
+        return
     compressed = [
         (
             compressed_label(level, grouping),
@@ -397,7 +413,7 @@ def rows(runs: dict[str, Any], quick: bool) -> list[Row]:
                 )
             )
     torch_zstd = "torch FileSystemWriter(ZStandard)/Reader"
-    for level, grouping in COMPRESSED:
+    for level, grouping in COMPRESSED if compressed_wanted() else []:
         key = compressed_label(level, grouping)
         name = f"file:// {key}"
         for what in ("save", "load"):
@@ -423,7 +439,7 @@ def rows(runs: dict[str, Any], quick: bool) -> list[Row]:
 def main() -> None:
     bench = Bench(__doc__.splitlines()[0])
     copies = 1 if bench.quick else 8
-    repeat = 1 if bench.quick else 2
+    repeat = REPEAT or (1 if bench.quick else 2)
     scratch = tempfile.mkdtemp(prefix="bench-dcp-", dir=OUT_DIR)
     results = os.path.join(scratch, "results.json")
     with socket.socket() as s:

@@ -114,7 +114,59 @@ def minimal_cpu(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def frame(t: torch.Tensor) -> tuple[bytes, bytes, TensorLayout]:
+Frame = tuple[bytes, bytes, TensorLayout]
+
+
+class FrameCache:
+    """Frames of tensors already framed in one save, by what torch.save's
+    output depends on once the storage bytes are skipped: for a plain
+    tensor without Python state or hooks, its pickle names only the
+    dtype, shape, stride, storage offset and size, requires_grad and the
+    device, and the zip records around it depend on nothing else (the data
+    record's CRC-32 is 0 under ``skip_data``). A checkpoint holds many
+    tensors of few shapes, and one ``torch.save`` per tensor is most of the
+    Python time of a save. Thread-safe (dict operations under the GIL);
+    one per save, so torch's serialization settings cannot change under it.
+    """
+
+    def __init__(self) -> None:
+        self._frames: dict[tuple, Frame] = {}
+
+    def frame(self, t: torch.Tensor) -> Frame:
+        key = _frame_key(t)
+        if key is None:
+            return frame(t)
+        hit = self._frames.get(key)
+        if hit is None:
+            hit = self._frames[key] = frame(t)
+        return hit
+
+
+def _frame_key(t: torch.Tensor) -> tuple | None:
+    """What ``torch.save(t)`` writes around the storage bytes depends on,
+    or None for tensors whose output may depend on more (Python state,
+    hooks, conj/neg bits)."""
+    if (
+        type(t) is not torch.Tensor
+        or t.__dict__
+        or t._backward_hooks
+        or t.is_conj()
+        or t.is_neg()
+        or any(n is not None for n in getattr(t, "names", ()))
+    ):
+        return None
+    return (
+        t.dtype,
+        tuple(t.shape),
+        t.stride(),
+        t.storage_offset(),
+        t.untyped_storage().nbytes(),
+        t.requires_grad,
+        str(t.device),
+    )
+
+
+def frame(t: torch.Tensor) -> Frame:
     """Header and trailer of ``torch.save(t)`` around its storage bytes.
     `t` comes from `minimal_cpu`."""
     capture = _Capture()

@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 DCP_VERSION = "1.0.0"
 # Element sizes the byte-grouping filter handles (fp16/bf16, fp32, fp64).
 GROUP_WIDTHS = (2, 4, 8)
+# Items handed to the pack writer in one call when it writes in place: a
+# native call per item (and the GIL hand-over around it) costs more than
+# writing a small tensor; the bound keeps the other data files' threads
+# fed with the GIL and the resolved tensors held at once small.
+BATCH_BYTES = 16 << 20
+BATCH_ITEMS = 256
 
 
 def _check_positive(name: str, value: int | None) -> None:
@@ -159,10 +165,11 @@ class S3DlioWriter(StorageWriter):
         prefix: FilePrefix = plan.storage_data
         buckets = [b for b in _balance(plan.items, self.thread_count) if b]
         cancel = threading.Event()
+        frames = _framing.FrameCache()
         results: list[WriteResult] = []
         if len(buckets) <= 1:
             for bucket in buckets:
-                results += self._write_file(prefix.file_name(0), bucket, planner, cancel, 1)
+                results += self._write_file(prefix.file_name(0), bucket, planner, cancel, 1, frames)
         else:
             with ThreadPoolExecutor(len(buckets), thread_name_prefix="s3dlio-dcp") as pool:
                 futures = [
@@ -173,6 +180,7 @@ class S3DlioWriter(StorageWriter):
                         planner,
                         cancel,
                         len(buckets),
+                        frames,
                     )
                     for n, bucket in enumerate(buckets)
                 ]
@@ -234,6 +242,7 @@ class S3DlioWriter(StorageWriter):
         planner: SavePlanner,
         cancel: threading.Event,
         files: int,
+        frames: _framing.FrameCache,
     ) -> list[WriteResult]:
         compressed = self.compression_level is not None
         cpus = os.cpu_count() or 1
@@ -246,13 +255,16 @@ class S3DlioWriter(StorageWriter):
             fsync=self.sync_files,
             storage_options=self.storage_options,
         )
-        results = []
+        results: list[WriteResult] = []
         try:
             with writer:
+                if writer.in_place:
+                    self._write_batched(writer, name, items, planner, cancel, frames, results)
+                    return results
                 for item in items:
                     if cancel.is_set():
                         raise RuntimeError(f"{name}: abandoned because another data file failed")
-                    segments, tensor = _segments(item, planner.resolve_data(item))
+                    segments, tensor = _segments(item, planner.resolve_data(item), frames)
                     group = self._byte_group(tensor) if compressed else None
                     offset, length, size, crc, grouping = writer.write_item(segments, group)
                     del segments
@@ -271,6 +283,46 @@ class S3DlioWriter(StorageWriter):
             cancel.set()
             raise
         return results
+
+    def _write_batched(
+        self,
+        writer: _native.PackWriter,
+        name: str,
+        items: list[WriteItem],
+        planner: SavePlanner,
+        cancel: threading.Event,
+        frames: _framing.FrameCache,
+        results: list[WriteResult],
+    ) -> None:
+        """Uncompressed items written in place, `BATCH_ITEMS` /
+        `BATCH_BYTES` per native call."""
+        batch: list[list[Any]] = []
+        layouts: list[tuple[WriteItem, _framing.TensorLayout | None]] = []
+        held = 0
+
+        def flush() -> None:
+            placed = writer.write_items(batch)
+            for (item, tensor), (offset, length, size, crc, _) in zip(layouts, placed, strict=True):
+                info = _StorageInfo(name, offset, length, transform_descriptors=None)
+                ItemRecord(size, crc, tensor, None).attach(info)
+                results.append(
+                    WriteResult(index=item.index, size_in_bytes=length, storage_data=info)
+                )
+            batch.clear()
+            layouts.clear()
+
+        for item in items:
+            if cancel.is_set():
+                raise RuntimeError(f"{name}: abandoned because another data file failed")
+            segments, tensor = _segments(item, planner.resolve_data(item), frames)
+            batch.append(segments)
+            layouts.append((item, tensor))
+            held += sum(memoryview(s).nbytes for s in segments)
+            if held >= BATCH_BYTES or len(batch) >= BATCH_ITEMS:
+                flush()
+                held = 0
+        if batch:
+            flush()
 
     def _byte_group(self, tensor: _framing.TensorLayout | None) -> tuple[int, int] | None:
         """`(segment, width)` asking the pack writer to byte-group a float
@@ -332,7 +384,9 @@ class S3DlioWriter(StorageWriter):
                 log.warning("checkpoint committed, but %s of the replaced one remains: %s", uri, e)
 
 
-def _segments(item: WriteItem, data: Any) -> tuple[list[Any], _framing.TensorLayout | None]:
+def _segments(
+    item: WriteItem, data: Any, frames: _framing.FrameCache
+) -> tuple[list[Any], _framing.TensorLayout | None]:
     """The buffers making up one item's logical bytes."""
     if item.type == WriteItemType.BYTE_IO:
         if not isinstance(data, io.BytesIO):
@@ -343,7 +397,7 @@ def _segments(item: WriteItem, data: Any) -> tuple[list[Any], _framing.TensorLay
     if not _framing.zero_copy_able(data.detach()):
         return [_framing.full_save(data.detach().cpu())], None
     tensor = _framing.minimal_cpu(data)
-    header, trailer, layout = _framing.frame(tensor)
+    header, trailer, layout = frames.frame(tensor)
     return [header, _framing.storage_bytes(tensor), trailer], layout
 
 

@@ -349,3 +349,50 @@ def test_cuda_tensors_save_and_load_into_cuda_tensors(base_uri: str, codec) -> N
         if isinstance(v, torch.Tensor):
             assert got[k].is_cuda, k
     check_equal(got, state)
+
+
+def test_cached_frames_are_what_torch_save_writes() -> None:
+    """A frame reused for a tensor of the same dtype/shape/stride is the
+    one torch.save would write for it; tensors whose archive may depend on
+    more (Python attributes) are framed on their own."""
+    from s3dlio_torch import _framing
+
+    cache = _framing.FrameCache()
+    tensors = [
+        torch.arange(12, dtype=torch.float32).reshape(3, 4),
+        torch.randn(3, 4),
+        torch.randn(4, 3).t().contiguous(),
+        torch.randn(3, 4, dtype=torch.bfloat16),
+        torch.randn(3, 4).requires_grad_(),
+        torch.zeros(0, dtype=torch.int64),
+        torch.tensor(7),
+    ]
+    for t in tensors + [t.clone() for t in tensors]:
+        assert cache.frame(t) == _framing.frame(t)
+    tagged = torch.randn(3, 4)
+    tagged.note = "kept by torch.save"
+    assert _framing._frame_key(tagged) is None
+    assert cache.frame(tagged) == _framing.frame(tagged)
+    assert cache.frame(tagged) != cache.frame(torch.randn(3, 4))
+
+
+def test_many_small_items_in_several_batches_load_everywhere(scratch) -> None:
+    """More items than one in-place batch holds, of repeated shapes and
+    mixed dtypes, over two data files: both readers restore them exactly."""
+    from s3dlio_torch import _writer
+
+    gen = torch.Generator().manual_seed(5)
+    sd: dict[str, Any] = {}
+    for i in range(_writer.BATCH_ITEMS * 3 + 7):
+        dtype = (torch.float32, torch.bfloat16, torch.int64, torch.float16)[i % 4]
+        shape = ((3, 5), (8,), (2, 2, 2), (0,))[i % 4 if i % 9 else 3]
+        sd[f"t{i}"] = (torch.randn(shape, generator=gen) * 100).to(dtype)
+    sd["big"] = torch.randn(_writer.BATCH_BYTES // 4 + 11, generator=gen)
+    path = scratch / "many"
+    dcp.save(sd, storage_writer=S3DlioWriter(str(path), thread_count=2), no_dist=True)
+    assert len([n for n in names(f"file://{path}") if n.endswith(".distcp")]) == 2
+    for reader in (S3DlioReader(str(path)), dcp.FileSystemReader(path)):
+        got = {k: torch.zeros_like(v) for k, v in sd.items()}
+        dcp.load(got, storage_reader=reader, no_dist=True)
+        for k, v in sd.items():
+            assert torch.equal(got[k], v), k

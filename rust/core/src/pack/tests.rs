@@ -305,14 +305,19 @@ fn truncated_and_oversized_items_are_corrupt() {
     }
 }
 
-#[test]
-fn local_files_read_into_caller_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let loc = crate::store::open_store(
+/// A `file://` store rooted at `dir`.
+fn local_store(dir: &tempfile::TempDir) -> crate::store::Location {
+    crate::store::open_store(
         &format!("file://{}", dir.path().display()),
         &Default::default(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn local_files_read_into_caller_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = local_store(&dir);
     let key = crate::store::join_key(&loc.key, "__0_0.distcp");
     let items = sample();
     for level in [None, Some(1)] {
@@ -618,4 +623,110 @@ fn damaged_grouped_item_is_an_error_naming_it() {
     }
     let err = read_grouped(&mem, "d.distcp", &wrong, &[], None).unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+}
+
+/// Items written in place on a local file: byte-identical to the streamed
+/// form, placed back to back after items written the streamed way, with the
+/// same CRC32Cs; batches larger than one vectored write (more than 1024
+/// buffers, items larger than a block) included.
+#[test]
+fn in_place_items_on_local_files_match_the_streamed_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = local_store(&dir);
+    let key = crate::store::join_key(&loc.key, "__0_0.distcp");
+    let mut items = sample();
+    items.push(vec![data(3 << 20, 9), data(17, 10)]);
+    items.extend((0..1500).map(|i| vec![data(i % 7, i as u32), data(3, 11)]));
+    let (first, rest) = items.split_at(2);
+    let mut w = block_on(PackWriter::open(&loc.store, &key, opts(None, 0)))
+        .unwrap()
+        .unwrap();
+    assert!(w.writes_in_place());
+    let mut placed = Vec::new();
+    for segs in first {
+        let segs = segs.iter().map(|s| Bytes::copy_from_slice(s)).collect();
+        placed.push(block_on(w.write_item(segs, None)).unwrap().unwrap());
+    }
+    let borrowed: Vec<Vec<&[u8]>> = rest
+        .iter()
+        .map(|segs| segs.iter().map(|s| &s[..]).collect())
+        .collect();
+    let (a, b) = borrowed.split_at(3);
+    placed.extend(w.write_items_in_place(a).unwrap());
+    placed.extend(w.write_items_in_place(&[]).unwrap());
+    placed.extend(w.write_items_in_place(b).unwrap());
+    // Nothing under the final name before finish.
+    assert!(block_on(loc.store.head(&key)).unwrap().is_err());
+    block_on(w.finish()).unwrap().unwrap();
+
+    let mut next = 0;
+    for (p, segs) in placed.iter().zip(&items) {
+        let whole = segs.concat();
+        assert_eq!(
+            (p.offset, p.length, p.size),
+            (next, whole.len() as u64, whole.len() as u64)
+        );
+        assert_eq!(p.crc32c, Some(crc32c(&whole)));
+        assert_eq!(p.grouping, None);
+        next += p.length;
+    }
+    let stored = block_on(loc.store.get(&key)).unwrap().unwrap();
+    let all: Vec<u8> = items
+        .iter()
+        .map(|s| s.concat())
+        .collect::<Vec<_>>()
+        .concat();
+    assert_eq!(stored.len(), all.len());
+    assert!(stored[..] == all[..]);
+    let got = read_back(&loc.store, &key, &items, &placed, false, &small_reads()).unwrap();
+    assert_eq!(got, expect(&items));
+    // Preallocation leaves no slack after the last byte.
+    let on_disk = std::fs::metadata(crate::store::local::key_path(&key)).unwrap();
+    assert_eq!(on_disk.len(), all.len() as u64);
+}
+
+/// In-place writes only where they are exact: not when compressing, not
+/// on stores that cannot take borrowed memory (memory, fault-injecting
+/// wrappers), and an aborted in-place writer publishes nothing.
+#[test]
+fn in_place_writes_only_where_supported_and_abort_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = local_store(&dir);
+    let key = crate::store::join_key(&loc.key, "a.distcp");
+    let memory: Arc<dyn ObjectStore> = MemoryStore::new();
+    let wrapped: Arc<dyn ObjectStore> = FaultStore::new(loc.store.clone(), vec![]);
+    for (store, level) in [(&loc.store, Some(1)), (&memory, None), (&wrapped, None)] {
+        let mut w = block_on(PackWriter::open(store, &key, opts(level, 0)))
+            .unwrap()
+            .unwrap();
+        assert!(!w.writes_in_place());
+        assert!(w.write_items_in_place(&[vec![b"x".as_slice()]]).is_err());
+        block_on(w.abort()).unwrap().unwrap();
+    }
+    let mut w = block_on(PackWriter::open(&loc.store, &key, opts(None, 0)))
+        .unwrap()
+        .unwrap();
+    let item = data(2 << 20, 3);
+    let placed = w.write_items_in_place(&[vec![&item[..]]]).unwrap();
+    assert_eq!(placed[0].crc32c, Some(crc32c(&item)));
+    block_on(w.abort()).unwrap().unwrap();
+    assert!(block_on(loc.store.head(&key)).unwrap().is_err());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    // Without checksums no CRC32C is recorded.
+    let mut w = block_on(PackWriter::open(
+        &loc.store,
+        &key,
+        PackOptions {
+            checksum: false,
+            ..opts(None, 0)
+        },
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        w.write_items_in_place(&[vec![&item[..]]]).unwrap()[0].crc32c,
+        None
+    );
+    block_on(w.finish()).unwrap().unwrap();
 }

@@ -7,14 +7,24 @@ use bytes::Bytes;
 
 use super::frame::FrameEncoder;
 use super::{GroupRequest, Grouping, PackOptions, PackedItem, GROUP_FRAME};
-use crate::codec::crc::{crc32c, crc32c_combine};
+use crate::codec::crc::{crc32c, crc32c_append, crc32c_combine};
 use crate::codec::grouped::GroupedCompressor;
 use crate::error::{Error, Result};
-use crate::store::{ObjectMeta, ObjectStore, ObjectWriter};
+use crate::store::{BlockingWrite, ObjectMeta, ObjectStore, ObjectWriter};
 
 /// Pieces at least this large get their CRC32C computed on a blocking
 /// thread while the store takes the previous piece.
 const OFFLOAD_CRC: usize = 1 << 20;
+
+/// In-place writes checksum and hand to the kernel this many bytes at a
+/// time: small enough that the bytes the CRC32C pass just read are likely
+/// still in the CPU cache when the kernel copies them, large enough that
+/// the per-write cost of the file system stays small (64 KiB blocks cost
+/// clearly more CPU per byte on ext4; 256 KiB to 16 MiB measured alike).
+const IN_PLACE_BLOCK: usize = 1 << 20;
+
+/// Most buffers gathered into one vectored write (Linux's IOV_MAX).
+const IN_PLACE_IOVECS: usize = 1024;
 
 /// Writes items back to back into one object. Nothing is visible under the
 /// object's name before `finish`; `abort` (or dropping it) leaves nothing.
@@ -97,6 +107,55 @@ impl PackWriter {
                 crc32c: crc,
                 grouping: grouping.map(|(_, g)| g),
             }),
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether [`write_items_in_place`](Self::write_items_in_place) can be
+    /// used: items stored as they are (no compression), on a backend that
+    /// appends borrowed memory from the calling thread (`file://`).
+    pub fn writes_in_place(&mut self) -> bool {
+        self.opts.level.is_none()
+            && !self.failed
+            && self.inner.as_mut().is_some_and(|w| w.blocking().is_some())
+    }
+
+    /// Append `items` (each its logical bytes as segments, in order), stored
+    /// as they are, from the caller's memory on the calling thread: blocking
+    /// code only, never inside the runtime. Small items are gathered into
+    /// one vectored write; each block's CRC32C is computed just before the
+    /// kernel copies it, while it is still in cache.
+    pub fn write_items_in_place(&mut self, items: &[Vec<&[u8]>]) -> Result<Vec<PackedItem>> {
+        if self.failed {
+            return Err(Error::invalid(format!(
+                "{}: an earlier item failed; the object can only be aborted",
+                self.uri
+            )));
+        }
+        if self.opts.level.is_some() {
+            return Err(Error::invalid(format!(
+                "{}: compressed items cannot be written in place",
+                self.uri
+            )));
+        }
+        let checksum = self.opts.checksum;
+        let start = self.position;
+        let uri = &self.uri;
+        let sink = self
+            .inner
+            .as_mut()
+            .ok_or_else(|| Error::invalid(format!("{uri}: writer already closed")))?
+            .blocking()
+            .ok_or_else(|| Error::invalid(format!("{uri}: this store cannot write in place")))?;
+        let result = write_in_place(sink, items, start, checksum);
+        match result {
+            Ok(placed) => {
+                self.position = placed.last().map_or(start, |p| p.offset + p.length);
+                Ok(placed)
+            }
             Err(e) => {
                 self.failed = true;
                 Err(e)
@@ -317,6 +376,55 @@ impl PackWriter {
     fn task_failed(&self, e: tokio::task::JoinError) -> Error {
         Error::backend(&self.uri, format!("encoding task failed: {e}"), false)
     }
+}
+
+/// The body of [`PackWriter::write_items_in_place`]: items placed from
+/// `start`, their bytes gathered into vectored writes of about
+/// `IN_PLACE_BLOCK` bytes, each block checksummed right before it is
+/// written.
+fn write_in_place(
+    sink: &mut dyn BlockingWrite,
+    items: &[Vec<&[u8]>],
+    start: u64,
+    checksum: bool,
+) -> Result<Vec<PackedItem>> {
+    let total: u64 = items.iter().flatten().map(|s| s.len() as u64).sum();
+    sink.reserve(total)?;
+    let mut placed = Vec::with_capacity(items.len());
+    let mut gathered: Vec<&[u8]> = Vec::new();
+    let mut gathered_bytes = 0usize;
+    let mut position = start;
+    for segments in items {
+        let mut crc = 0u32;
+        let mut size = 0u64;
+        for segment in segments {
+            for block in segment.chunks(IN_PLACE_BLOCK) {
+                if checksum {
+                    crc = crc32c_append(crc, block);
+                }
+                gathered.push(block);
+                gathered_bytes += block.len();
+                if gathered_bytes >= IN_PLACE_BLOCK || gathered.len() == IN_PLACE_IOVECS {
+                    sink.write_all_vectored(&gathered)?;
+                    gathered.clear();
+                    gathered_bytes = 0;
+                }
+            }
+            size += segment.len() as u64;
+        }
+        placed.push(PackedItem {
+            offset: position,
+            length: size,
+            size,
+            crc32c: checksum.then_some(crc),
+            grouping: None,
+        });
+        position += size;
+    }
+    if !gathered.is_empty() {
+        sink.write_all_vectored(&gathered)?;
+    }
+    Ok(placed)
 }
 
 /// `segments` cut into pieces of at most `size` bytes (no copies).

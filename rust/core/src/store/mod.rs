@@ -77,6 +77,26 @@ pub trait ObjectWriter: Send {
     async fn write(&mut self, buf: Bytes) -> Result<()>;
     async fn finish(self: Box<Self>) -> Result<ObjectMeta>;
     async fn abort(self: Box<Self>) -> Result<()>;
+    /// This writer's blocking form, for backends that can append borrowed
+    /// memory from the calling thread (local files); `None` for the rest.
+    fn blocking(&mut self) -> Option<&mut dyn BlockingWrite> {
+        None
+    }
+}
+
+/// Appends borrowed memory on the calling thread: no copy into owned
+/// buffers and no hand-off to the runtime's threads, which on a busy
+/// machine cost more than the copy into the page cache itself. Call it
+/// from blocking code (with the GIL released), never from a runtime task.
+pub trait BlockingWrite {
+    /// Append every byte of `bufs`, in order.
+    fn write_all_vectored(&mut self, bufs: &[&[u8]]) -> Result<()>;
+    /// The next `len` bytes are about to be appended: a backend may
+    /// allocate room for them first (a hint; the default does nothing).
+    fn reserve(&mut self, len: u64) -> Result<()> {
+        let _ = len;
+        Ok(())
+    }
 }
 
 /// One backend. Keys are `/`-separated and relative to the store root.
