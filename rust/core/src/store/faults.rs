@@ -143,6 +143,14 @@ impl ObjectStore for FaultStore {
         }))
     }
 
+    fn single_put_limit(&self, opts: &PutOptions) -> Option<u64> {
+        self.inner.single_put_limit(opts)
+    }
+
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         self.enter(Op::Get, key).await?;
         Ok(self.damage(self.inner.get_range(key, range).await?))

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
 use super::{ObjectMeta, ObjectWriter, PutOptions};
-use crate::codec::crc::{crc32c, crc32c_combine};
+use crate::codec::crc::{crc32c, crc32c_append, crc32c_combine};
 use crate::error::{Error, Result};
 
 /// One part that reached the server.
@@ -39,6 +39,16 @@ pub(crate) trait MultipartTarget: Send + Sync + 'static {
     fn uri(&self) -> String;
     /// The whole object in one request (it is below the multipart threshold).
     async fn put_whole(&self, data: Bytes, crc32c: u32) -> Result<ObjectMeta>;
+    /// The same, from the buffers the writer was handed, in order. Targets
+    /// that can send several buffers as one body override this to skip
+    /// joining them (a copy of the whole object).
+    async fn put_chunks(&self, chunks: Vec<Bytes>, crc32c: u32) -> Result<ObjectMeta> {
+        let mut joined = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+        for c in &chunks {
+            joined.extend_from_slice(c);
+        }
+        self.put_whole(joined.freeze(), crc32c).await
+    }
     /// Begin a multipart upload; returns its id.
     async fn start(&self) -> Result<String>;
     async fn put_part(
@@ -260,9 +270,10 @@ impl MultipartWriter {
 
     async fn finish_inner(&mut self) -> Result<ObjectMeta> {
         if self.upload_id.is_none() {
-            let data = self.take_pending(self.pending_len);
-            let crc = crc32c(&data);
-            return self.target.put_whole(data, crc).await;
+            let chunks: Vec<Bytes> = std::mem::take(&mut self.pending).into();
+            self.pending_len = 0;
+            let crc = chunks.iter().fold(0u32, |crc, c| crc32c_append(crc, c));
+            return self.target.put_chunks(chunks, crc).await;
         }
         self.flush_full_parts().await?;
         if self.pending_len > 0 || self.next_part == 1 {
