@@ -195,6 +195,11 @@ impl ObjectWriter for FaultWriter {
         self.inner.write(buf).await
     }
 
+    async fn write_with_crc(&mut self, buf: Bytes, crc32c: u32) -> Result<()> {
+        self.state.enter(Op::Write, &self.uri).await?;
+        self.inner.write_with_crc(buf, crc32c).await
+    }
+
     async fn finish(self: Box<Self>) -> Result<ObjectMeta> {
         if let Err(e) = self.state.enter(Op::Finish, &self.uri).await {
             // An injected failure at finish behaves like a failed upload.

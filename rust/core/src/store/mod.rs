@@ -75,6 +75,12 @@ impl Default for PutOptions {
 #[async_trait]
 pub trait ObjectWriter: Send {
     async fn write(&mut self, buf: Bytes) -> Result<()>;
+    /// `write` of a buffer whose CRC32C the caller already computed (the
+    /// pack writer's item checksums), so a writer that checksums what it
+    /// uploads need not read the bytes again. The default ignores it.
+    async fn write_with_crc(&mut self, buf: Bytes, _crc32c: u32) -> Result<()> {
+        self.write(buf).await
+    }
     async fn finish(self: Box<Self>) -> Result<ObjectMeta>;
     async fn abort(self: Box<Self>) -> Result<()>;
 }

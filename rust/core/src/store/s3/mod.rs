@@ -18,6 +18,7 @@ mod target;
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::future::Future;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -149,6 +150,15 @@ impl S3Store {
         }
     }
 
+    /// Run the ranged reads of one call, `read_concurrency` at a time.
+    async fn run_reads<F: Future<Output = Result<()>>>(&self, reads: Vec<F>) -> Result<()> {
+        stream::iter(reads)
+            .buffer_unordered(self.read_concurrency())
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+
     fn read_concurrency(&self) -> usize {
         self.config
             .options
@@ -272,10 +282,7 @@ impl ObjectStore for S3Store {
                     .await
             })
             .collect::<Vec<_>>();
-        stream::iter(reads)
-            .buffer_unordered(self.read_concurrency())
-            .try_collect::<Vec<()>>()
-            .await?;
+        self.run_reads(reads).await?;
         Ok(Bytes::from(buf))
     }
 
@@ -299,10 +306,7 @@ impl ObjectStore for S3Store {
                     .await
             })
             .collect::<Vec<_>>();
-        stream::iter(reads)
-            .buffer_unordered(self.read_concurrency())
-            .try_collect::<Vec<()>>()
-            .await?;
+        self.run_reads(reads).await?;
         Ok(())
     }
 
@@ -345,10 +349,7 @@ impl ObjectStore for S3Store {
                 async move { client.read_into(key, start, piece, opened, etag).await }
             })
             .collect::<Vec<_>>();
-        stream::iter(reads)
-            .buffer_unordered(self.read_concurrency())
-            .try_collect::<Vec<()>>()
-            .await?;
+        self.run_reads(reads).await?;
         Ok(())
     }
 
