@@ -67,7 +67,13 @@ def _s3() -> Iterator[dict[str, str]]:
     server = S3Server(binary, data).start()
     try:
         server.client().create_bucket(Bucket=BENCH_BUCKET)
-        yield {**server.env(), "S3DLIO_BENCH_S3_BUCKET": BENCH_BUCKET}
+        assert server.proc is not None
+        yield {
+            **server.env(),
+            "S3DLIO_BENCH_S3_BUCKET": BENCH_BUCKET,
+            # For scripts that measure the server's CPU time too.
+            "S3DLIO_BENCH_S3_PID": str(server.proc.pid),
+        }
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)

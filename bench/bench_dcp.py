@@ -7,20 +7,30 @@ to reach the size, plus AdamW-style optimizer state, every tensor a DTensor
 sharded over the two ranks. Each side saves and loads it; loads are checked
 bit for bit. Rows (group "dcp"): save and load speed in GB/s of logical
 bytes (so ours/peer is the speed-up), peak RSS growth of the busier rank,
-and stored/logical for the compressed cases:
+CPU seconds per GB of both ranks together (and of the S3 server), and
+stored/logical for the compressed cases:
 
 - file:// vs torch FileSystemWriter/FileSystemReader (same thread count);
 - direct:// vs FileSystemWriter(sync_files=True);
 - s3:// vs s3torchconnector S3StorageWriter/S3StorageReader on the same
   s3s-fs (when report.py started it: AWS_ENDPOINT_URL_S3 and
-  S3DLIO_BENCH_S3_BUCKET in the environment);
+  S3DLIO_BENCH_S3_BUCKET in the environment), plus a raw-HTTP ceiling:
+  the same bytes, request sizes and requests in flight as s3dlio, moved by
+  the simplest client there is (bench/_raw_s3.py: presigned requests on
+  keep-alive connections, bodies straight from and into the tensors, no
+  checksums), so each client's speed reads against what s3s-fs can serve
+  on this machine. The server shares the cores with the clients: its CPU
+  time per GB is reported next to theirs;
 - zstd levels 1 and 3, byte-grouped (the default) and plain
   (byte_grouping=False), on file://: against torch's FileSystemWriter with
   its ZStandard extension, and against our own uncompressed save/load.
 
     python bench/report.py --only bench_dcp.py [--quick]
     python bench/bench_dcp.py [--quick] [--out rows.jsonl]
-    DCP_CASES=file:// DCP_REPEAT=3 python bench/bench_dcp.py --out rows.jsonl
+    S3DLIO_BENCH_DCP_CASES=file DCP_REPEAT=3 python bench/bench_dcp.py --out rows.jsonl
+
+S3DLIO_BENCH_DCP_CASES=s3,file,direct,compressed (comma-separated, default
+all) runs only those cases.
 
 --quick: one model copy (~270 MiB) instead of eight (>= 2 GiB), one run
 of each side instead of the best of two. Reads come
@@ -49,7 +59,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from _common import OUT_DIR, Bench, Row, peak_rss
+from _common import OUT_DIR, Bench, Row, cpu_seconds, peak_rss
+from _raw_s3 import Pieces, RawS3, cut, split_even
 from torch.distributed.checkpoint._extension import ZStandard
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
@@ -58,13 +69,26 @@ import s3dlio
 from s3dlio_torch import S3DlioReader, S3DlioWriter
 
 THREADS = int(os.environ.get("THREADS", "2"))
-# Only these cases, e.g. DCP_CASES=file:// (comma-separated case names, and
-# "compressed" for the zstd rows); all of them when unset.
-ONLY = [c for c in os.environ.get("DCP_CASES", "").split(",") if c]
 # Runs of each side (best kept); default 1 with --quick, else 2.
 REPEAT = int(os.environ.get("DCP_REPEAT", "0"))
 WORLD = 2
 GROUP = "dcp"
+CASES = {
+    c.strip()
+    for c in os.environ.get("S3DLIO_BENCH_DCP_CASES", "file,direct,s3,compressed").split(",")
+}
+# What the issue asks of s3:// against s3torchconnector.
+S3_TARGETS = {"save": 1.2, "load": 1.3}
+# s3dlio's request pattern on s3:// with the settings below, which the
+# raw-HTTP ceiling repeats: per rank, data files below the 64 MiB multipart
+# threshold (SAVE_OBJECT bytes at most), each in one PUT, THREADS in
+# flight; loads as ranged GETs of LOAD_REQUEST bytes, LOAD_IN_FLIGHT per
+# rank (S3DlioReader's thread_count of READ_THREADS, each job split into
+# the S3 store's read pieces).
+READ_THREADS = THREADS * 4
+SAVE_OBJECT = (64 << 20) - (1 << 20)
+LOAD_REQUEST = 8 << 20
+LOAD_IN_FLIGHT = READ_THREADS * 2
 
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64}
 
@@ -120,6 +144,9 @@ class Side:
     writer: Callable[[str], Any]
     reader: Callable[[str], Any]
     size: Callable[[str], int] | None = None  # stored bytes at a location
+    # Instead of dcp.save / dcp.load: (location, rank, state dict) -> None.
+    save: Callable[[str, int, dict], None] | None = None
+    load: Callable[[str, int, dict], None] | None = None
 
 
 def local_size(directory: str) -> int:
@@ -137,7 +164,7 @@ def ours(scheme: str, **kw: Any) -> Callable[[str], Side]:
             label,
             lambda d: f"{scheme}://{d}",
             lambda u: S3DlioWriter(u, thread_count=THREADS, **kw),
-            lambda u: S3DlioReader(u, thread_count=THREADS * 4),
+            lambda u: S3DlioReader(u, thread_count=READ_THREADS),
             local_size,
         )
 
@@ -160,7 +187,51 @@ def s3_env() -> tuple[str, str] | None:
     return (endpoint, bucket) if endpoint and bucket else None
 
 
-def s3_sides() -> tuple[Side, Side]:
+def tensor_views(sd: dict[str, Any]) -> list[memoryview]:
+    """The bytes of this rank's shards, in name order."""
+    out = []
+    for name in sorted(sd):
+        local = sd[name].to_local()
+        if not local.is_contiguous():
+            raise ValueError(f"{name}: local shard is not contiguous")
+        out.append(memoryview(local.view(-1).view(torch.uint8).numpy()))
+    return out
+
+
+def raw_objects(where: str, rank: int, sd: dict[str, Any]) -> dict[str, Pieces]:
+    """The raw client's objects for this rank: as many as s3dlio's data
+    files, of the same sizes."""
+    prefix = where.removeprefix("s3://").split("/", 1)[1]
+    views = tensor_views(sd)
+    files = split_even(views, -(-sum(len(v) for v in views) // SAVE_OBJECT))
+    return {f"{prefix}/__{rank}_{n}.raw": f for n, f in enumerate(files)}
+
+
+def raw_side(location: Callable[[str], str]) -> Side:
+    """The ceiling: s3dlio's request pattern by the simplest client."""
+
+    def save(where: str, rank: int, sd: dict) -> None:
+        client = RawS3(THREADS)
+        try:
+            client.put_each(raw_objects(where, rank, sd))
+        finally:
+            client.close()
+
+    def load(where: str, rank: int, sd: dict) -> None:
+        client = RawS3(LOAD_IN_FLIGHT)
+        try:
+            objects = raw_objects(where, rank, sd)
+            client.get_all({k: cut(f, LOAD_REQUEST) for k, f in objects.items()})
+        finally:
+            client.close()
+
+    def unused(_: str) -> Any:
+        raise AssertionError("the raw client has no DCP writer or reader")
+
+    return Side("raw HTTP", location, unused, unused, save=save, load=load)
+
+
+def s3_sides() -> tuple[Side, Side, Side]:
     """s3dlio and s3torchconnector on the bucket report.py's s3s-fs holds.
     s3torchconnector's DCP classes build their client from the region only,
     so its file system is rebuilt around a client given the endpoint."""
@@ -196,9 +267,10 @@ def s3_sides() -> tuple[Side, Side]:
             "s3dlio",
             location,
             lambda u: S3DlioWriter(u, thread_count=THREADS),
-            lambda u: S3DlioReader(u, thread_count=THREADS * 4),
+            lambda u: S3DlioReader(u, thread_count=READ_THREADS),
         ),
         Side("s3torchconnector", location, peer_writer, peer_reader),
+        raw_side(location),
     )
 
 
@@ -211,27 +283,33 @@ class Case:
     peer: Side
     peer_name: str
     notes: str = ""
+    ceiling: Side | None = None  # what the server serves to a minimal client
 
 
 def cases() -> list[Case]:
-    out = [
-        Case(
-            "file://",
-            ours("file", sync_files=False)("s3dlio"),
-            torch_side("torch", sync_files=False),
-            f"torch FileSystemWriter/Reader (thread_count={THREADS})",
-            "no fsync on either side",
-        ),
-        Case(
-            "direct://",
-            ours("direct", sync_files=True)("s3dlio"),
-            torch_side("torch", sync_files=True),
-            f"torch FileSystemWriter(sync_files=True)/Reader (thread_count={THREADS})",
-            "O_DIRECT, fsync vs buffered + fsync",
-        ),
-    ]
-    if s3_env() is not None:
-        mine, peer = s3_sides()
+    out = []
+    if "file" in CASES:
+        out.append(
+            Case(
+                "file://",
+                ours("file", sync_files=False)("s3dlio"),
+                torch_side("torch", sync_files=False),
+                f"torch FileSystemWriter/Reader (thread_count={THREADS})",
+                "no fsync on either side",
+            )
+        )
+    if "direct" in CASES:
+        out.append(
+            Case(
+                "direct://",
+                ours("direct", sync_files=True)("s3dlio"),
+                torch_side("torch", sync_files=True),
+                f"torch FileSystemWriter(sync_files=True)/Reader (thread_count={THREADS})",
+                "O_DIRECT, fsync vs buffered + fsync",
+            )
+        )
+    if "s3" in CASES and s3_env() is not None:
+        mine, peer, raw = s3_sides()
         out.append(
             Case(
                 "s3://",
@@ -239,13 +317,10 @@ def cases() -> list[Case]:
                 peer,
                 f"s3torchconnector S3StorageWriter/Reader (thread_count={THREADS})",
                 "same s3s-fs on 127.0.0.1",
+                ceiling=raw,
             )
         )
-    return [c for c in out if not ONLY or c.name in ONLY]
-
-
-def compressed_wanted() -> bool:
-    return not ONLY or "compressed" in ONLY
+    return out
 
 
 COMPRESSED = [(level, grouping) for level in (1, 3) for grouping in (None, False)]
@@ -258,18 +333,40 @@ def compressed_label(level: int, grouping: bool | None) -> str:
 # -- running -----------------------------------------------------------------
 
 
-def timed(fn: Callable[[], None]) -> tuple[float, float]:
-    """Seconds until every rank finished, and the largest peak RSS growth
-    (MiB) of any rank."""
+def server_cpu() -> float:
+    """CPU seconds the S3 server has used so far (0 without one)."""
+    pid = os.environ.get("S3DLIO_BENCH_S3_PID")
+    if not pid:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime, fields 14 and 15 of proc(5), in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Timed:
+    seconds: float  # until every rank finished
+    rss: float  # largest peak RSS growth of any rank, MiB
+    cpu: float  # CPU seconds of all ranks together
+    server_cpu: float  # CPU seconds of the S3 server meanwhile
+
+
+def timed(fn: Callable[[], None]) -> Timed:
     dist.barrier()
     with peak_rss() as rss:
+        server0, cpu0 = server_cpu(), cpu_seconds()
         start = time.perf_counter()
         fn()
+        cpu = cpu_seconds() - cpu0
         dist.barrier()
         elapsed = time.perf_counter() - start
+        server = server_cpu() - server0
     peak = torch.tensor([rss["mib"]])
     dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-    return elapsed, float(peak)
+    total_cpu = torch.tensor([cpu], dtype=torch.float64)
+    dist.all_reduce(total_cpu)
+    return Timed(elapsed, float(peak), float(total_cpu), server)
 
 
 def remove(where: str) -> None:
@@ -284,10 +381,17 @@ def remove(where: str) -> None:
 def run_side(rank: int, side: Side, scratch: str, src: dict, dst: dict) -> dict[str, float]:
     directory = os.path.join(scratch, side.label.replace(" ", "-"))
     where = side.location(directory)
-    save_s, save_rss = timed(lambda: dcp.save(src, storage_writer=side.writer(where)))
-    for t in dst.values():
-        t.to_local().zero_()
-    load_s, load_rss = timed(lambda: dcp.load(dst, storage_reader=side.reader(where)))
+    save, load = side.save, side.load
+    if save is not None and load is not None:
+        saved = timed(lambda: save(where, rank, src))
+        for t in dst.values():
+            t.to_local().zero_()
+        loaded = timed(lambda: load(where, rank, dst))
+    else:
+        saved = timed(lambda: dcp.save(src, storage_writer=side.writer(where)))
+        for t in dst.values():
+            t.to_local().zero_()
+        loaded = timed(lambda: dcp.load(dst, storage_reader=side.reader(where)))
     for name, t in src.items():
         if not torch.equal(t.to_local(), dst[name].to_local()):
             raise AssertionError(f"{side.label}: {name} differs after load")
@@ -296,13 +400,15 @@ def run_side(rank: int, side: Side, scratch: str, src: dict, dst: dict) -> dict[
     if rank == 0:
         remove(where)
     dist.barrier()
-    return {
-        "save": save_s,
-        "load": load_s,
-        "save_rss": save_rss,
-        "load_rss": load_rss,
-        "size": size,
-    }
+    out = {"size": size}
+    for what, t in (("save", saved), ("load", loaded)):
+        out |= {
+            what: t.seconds,
+            f"{what}_rss": t.rss,
+            f"{what}_cpu": t.cpu,
+            f"{what}_server_cpu": t.server_cpu,
+        }
+    return out
 
 
 def rank_main(rank: int, scratch: str, port: int, copies: int, repeat: int, results: str) -> None:
@@ -321,18 +427,22 @@ def rank_main(rank: int, scratch: str, port: int, copies: int, repeat: int, resu
     }
 
     def record(key: str, side: Side) -> None:
-        """One run of `side`; repeated runs keep the best time of each
-        operation and the largest RSS growth."""
+        """One run of `side`; repeated runs keep the best time and the
+        least CPU time of each operation, and the largest RSS growth."""
         r = run_side(rank, side, scratch, src, dst)
         best = runs["cases"].setdefault(key, r)
         for what in ("save", "load"):
-            best[what] = min(best[what], r[what])
+            for k in (what, f"{what}_cpu", f"{what}_server_cpu"):
+                best[k] = min(best[k], r[k])
             best[f"{what}_rss"] = max(best[f"{what}_rss"], r[f"{what}_rss"])
         if rank == 0:
+            gb = int(total) / 1e9
             print(
                 f"{key:<44} save {r['save']:6.2f}s load {r['load']:6.2f}s "
                 f"rss {r['save_rss']:6.0f}/{r['load_rss']:6.0f} MiB "
-                f"size {r['size'] / int(total):.3f}",
+                f"size {r['size'] / int(total):.3f} CPU-s/GB save "
+                f"{r['save_cpu'] / gb:.2f}+{r['save_server_cpu'] / gb:.2f} load "
+                f"{r['load_cpu'] / gb:.2f}+{r['load_server_cpu'] / gb:.2f} (client+server)",
                 flush=True,
             )
 
@@ -341,20 +451,17 @@ def rank_main(rank: int, scratch: str, port: int, copies: int, repeat: int, resu
     small = dict(list(src.items())[:8])
     small_dst = {k: dst[k] for k in small}
     for case in cases():
-        for side in (case.ours, case.peer):
-            run_side(rank, side, scratch, small, small_dst)
+        for side in (case.ours, case.peer, case.ceiling):
+            if side is not None:
+                run_side(rank, side, scratch, small, small_dst)
     # Contenders interleaved (A B A B ...), best of `repeat` each, so a
     # burst of load from elsewhere hits them alike.
     for case in cases():
         for _ in range(repeat):
             record(f"{case.name} s3dlio", case.ours)
             record(f"{case.name} peer", case.peer)
-    if not compressed_wanted():
-        if rank == 0:
-            with open(results, "w") as f:
-                json.dump(runs, f)
-        dist.destroy_process_group()
-        return
+            if case.ceiling is not None:
+                record(f"{case.name} ceiling", case.ceiling)
     compressed = [
         (
             compressed_label(level, grouping),
@@ -367,7 +474,7 @@ def rank_main(rank: int, scratch: str, port: int, copies: int, repeat: int, resu
     compressed.append(
         ("torch ZStandard", torch_side("torch zstd", sync_files=False, _extensions=[ZStandard()]))
     )
-    for _ in range(repeat):
+    for _ in range(repeat if "compressed" in CASES else 0):
         for key, side in compressed:
             record(key, side)
     if rank == 0:
@@ -400,27 +507,45 @@ def rows(runs: dict[str, Any], quick: bool) -> list[Row]:
             notes=f"{size}; {notes}" if notes else size,
         )
 
+    def cpu(key: str, what: str) -> str:
+        """Client (+ server) CPU seconds per GB of one run."""
+        r = got[key]
+        server = f" + server {r[f'{what}_server_cpu'] / gb:.2f}" if r[f"{what}_server_cpu"] else ""
+        return f"{r[f'{what}_cpu'] / gb:.2f}{server}"
+
     for case in cases():
+        mine, peer = f"{case.name} s3dlio", f"{case.name} peer"
         for what in ("save", "load"):
+            notes = f"{case.notes}; CPU-s/GB s3dlio {cpu(mine, what)}, peer {cpu(peer, what)}"
+            out.append(speed(case.name, mine, peer, case.peer_name, notes, what))
             out.append(
-                speed(
-                    case.name,
-                    f"{case.name} s3dlio",
-                    f"{case.name} peer",
+                Row(
+                    GROUP,
+                    f"{case.name}: {what} client CPU per GB",
+                    got[mine][f"{what}_cpu"] / gb,
                     case.peer_name,
-                    case.notes,
-                    what,
+                    got[peer][f"{what}_cpu"] / gb,
+                    "CPU-s/GB",
+                    higher_is_better=False,
+                    notes=f"{size}; CPU time of both ranks together; server CPU-s/GB "
+                    f"with s3dlio {got[mine][f'{what}_server_cpu'] / gb:.2f}, with the peer "
+                    f"{got[peer][f'{what}_server_cpu'] / gb:.2f}",
                 )
             )
+            if case.ceiling is not None:
+                out.append(ceiling_row(case, got, what, gb, size))
     torch_zstd = "torch FileSystemWriter(ZStandard)/Reader"
-    for level, grouping in COMPRESSED if compressed_wanted() else []:
+    for level, grouping in COMPRESSED if "compressed" in CASES else ():
         key = compressed_label(level, grouping)
         name = f"file:// {key}"
         for what in ("save", "load"):
             out.append(
                 speed(name, key, "torch ZStandard", torch_zstd, "zstandard's default level", what)
             )
-            out.append(speed(name, key, "file:// s3dlio", "s3dlio file:// uncompressed", "", what))
+            if "file:// s3dlio" in got:
+                out.append(
+                    speed(name, key, "file:// s3dlio", "s3dlio file:// uncompressed", "", what)
+                )
         out.append(
             Row(
                 GROUP,
@@ -434,6 +559,40 @@ def rows(runs: dict[str, Any], quick: bool) -> list[Row]:
             )
         )
     return out
+
+
+def ceiling_row(case: Case, got: dict[str, Any], what: str, gb: float, size: str) -> Row:
+    """s3dlio against the raw-HTTP ceiling, saying how far the peer is
+    from it and whether the issue's target is within reach at all."""
+    mine, peer, ceiling = (got[f"{case.name} {k}"] for k in ("s3dlio", "peer", "ceiling"))
+    speeds = {k: gb / r[what] for k, r in (("s3dlio", mine), ("peer", peer), ("raw", ceiling))}
+    target = S3_TARGETS[what]
+    headroom = speeds["raw"] / speeds["peer"]
+    verdict = (
+        f"the ceiling is only {headroom:.2f}x the peer, below the {target}x target: "
+        f"no client can reach {target}x the peer here"
+        if headroom < target
+        else f"the ceiling is {headroom:.2f}x the peer (target {target}x)"
+    )
+    pattern = (
+        f"one PUT per object of <= {SAVE_OBJECT >> 20} MiB, {THREADS} in flight per rank"
+        if what == "save"
+        else f"{LOAD_REQUEST >> 20} MiB ranged GETs, {LOAD_IN_FLIGHT} in flight per rank"
+    )
+    return Row(
+        GROUP,
+        f"{case.name} {what}: raw-HTTP ceiling",
+        speeds["s3dlio"],
+        f"raw HTTP (presigned, keep-alive, no checksums; {pattern})",
+        speeds["raw"],
+        "GB/s",
+        ours_rss_mib=mine[f"{what}_rss"],
+        peer_rss_mib=ceiling[f"{what}_rss"],
+        notes=f"{size}; s3dlio {speeds['s3dlio'] / speeds['raw']:.0%} of the ceiling, "
+        f"s3torchconnector {speeds['peer'] / speeds['raw']:.0%}; {verdict}; raw client "
+        f"CPU-s/GB {ceiling[f'{what}_cpu'] / gb:.2f} + server "
+        f"{ceiling[f'{what}_server_cpu'] / gb:.2f}",
+    )
 
 
 def main() -> None:

@@ -246,3 +246,8 @@ def put_object(
     storage_options: StorageOptions | None = None,
 ) -> bool: ...
 def resolve_uri(uri: str, storage_options: StorageOptions | None = None) -> str: ...
+def single_put_limit(
+    uri: str, part_size: int | None = None, storage_options: StorageOptions | None = None
+) -> int | None:
+    """Objects under `uri` smaller than this are written with one request;
+    None where writes are not requests (local stores)."""

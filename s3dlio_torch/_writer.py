@@ -35,6 +35,11 @@ GROUP_WIDTHS = (2, 4, 8)
 # fed with the GIL and the resolved tensors held at once small.
 BATCH_BYTES = 16 << 20
 BATCH_ITEMS = 256
+# A tensor item's torch.save framing around its bytes (~1.6 KiB), rounded up.
+FRAMING_BYTES = 4 << 10
+# Room left in a data file that must stay below the store's single-request
+# limit, for byte items (their size is unknown until they are resolved).
+BLOB_ROOM = 1 << 20
 
 
 def _check_positive(name: str, value: int | None) -> None:
@@ -81,7 +86,9 @@ class S3DlioWriter(StorageWriter):
             ``FileSystemReader`` decodes too (with ``zstandard``
             installed). Other items are always plain zstd frames.
         thread_count: data files written in parallel per rank (default:
-            the number of CPUs, at most 8).
+            the number of CPUs, at most 8). On object stores a rank's items
+            go into as many files as it takes to keep each below the size
+            the store uploads in one request (the multipart threshold).
         part_size: bytes handed to the store at once (the multipart part
             size on object stores).
         overwrite: replace an existing checkpoint at ``path``; when False
@@ -163,15 +170,23 @@ class S3DlioWriter(StorageWriter):
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
         prefix: FilePrefix = plan.storage_data
-        buckets = [b for b in _balance(plan.items, self.thread_count) if b]
+        # On object stores, data files stay below the size the store
+        # uploads in one request: a multipart upload costs the server a
+        # second pass over the bytes (s3s-fs re-reads and re-hashes every
+        # part to assemble the object), and an object in one PUT is sent
+        # from the tensors' memory without joining it into parts.
+        limit = _native.single_put_limit(self.path, self.part_size, self.storage_options)
+        cap = None if limit is None else max(1, limit - 1 - BLOB_ROOM)
+        buckets = [b for b in _balance(plan.items, self.thread_count, cap) if b]
+        parallel = min(self.thread_count, len(buckets))
         cancel = threading.Event()
         frames = _framing.FrameCache()
         results: list[WriteResult] = []
-        if len(buckets) <= 1:
-            for bucket in buckets:
-                results += self._write_file(prefix.file_name(0), bucket, planner, cancel, 1, frames)
+        if parallel <= 1:
+            for n, bucket in enumerate(buckets):
+                results += self._write_file(prefix.file_name(n), bucket, planner, cancel, 1, frames)
         else:
-            with ThreadPoolExecutor(len(buckets), thread_name_prefix="s3dlio-dcp") as pool:
+            with ThreadPoolExecutor(parallel, thread_name_prefix="s3dlio-dcp") as pool:
                 futures = [
                     pool.submit(
                         self._write_file,
@@ -179,7 +194,7 @@ class S3DlioWriter(StorageWriter):
                         bucket,
                         planner,
                         cancel,
-                        len(buckets),
+                        parallel,
                         frames,
                     )
                     for n, bucket in enumerate(buckets)
@@ -407,22 +422,31 @@ def _item_bytes(item: WriteItem) -> int:
     numel = 1
     for n in item.tensor_data.size:
         numel *= n
-    return numel * item.tensor_data.properties.dtype.itemsize
+    return numel * item.tensor_data.properties.dtype.itemsize + FRAMING_BYTES
 
 
-def _balance(items: list[WriteItem], bins: int) -> list[list[WriteItem]]:
+def _balance(items: list[WriteItem], bins: int, cap: int | None = None) -> list[list[WriteItem]]:
     """Spread items over `bins` files: byte items round-robin, tensors
-    largest first onto the lightest file."""
-    buckets: list[list[WriteItem]] = [[] for _ in range(bins)]
-    sizes = [0] * bins
-    blobs = [i for i in items if i.type == WriteItemType.BYTE_IO]
+    largest first onto the lightest file. With `cap`, files are added
+    (from at least as many as `cap` bytes each need) so that none grows
+    past `cap` bytes unless one item alone does."""
     tensors = sorted(
         (i for i in items if i.type != WriteItemType.BYTE_IO), key=_item_bytes, reverse=True
     )
+    if cap is not None:
+        bins = max(bins, -(-sum(map(_item_bytes, tensors)) // cap))
+    buckets: list[list[WriteItem]] = [[] for _ in range(bins)]
+    sizes = [0] * bins
+    blobs = [i for i in items if i.type == WriteItemType.BYTE_IO]
     for n, item in enumerate(blobs):
         buckets[n % bins].append(item)
     for item in tensors:
-        lightest = min(range(bins), key=sizes.__getitem__)
+        size = _item_bytes(item)
+        lightest = min(range(len(sizes)), key=sizes.__getitem__)
+        if cap is not None and sizes[lightest] and sizes[lightest] + size > cap:
+            buckets.append([])
+            sizes.append(0)
+            lightest = len(sizes) - 1
         buckets[lightest].append(item)
-        sizes[lightest] += _item_bytes(item)
+        sizes[lightest] += size
     return buckets

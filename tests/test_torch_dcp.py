@@ -19,6 +19,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.multiprocessing import ProcessExitedException
 
 import s3dlio
+from s3dlio import _native
 from s3dlio_torch import S3DlioReader, S3DlioWriter, _layout
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
@@ -396,3 +397,26 @@ def test_many_small_items_in_several_batches_load_everywhere(scratch) -> None:
         dcp.load(got, storage_reader=reader, no_dist=True)
         for k, v in sd.items():
             assert torch.equal(got[k], v), k
+
+
+def test_data_files_stay_below_the_stores_single_put_limit(base_uri: str) -> None:
+    """On S3 every data file stays small enough to go up in one PUT (a
+    multipart upload costs s3s-fs a second pass over the bytes), so a rank
+    writes as many files as that takes, each with a whole-object ETag and
+    CRC32C; elsewhere a rank writes one file per thread."""
+    limit = _native.single_put_limit(base_uri)
+    # 81 MiB in 9 MiB tensors: more than one file below the 64 MiB limit.
+    state = {f"w{i}": torch.full((9 << 18,), float(i)) for i in range(9)}
+    uri = f"{base_uri}/single-puts"
+    dcp.save(state, storage_writer=S3DlioWriter(uri, thread_count=1), no_dist=True)
+    files = sorted({info.relative_path for info in stored_items(uri).values()})
+    if limit is None:
+        assert len(files) == 1, files
+    else:
+        assert len(files) == 2, files
+        for name in files:
+            meta = s3dlio.stat(f"{uri}/{name}")
+            assert meta["size"] < limit, (name, meta["size"])
+            assert "-" not in (meta["etag"] or "-"), (name, meta["etag"])
+            assert meta["crc32c"] is not None, name
+    check_equal(load_like(state, S3DlioReader(uri)), state)

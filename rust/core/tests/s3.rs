@@ -78,6 +78,17 @@ async fn multipart_upload_is_ordered_and_checksummed() {
         .await
         .unwrap();
     assert_eq!(&dst[..], &data[1_000_001..20_000_003]);
+    // Scattered over odd-sized buffers, several GETs of 8 MiB pieces each
+    // draining into more than one buffer.
+    let sizes = [3usize, 9_000_000, 0, 7_777_777, 1, 4_000_000];
+    let mut owned: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![0u8; n]).collect();
+    let mut bufs: Vec<&mut [u8]> = owned.iter_mut().map(|v| v.as_mut_slice()).collect();
+    loc.store.read_into(&loc.key, 999, &mut bufs).await.unwrap();
+    let total: usize = sizes.iter().sum();
+    assert!(
+        owned.concat() == data[999..999 + total],
+        "scattered read_into"
+    );
     let mut past_end = vec![0u8; 100];
     let err = loc
         .store
@@ -114,6 +125,32 @@ async fn single_puts_carry_crc32c_that_the_server_checks() {
     // against our header (else BadDigest); HEAD returns the stored value.
     let head = loc.store.head(&loc.key).await.unwrap();
     assert_eq!(head.crc32c, Some(crc32c(&data)));
+
+    // A streamed object below the multipart threshold goes up as one PUT
+    // of the buffers it was written in (not joined first), with the
+    // CRC32C of all of them.
+    assert_eq!(
+        loc.store.single_put_limit(&PutOptions::default()),
+        Some(64 << 20)
+    );
+    let streamed = open("s3://crc/streamed.bin", &s.options());
+    let mut w = streamed
+        .store
+        .writer(&streamed.key, &PutOptions::default())
+        .await
+        .unwrap();
+    for piece in data.chunks(7_001) {
+        w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+    }
+    let meta = w.finish().await.unwrap();
+    assert!(
+        meta.etag.as_deref().is_some_and(|e| !e.contains('-')),
+        "one PUT, not a multipart upload: {:?}",
+        meta.etag
+    );
+    let head = streamed.store.head(&streamed.key).await.unwrap();
+    assert_eq!(head.crc32c, Some(crc32c(&data)));
+    assert_eq!(streamed.store.get(&streamed.key).await.unwrap(), data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,6 +206,19 @@ async fn a_body_broken_mid_stream_is_resumed() {
         1,
         "the body was cut once"
     );
+    // The same for a read straight into scattered caller buffers: the
+    // resumed GET goes on filling them from the first missing byte.
+    let proxy = FaultProxy::start(s.port, Fault::CutOnceAfter(1 << 20));
+    let via_proxy = open("s3://cut/obj", &support::s3::options_for(&proxy.endpoint));
+    let mut owned = [vec![0u8; 700_000], vec![0u8; 1_000_000], vec![0u8; 5]];
+    let mut bufs: Vec<&mut [u8]> = owned.iter_mut().map(|v| v.as_mut_slice()).collect();
+    via_proxy
+        .store
+        .read_into(&via_proxy.key, 10, &mut bufs)
+        .await
+        .unwrap();
+    assert!(owned.concat() == data[10..1_700_015], "resumed read_into");
+    assert_eq!(proxy.fired.load(Ordering::SeqCst), 1, "cut once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

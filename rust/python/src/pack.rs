@@ -425,6 +425,19 @@ pub fn put_object(
     })
 }
 
+/// Objects under `uri` smaller than this are written with one request
+/// (writers given `part_size`); None where writes are not requests.
+#[pyfunction]
+#[pyo3(signature = (uri, part_size=None, storage_options=None))]
+pub fn single_put_limit(
+    uri: &str,
+    part_size: Option<usize>,
+    storage_options: Option<HashMap<String, String>>,
+) -> PyResult<Option<u64>> {
+    let put = write_options(None, part_size, false)?.put;
+    Ok(locate(uri, storage_options)?.store.single_put_limit(&put))
+}
+
 /// The canonical URI of `uri` (plain paths become absolute `file://`);
 /// ValueError for schemes this build cannot open.
 #[pyfunction]

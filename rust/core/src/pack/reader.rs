@@ -351,6 +351,32 @@ impl<'a> Run<'a> {
     }
 }
 
+/// Caller buffers lent to a task on the runtime, which needs `'static`
+/// borrows. Contract: whoever lends them waits for the task to end before
+/// using or freeing the buffers again (see `Ctx::read_on_runtime`).
+struct Lent(Vec<(*mut u8, usize)>);
+
+// SAFETY: the pointers are exclusive borrows handed from the lender to the
+// one task that uses them; the lender waits for it (see above).
+unsafe impl Send for Lent {}
+
+impl Lent {
+    fn new(bufs: &mut [&mut [u8]]) -> Self {
+        Lent(bufs.iter_mut().map(|b| (b.as_mut_ptr(), b.len())).collect())
+    }
+
+    /// # Safety
+    /// Only while the lender waits, as the type's contract says.
+    unsafe fn slices(&mut self) -> Vec<&'static mut [u8]> {
+        self.0
+            .iter()
+            // SAFETY: each pair came from a live `&mut [u8]` the lender
+            // does not use until the task holding these slices has ended.
+            .map(|&(ptr, len)| unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+            .collect()
+    }
+}
+
 /// What every job needs.
 struct Ctx<'c> {
     rt: &'c Runtime,
@@ -411,9 +437,12 @@ impl Ctx<'_> {
                 }
             }
         }
-        let read = self
-            .rt
-            .block_on(self.store.read_into(key, offset, &mut bufs));
+        let read = if self.store.is_remote() {
+            self.read_on_runtime(key, offset, &mut bufs)
+        } else {
+            self.rt
+                .block_on(self.store.read_into(key, offset, &mut bufs))
+        };
         if let Err(e) = read {
             return Err(self.short_read(key, offset, e));
         }
@@ -431,6 +460,36 @@ impl Ctx<'_> {
             }
         }
         Ok(done)
+    }
+
+    /// `store.read_into` as a task on the runtime, this thread waiting for
+    /// it. Polled from here (`block_on` of the read itself), every body
+    /// chunk would cross threads twice (hyper's connection task hands a
+    /// chunk over, the reader asks for the next one), each a futex wake-up
+    /// and a context switch: on a loaded machine that was most of the
+    /// client's CPU time. As a task, the read runs beside the connection
+    /// task on one runtime worker, and this thread wakes once per job.
+    fn read_on_runtime(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
+        let lent = Lent::new(bufs);
+        let store = self.store.clone();
+        let owned_key = key.to_string();
+        let task = self.rt.spawn(async move {
+            let mut lent = lent;
+            // SAFETY: `Lent`'s contract: this thread blocks on the task's
+            // handle below and touches `bufs` only once the task has ended.
+            let mut bufs = unsafe { lent.slices() };
+            store.read_into(&owned_key, offset, &mut bufs).await
+        });
+        // The handle resolves only after the task's future is dropped
+        // (done, panicked or cancelled), so the lent buffers are free again.
+        match self.rt.block_on(task) {
+            Ok(read) => read,
+            Err(e) => Err(Error::backend(
+                self.store.uri(key),
+                format!("read task failed: {e}"),
+                false,
+            )),
+        }
     }
 
     /// An object that ends before an item does is damage, not bad input.

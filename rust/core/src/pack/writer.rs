@@ -42,6 +42,8 @@ pub struct PackWriter {
     /// An earlier item failed half-way: the object has a hole, so the only
     /// way on is `abort`.
     failed: bool,
+    /// The store uploads over the network (`ObjectStore::is_remote`).
+    remote: bool,
 }
 
 impl PackWriter {
@@ -67,6 +69,7 @@ impl PackWriter {
             encoder,
             grouped: Vec::new(),
             failed: false,
+            remote: store.is_remote(),
         })
     }
 
@@ -204,7 +207,9 @@ impl PackWriter {
     }
 
     /// Stored bytes are the logical bytes; each piece's CRC32C is computed
-    /// while the store writes it.
+    /// while the store writes it, or, on remote stores, first and handed
+    /// over with it: they checksum what they upload (S3's
+    /// `x-amz-checksum-crc32c`) and need not read the bytes again.
     async fn write_plain(&mut self, segments: Vec<Bytes>) -> Result<Option<u32>> {
         let checksum = self.opts.checksum;
         let mut crc = 0u32;
@@ -212,6 +217,11 @@ impl PackWriter {
             let len = piece.len() as u64;
             if !checksum {
                 self.put(piece).await?;
+            } else if self.remote {
+                let piece_crc = crc32c(&piece);
+                crc = crc32c_combine(crc, piece_crc, len);
+                self.inner()?.write_with_crc(piece, piece_crc).await?;
+                self.position += len;
             } else if piece.len() >= OFFLOAD_CRC {
                 let copy = piece.clone();
                 let task = tokio::task::spawn_blocking(move || crc32c(&copy));

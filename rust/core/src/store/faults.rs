@@ -143,6 +143,14 @@ impl ObjectStore for FaultStore {
         }))
     }
 
+    fn single_put_limit(&self, opts: &PutOptions) -> Option<u64> {
+        self.inner.single_put_limit(opts)
+    }
+
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         self.enter(Op::Get, key).await?;
         Ok(self.damage(self.inner.get_range(key, range).await?))
@@ -185,6 +193,11 @@ impl ObjectWriter for FaultWriter {
     async fn write(&mut self, buf: Bytes) -> Result<()> {
         self.state.enter(Op::Write, &self.uri).await?;
         self.inner.write(buf).await
+    }
+
+    async fn write_with_crc(&mut self, buf: Bytes, crc32c: u32) -> Result<()> {
+        self.state.enter(Op::Write, &self.uri).await?;
+        self.inner.write_with_crc(buf, crc32c).await
     }
 
     async fn finish(self: Box<Self>) -> Result<ObjectMeta> {

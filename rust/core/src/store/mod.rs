@@ -75,6 +75,12 @@ impl Default for PutOptions {
 #[async_trait]
 pub trait ObjectWriter: Send {
     async fn write(&mut self, buf: Bytes) -> Result<()>;
+    /// `write` of a buffer whose CRC32C the caller already computed (the
+    /// pack writer's item checksums), so a writer that checksums what it
+    /// uploads need not read the bytes again. The default ignores it.
+    async fn write_with_crc(&mut self, buf: Bytes, _crc32c: u32) -> Result<()> {
+        self.write(buf).await
+    }
     async fn finish(self: Box<Self>) -> Result<ObjectMeta>;
     async fn abort(self: Box<Self>) -> Result<()>;
     /// This writer's blocking form, for backends that can append borrowed
@@ -107,6 +113,21 @@ pub trait ObjectStore: Send + Sync + Debug {
 
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> Result<ObjectMeta>;
     async fn writer(&self, key: &str, opts: &PutOptions) -> Result<Box<dyn ObjectWriter>>;
+    /// Objects smaller than this go up in one request when written with
+    /// `opts`; larger ones as multipart uploads. `None` where writes are not
+    /// requests (local stores). Lets a caller that chooses how to split
+    /// its data (DCP data files) keep objects in one request each, which
+    /// costs the server one pass over the bytes instead of two.
+    fn single_put_limit(&self, _opts: &PutOptions) -> Option<u64> {
+        None
+    }
+    /// Whether reads are network requests driven by the runtime (S3,
+    /// Azure) rather than system calls. A plain thread waiting for one is
+    /// better off spawning it as a task than polling it with `block_on`,
+    /// where every body chunk would cross threads.
+    fn is_remote(&self) -> bool {
+        false
+    }
     /// Bytes `range` of the object; a range past the end is clipped to it,
     /// a start past the end is `InvalidInput`.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
 use super::{ObjectMeta, ObjectWriter, PutOptions};
-use crate::codec::crc::{crc32c, crc32c_combine};
+use crate::codec::crc::{crc32c, crc32c_append, crc32c_combine};
 use crate::error::{Error, Result};
 
 /// One part that reached the server.
@@ -39,6 +39,16 @@ pub(crate) trait MultipartTarget: Send + Sync + 'static {
     fn uri(&self) -> String;
     /// The whole object in one request (it is below the multipart threshold).
     async fn put_whole(&self, data: Bytes, crc32c: u32) -> Result<ObjectMeta>;
+    /// The same, from the buffers the writer was handed, in order. Targets
+    /// that can send several buffers as one body override this to skip
+    /// joining them (a copy of the whole object).
+    async fn put_chunks(&self, chunks: Vec<Bytes>, crc32c: u32) -> Result<ObjectMeta> {
+        let mut joined = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+        for c in &chunks {
+            joined.extend_from_slice(c);
+        }
+        self.put_whole(joined.freeze(), crc32c).await
+    }
     /// Begin a multipart upload; returns its id.
     async fn start(&self) -> Result<String>;
     async fn put_part(
@@ -109,6 +119,10 @@ pub(crate) struct MultipartWriter {
     /// Bytes not yet cut into a part, in order.
     pending: VecDeque<Bytes>,
     pending_len: usize,
+    /// The CRC32C the caller gave with each pending buffer (`None`: not
+    /// given), kept while the object may still go up in one PUT, whose
+    /// checksum is then combined from them instead of read again.
+    pending_crcs: Vec<Option<u32>>,
     /// Set once the multipart upload has started.
     upload_id: Option<String>,
     in_flight: JoinSet<Result<UploadedPart>>,
@@ -126,6 +140,7 @@ impl MultipartWriter {
             limits,
             pending: VecDeque::new(),
             pending_len: 0,
+            pending_crcs: Vec::new(),
             upload_id: None,
             in_flight: JoinSet::new(),
             done: Vec::new(),
@@ -187,6 +202,8 @@ impl MultipartWriter {
                 return Ok(());
             }
             self.upload_id = Some(self.target.start().await?);
+            // Parts are cut anywhere: each computes its own checksum.
+            self.pending_crcs = Vec::new();
         }
         while self.pending_len >= self.limits.part_size_of(self.next_part) {
             let part = self.take_pending(self.limits.part_size_of(self.next_part));
@@ -258,11 +275,34 @@ impl MultipartWriter {
         err
     }
 
+    async fn push(&mut self, buf: Bytes, crc32c: Option<u32>) -> Result<()> {
+        self.check_open()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if self.upload_id.is_none() {
+            self.pending_crcs.push(crc32c);
+        }
+        self.pending_len += buf.len();
+        self.pending.push_back(buf);
+        match self.flush_full_parts().await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(e).await),
+        }
+    }
+
     async fn finish_inner(&mut self) -> Result<ObjectMeta> {
         if self.upload_id.is_none() {
-            let data = self.take_pending(self.pending_len);
-            let crc = crc32c(&data);
-            return self.target.put_whole(data, crc).await;
+            let chunks: Vec<Bytes> = std::mem::take(&mut self.pending).into();
+            self.pending_len = 0;
+            let known = std::mem::take(&mut self.pending_crcs);
+            let crc = chunks.iter().enumerate().fold(0u32, |crc, (i, c)| {
+                match known.get(i).copied().flatten() {
+                    Some(k) => crc32c_combine(crc, k, c.len() as u64),
+                    None => crc32c_append(crc, c),
+                }
+            });
+            return self.target.put_chunks(chunks, crc).await;
         }
         self.flush_full_parts().await?;
         if self.pending_len > 0 || self.next_part == 1 {
@@ -314,16 +354,11 @@ fn append_reason(err: Error, extra: &str) -> Error {
 #[async_trait]
 impl ObjectWriter for MultipartWriter {
     async fn write(&mut self, buf: Bytes) -> Result<()> {
-        self.check_open()?;
-        if buf.is_empty() {
-            return Ok(());
-        }
-        self.pending_len += buf.len();
-        self.pending.push_back(buf);
-        match self.flush_full_parts().await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.fail(e).await),
-        }
+        self.push(buf, None).await
+    }
+
+    async fn write_with_crc(&mut self, buf: Bytes, crc32c: u32) -> Result<()> {
+        self.push(buf, Some(crc32c)).await
     }
 
     async fn finish(mut self: Box<Self>) -> Result<ObjectMeta> {
@@ -387,6 +422,7 @@ mod tests {
         calls: Mutex<Vec<String>>,
         parts: Mutex<Vec<(u32, Bytes)>>,
         whole: Mutex<Option<Bytes>>,
+        whole_crc: Mutex<Option<u32>>,
         fail_part: Option<u32>,
         in_flight: std::sync::atomic::AtomicUsize,
         max_in_flight: std::sync::atomic::AtomicUsize,
@@ -404,9 +440,9 @@ mod tests {
             "test://bucket/key".into()
         }
         async fn put_whole(&self, data: Bytes, crc: u32) -> Result<ObjectMeta> {
-            assert_eq!(crc, crc32c(&data));
             self.log(format!("put {}", data.len()));
             *self.whole.lock().unwrap() = Some(data.clone());
+            *self.whole_crc.lock().unwrap() = Some(crc);
             Ok(ObjectMeta::new("key", data.len() as u64))
         }
         async fn start(&self) -> Result<String> {
@@ -474,6 +510,35 @@ mod tests {
         w.finish().await.unwrap();
         assert_eq!(*rec.calls.lock().unwrap(), ["put 999"]);
         assert_eq!(rec.whole.lock().unwrap().as_deref(), Some(&data(999)[..]));
+        assert_eq!(*rec.whole_crc.lock().unwrap(), Some(crc32c(&data(999))));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_single_put_combines_the_crcs_it_was_given() {
+        let rec = Arc::new(Recorder::default());
+        let mut w = Box::new(MultipartWriter::new(rec.clone(), limits(100, 1000)));
+        let src = data(300);
+        let (a, b) = src.split_at(120);
+        // A CRC the caller vouches for is used as given, not recomputed
+        // (here deliberately not the bytes' own, to show it).
+        let given = crc32c(a) ^ 1;
+        w.write_with_crc(Bytes::copy_from_slice(a), given)
+            .await
+            .unwrap();
+        w.write(Bytes::copy_from_slice(b)).await.unwrap();
+        w.finish().await.unwrap();
+        let expected = crc32c_combine(given, crc32c(b), b.len() as u64);
+        assert_eq!(*rec.whole_crc.lock().unwrap(), Some(expected));
+        // Once parts are cut, every part is checksummed from its bytes.
+        let rec = Arc::new(Recorder::default());
+        let mut w = Box::new(MultipartWriter::new(rec.clone(), limits(100, 150)));
+        for piece in src.chunks(70) {
+            w.write_with_crc(Bytes::copy_from_slice(piece), 0)
+                .await
+                .unwrap();
+        }
+        w.finish().await.unwrap();
+        assert_eq!(rec.parts.lock().unwrap().len(), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

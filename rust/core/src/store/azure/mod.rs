@@ -138,6 +138,10 @@ impl ObjectStore for AzureStore {
         self.client.uri(key)
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> Result<ObjectMeta> {
         self.check_key(key)?;
         if data.len() < opts.multipart_threshold.max(1) {

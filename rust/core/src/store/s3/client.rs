@@ -92,14 +92,15 @@ impl BucketClient {
 
     /// Single-request upload carrying `x-amz-checksum-crc32c`; with
     /// `if_absent`, only when no object exists under `key`.
+    /// `data` is the object's bytes in order, sent without joining them.
     pub async fn put_object(
         &self,
         key: &str,
-        data: Bytes,
+        data: Vec<Bytes>,
         crc: u32,
         if_absent: bool,
     ) -> Result<(Created, ObjectMeta)> {
-        let size = data.len() as u64;
+        let size: u64 = data.iter().map(|c| c.len() as u64).sum();
         let mut req = self
             .client
             .put_object()
@@ -108,7 +109,7 @@ impl BucketClient {
             .content_length(size as i64)
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .checksum_crc32_c(crc_header(crc))
-            .body(ByteStream::from(data));
+            .body(super::body::chunked(data));
         if if_absent {
             req = req.if_none_match("*");
         }
@@ -217,25 +218,27 @@ impl BucketClient {
         })
     }
 
-    /// Fill `dst` with the object's bytes from `start`, reading `first`'s
-    /// body when given, and resuming from the first missing byte when a
-    /// body breaks or ends early (bounded by the configured attempts).
+    /// Fill `dst` (buffers filled in order) with the object's bytes from
+    /// `start`, reading `first`'s body when given, and resuming from the
+    /// first missing byte when a body breaks or ends early (bounded by the
+    /// configured attempts). Body chunks are copied straight into `dst`.
     pub async fn read_into(
         &self,
         key: &str,
         start: u64,
-        dst: &mut [u8],
+        dst: &mut [&mut [u8]],
         mut first: Option<Opened>,
         etag: Option<&str>,
     ) -> Result<()> {
         let uri = self.uri(key);
+        let len: usize = dst.iter().map(|b| b.len()).sum();
         let mut got = 0usize;
         let mut failures = 0u32;
-        while got < dst.len() {
+        while got < len {
             let opened = match first.take() {
                 Some(o) => o,
                 None => {
-                    let range = start + got as u64..start + dst.len() as u64;
+                    let range = start + got as u64..start + len as u64;
                     let o = self.open_range(key, range.clone(), etag).await?;
                     if o.total < range.end {
                         return Err(Error::corrupt(
@@ -250,15 +253,15 @@ impl BucketClient {
                 }
             };
             let before = got;
-            let why = match drain(opened.body, &mut dst[got..], &mut got).await {
-                Ok(()) if got == dst.len() => return Ok(()),
+            let why = match drain(opened.body, dst, &mut got).await {
+                Ok(()) if got == len => return Ok(()),
                 Ok(()) => "the body ended early".to_string(),
                 Err(BodyError::TooLong) => {
                     return Err(Error::backend(
                         &uri,
                         format!(
                             "GetObject returned more bytes than the {} requested",
-                            dst.len() - before
+                            len - before
                         ),
                         false,
                     ))
@@ -277,7 +280,7 @@ impl BucketClient {
                     format!(
                         "GetObject body broke at byte {} of {} after {} attempts: {why}",
                         start + got as u64,
-                        start + dst.len() as u64,
+                        start + len as u64,
                         self.attempts
                     ),
                     true,
@@ -493,23 +496,40 @@ enum BodyError {
     TooLong,
 }
 
-/// Copy a body into `dst`, advancing `got` (relative to the whole
-/// destination) as bytes arrive.
-async fn drain(mut body: ByteStream, dst: &mut [u8], got: &mut usize) -> Result<(), BodyError> {
-    let mut at = 0usize;
+/// Copy a body into `dst` (buffers filled in order) from byte `got` of
+/// them on, advancing `got` as bytes arrive: each chunk is copied once,
+/// straight into the caller's memory.
+async fn drain(
+    mut body: ByteStream,
+    dst: &mut [&mut [u8]],
+    got: &mut usize,
+) -> Result<(), BodyError> {
+    // The buffer holding byte `got`, and the offset inside it.
+    let (mut index, mut within) = (0usize, *got);
+    while index < dst.len() && within >= dst[index].len() {
+        within -= dst[index].len();
+        index += 1;
+    }
     loop {
-        match body.next().await {
+        let data = match body.next().await {
             None => return Ok(()),
-            Some(Ok(chunk)) => {
-                let end = at + chunk.len();
-                if end > dst.len() {
-                    return Err(BodyError::TooLong);
-                }
-                dst[at..end].copy_from_slice(&chunk);
-                at = end;
-                *got += chunk.len();
-            }
+            Some(Ok(data)) => data,
             Some(Err(e)) => return Err(BodyError::Broken(super::error::chain(&e))),
+        };
+        let mut chunk: &[u8] = &data;
+        while !chunk.is_empty() {
+            while index < dst.len() && within == dst[index].len() {
+                index += 1;
+                within = 0;
+            }
+            let Some(buf) = dst.get_mut(index) else {
+                return Err(BodyError::TooLong);
+            };
+            let n = (buf.len() - within).min(chunk.len());
+            buf[within..within + n].copy_from_slice(&chunk[..n]);
+            within += n;
+            *got += n;
+            chunk = &chunk[n..];
         }
     }
 }

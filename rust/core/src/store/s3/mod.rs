@@ -10,6 +10,7 @@
 //! `x-amz-checksum-crc32c`. Reads longer than one piece are split into
 //! parallel ranged GETs written straight into one buffer.
 
+mod body;
 pub mod builder;
 mod client;
 mod error;
@@ -17,6 +18,7 @@ mod target;
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::future::Future;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -148,6 +150,15 @@ impl S3Store {
         }
     }
 
+    /// Run the ranged reads of one call, `read_concurrency` at a time.
+    async fn run_reads<F: Future<Output = Result<()>>>(&self, reads: Vec<F>) -> Result<()> {
+        stream::iter(reads)
+            .buffer_unordered(self.read_concurrency())
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+
     fn read_concurrency(&self) -> usize {
         self.config
             .options
@@ -155,6 +166,30 @@ impl S3Store {
             .unwrap_or(READ_CONCURRENCY)
             .max(1)
     }
+}
+
+/// `bufs` cut into consecutive runs of `size` bytes (the last one
+/// shorter), each run a list of slices of them; empty buffers are dropped.
+fn split_pieces<'a>(bufs: &'a mut [&mut [u8]], size: usize) -> Vec<Vec<&'a mut [u8]>> {
+    let mut pieces: Vec<Vec<&'a mut [u8]>> = vec![Vec::new()];
+    let mut room = size;
+    for buf in bufs.iter_mut() {
+        let mut rest: &'a mut [u8] = buf;
+        while !rest.is_empty() {
+            if room == 0 {
+                pieces.push(Vec::new());
+                room = size;
+            }
+            let take = room.min(rest.len());
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(take);
+            room -= head.len();
+            if let Some(last) = pieces.last_mut() {
+                last.push(head);
+            }
+            rest = tail;
+        }
+    }
+    pieces
 }
 
 #[async_trait]
@@ -171,7 +206,7 @@ impl ObjectStore for S3Store {
             let (_, meta) = self
                 .client()
                 .await?
-                .put_object(key, data, crc, false)
+                .put_object(key, vec![data], crc, false)
                 .await?;
             return Ok(meta);
         }
@@ -190,6 +225,14 @@ impl ObjectStore for S3Store {
             Arc::new(target),
             self.limits(opts),
         )))
+    }
+
+    fn single_put_limit(&self, opts: &PutOptions) -> Option<u64> {
+        Some(self.limits(opts).multipart_threshold as u64)
+    }
+
+    fn is_remote(&self) -> bool {
+        true
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
@@ -230,16 +273,16 @@ impl ObjectStore for S3Store {
             .collect::<Vec<_>>();
         // Futures built up front (not in a stream closure): a closure that
         // borrows `buf` trips the Send check of the async trait method.
+        let (client, etag) = (&client, etag.as_deref());
         let reads = pieces
             .into_iter()
-            .map(|(offset, chunk, opened)| {
-                client.read_into(key, offset, chunk, opened, etag.as_deref())
+            .map(|(offset, chunk, opened)| async move {
+                client
+                    .read_into(key, offset, &mut [chunk], opened, etag)
+                    .await
             })
             .collect::<Vec<_>>();
-        stream::iter(reads)
-            .buffer_unordered(self.read_concurrency())
-            .try_collect::<Vec<()>>()
-            .await?;
+        self.run_reads(reads).await?;
         Ok(Bytes::from(buf))
     }
 
@@ -247,18 +290,66 @@ impl ObjectStore for S3Store {
         if dst.is_empty() {
             return self.get_range(key, offset..offset).await.map(|_| ());
         }
-        let client = self.client().await?.clone();
+        let client = &self.client().await?.clone();
         let reads = dst
             .chunks_mut(READ_PIECE as usize)
             .enumerate()
-            .map(|(i, chunk)| {
-                client.read_into(key, offset + i as u64 * READ_PIECE, chunk, None, None)
+            .map(|(i, chunk)| async move {
+                client
+                    .read_into(
+                        key,
+                        offset + i as u64 * READ_PIECE,
+                        &mut [chunk],
+                        None,
+                        None,
+                    )
+                    .await
             })
             .collect::<Vec<_>>();
-        stream::iter(reads)
-            .buffer_unordered(self.read_concurrency())
-            .try_collect::<Vec<()>>()
-            .await?;
+        self.run_reads(reads).await?;
+        Ok(())
+    }
+
+    /// Parallel ranged GETs of [`READ_PIECE`] bytes whose bodies are
+    /// copied straight into `bufs` (no staging buffer, no second copy).
+    async fn read_into(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        if total == 0 {
+            return Ok(());
+        }
+        let uri = self.uri(key);
+        let client = self.client().await?.clone();
+        let mut pieces = split_pieces(bufs, READ_PIECE as usize);
+        let first_len: u64 = pieces[0].iter().map(|b| b.len() as u64).sum();
+        let first = match client
+            .open_range(key, offset..offset + first_len, None)
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => return Err(self.explain(e).await),
+        };
+        if first.total < offset + total {
+            return Err(Error::invalid(format!(
+                "{uri}: wanted bytes {offset}..{} but the object ends at {}",
+                offset + total,
+                first.total
+            )));
+        }
+        // Later pieces must come from the object the first one saw.
+        let etag = first.etag.clone();
+        let mut first = Some(first);
+        let mut at = offset;
+        let reads = pieces
+            .iter_mut()
+            .map(|piece| {
+                let start = at;
+                at += piece.iter().map(|b| b.len() as u64).sum::<u64>();
+                let (opened, etag) = (first.take(), etag.as_deref());
+                let client = &client;
+                async move { client.read_into(key, start, piece, opened, etag).await }
+            })
+            .collect::<Vec<_>>();
+        self.run_reads(reads).await?;
         Ok(())
     }
 
@@ -296,14 +387,14 @@ impl ObjectStore for S3Store {
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
-            match client.put_object(key, data.clone(), crc, true).await {
+            match client.put_object(key, vec![data.clone()], crc, true).await {
                 Ok((Created::Yes, _)) => return Ok(true),
                 Ok((Created::AlreadyExists, _)) => return Ok(false),
                 Ok((Created::Unsupported, _)) => {
                     // The server refuses conditional PUTs: fall back to the
                     // HEAD above, racy against a concurrent creator (see
                     // docs/ARCHITECTURE.md, S3 backend).
-                    client.put_object(key, data, crc, false).await?;
+                    client.put_object(key, vec![data], crc, false).await?;
                     return Ok(true);
                 }
                 // 409 ConditionalRequestConflict: another create of the same
@@ -319,5 +410,21 @@ impl ObjectStore for S3Store {
             "conditional create kept conflicting with concurrent writers",
             true,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_pieces;
+
+    #[test]
+    fn pieces_cut_buffers_at_the_size() {
+        let mut owned = [vec![0u8; 5], vec![], vec![0u8; 7], vec![0u8; 1]];
+        let mut bufs: Vec<&mut [u8]> = owned.iter_mut().map(|v| v.as_mut_slice()).collect();
+        let lens: Vec<Vec<usize>> = split_pieces(&mut bufs, 4)
+            .iter()
+            .map(|p| p.iter().map(|b| b.len()).collect())
+            .collect();
+        assert_eq!(lens, vec![vec![4], vec![1, 3], vec![4], vec![1]]);
     }
 }

@@ -32,9 +32,13 @@ impl MultipartTarget for S3Target {
     }
 
     async fn put_whole(&self, data: Bytes, crc32c: u32) -> Result<ObjectMeta> {
+        self.put_chunks(vec![data], crc32c).await
+    }
+
+    async fn put_chunks(&self, chunks: Vec<Bytes>, crc32c: u32) -> Result<ObjectMeta> {
         let (_, meta) = self
             .client
-            .put_object(&self.key, data, crc32c, false)
+            .put_object(&self.key, chunks, crc32c, false)
             .await?;
         Ok(meta)
     }
