@@ -119,15 +119,22 @@ async fn put_tree(b: &Backend) {
     }
 }
 
+// Every test runs on the process runtime, as the Python module and the CLI
+// do: the S3 client (and its connection pool) is cached per process, and a
+// pooled connection whose runtime was dropped by an earlier
+// `#[tokio::test]` fails with "dispatch task is gone".
 macro_rules! for_each_backend {
     ($name:ident, |$b:ident| $body:block) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            for $b in backends() {
-                let $b = &$b;
-                let run = async { $body };
-                run.await;
-            }
+        #[test]
+        fn $name() {
+            s3dlio_core::runtime::block_on(async {
+                for $b in backends() {
+                    let $b = &$b;
+                    let run = async { $body };
+                    run.await;
+                }
+            })
+            .expect("process runtime");
         }
     };
 }
