@@ -579,14 +579,9 @@ mod timing {
     #[test]
     #[ignore = "timing; needs S3DLIO_BENCH_FILE"]
     fn plane_timing() {
-        let Ok(path) = std::env::var("S3DLIO_BENCH_FILE") else {
+        let Some((data, width)) = super::super::bench::bench_file() else {
             return;
         };
-        let width: usize = std::env::var("S3DLIO_BENCH_WIDTH")
-            .ok()
-            .and_then(|w| w.parse().ok())
-            .unwrap_or(4);
-        let data = std::fs::read(path).unwrap();
         let frame = 4 << 20;
         // Per plane kind, one core's CPU time.
         {
@@ -687,14 +682,9 @@ mod timing {
     #[test]
     #[ignore = "timing; needs S3DLIO_BENCH_FILE"]
     fn plane_settings() {
-        let Ok(path) = std::env::var("S3DLIO_BENCH_FILE") else {
+        let Some((data, width)) = super::super::bench::bench_file() else {
             return;
         };
-        let width: usize = std::env::var("S3DLIO_BENCH_WIDTH")
-            .ok()
-            .and_then(|w| w.parse().ok())
-            .unwrap_or(4);
-        let data = std::fs::read(&path).unwrap();
         let frame = 4 << 20;
         let mut settings: Vec<(String, Params)> = [1, 9, 19]
             .map(|l| (format!("literals {l}"), Params::Literals(l)))
