@@ -107,20 +107,27 @@ async fn codec_throughput() {
     }
 }
 
+/// The contents of `S3DLIO_BENCH_FILE` and the element width in
+/// `S3DLIO_BENCH_WIDTH` (default 4), for the timing tests on real data.
+pub(super) fn bench_file() -> Option<(Vec<u8>, usize)> {
+    let path = std::env::var("S3DLIO_BENCH_FILE").ok()?;
+    let width = std::env::var("S3DLIO_BENCH_WIDTH")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(4);
+    Some((std::fs::read(path).unwrap(), width))
+}
+
 /// Whole-object encode/decode of a real file with the byte-grouping filter:
 /// `S3DLIO_BENCH_FILE=x.bin S3DLIO_BENCH_WIDTH=4 cargo test --release -p
 /// s3dlio-core codec::bench::grouped_file -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark; needs S3DLIO_BENCH_FILE"]
 async fn grouped_file() {
-    let Ok(path) = std::env::var("S3DLIO_BENCH_FILE") else {
+    let Some((data, width)) = bench_file() else {
         return;
     };
-    let width: usize = std::env::var("S3DLIO_BENCH_WIDTH")
-        .ok()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(4);
-    let data = Bytes::from(std::fs::read(path).unwrap());
+    let data = Bytes::from(data);
     let store = MemoryStore::new();
     let dyn_store: Arc<dyn ObjectStore> = store.clone();
     for (label, byte_group) in [("plain", None), ("grouped", Some(width))] {

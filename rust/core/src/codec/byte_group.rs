@@ -16,6 +16,11 @@
 //! `n` bytes, and the `len % w` bytes after the last whole element (only
 //! ever in an object's last frame) follow the planes unchanged.
 //! [`split`] and [`merge`] are exact inverses for every bit pattern.
+//!
+//! On x86-64 CPUs with AVX2 the same loops run compiled for AVX2 (chosen
+//! at run time): LLVM turns the byte transpose into 256-bit shuffles, and
+//! on the bench's fp32 weights split + CRC32C took 0.13 ms per MB instead
+//! of 0.26, merge ~28 GB/s instead of ~14 (one core).
 
 use super::crc::crc32c_append;
 
@@ -61,6 +66,25 @@ enum Direction {
 }
 
 fn transform(src: &[u8], w: usize, dst: &mut [u8], dir: Direction, want_crc: bool) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above), the only
+        // requirement of calling a function compiled for it.
+        return unsafe { transform_avx2(src, w, dst, dir, want_crc) };
+    }
+    transform_portable(src, w, dst, dir, want_crc)
+}
+
+/// [`transform_portable`] compiled with AVX2 enabled: the same loops,
+/// vectorized by LLVM with 256-bit shuffles.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn transform_avx2(src: &[u8], w: usize, dst: &mut [u8], dir: Direction, want_crc: bool) -> u32 {
+    transform_portable(src, w, dst, dir, want_crc)
+}
+
+#[inline(always)]
+fn transform_portable(src: &[u8], w: usize, dst: &mut [u8], dir: Direction, want_crc: bool) -> u32 {
     assert_eq!(src.len(), dst.len(), "byte grouping: length mismatch");
     assert!(supported(w), "byte grouping width {w} is not supported");
     let n = src.len() / w;
@@ -96,6 +120,7 @@ fn transform(src: &[u8], w: usize, dst: &mut [u8], dir: Direction, want_crc: boo
 }
 
 /// Elements `elems` (element `e0` on) into planes of `n` bytes in `planes`.
+#[inline(always)]
 fn split_step(elems: &[u8], w: usize, planes: &mut [u8], n: usize, e0: usize) {
     let m = elems.len() / w;
     let mut parts = planes[..n * w]
@@ -124,6 +149,7 @@ fn split_step(elems: &[u8], w: usize, planes: &mut [u8], n: usize, e0: usize) {
 }
 
 /// Elements `e0..e0 + elems.len() / w` from the planes in `src` into `elems`.
+#[inline(always)]
 fn merge_step(src: &[u8], w: usize, n: usize, e0: usize, elems: &mut [u8]) {
     let m = elems.len() / w;
     let mut parts = src[..n * w].chunks_exact(n).map(|p| &p[e0..e0 + m]);
@@ -181,6 +207,7 @@ sign_move!(u64, move64, unmove64);
 // length, so LLVM drops the bounds checks and vectorizes them (a scatter
 // of elements into planes is a transpose it turns into shuffles).
 
+#[inline(always)]
 fn split2(src: &[u8], p0: &mut [u8], p1: &mut [u8]) {
     for ((e, a), b) in src.chunks_exact(2).zip(p0.iter_mut()).zip(p1.iter_mut()) {
         let v = move16(u16::from_le_bytes([e[0], e[1]]));
@@ -189,6 +216,7 @@ fn split2(src: &[u8], p0: &mut [u8], p1: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 fn merge2(p0: &[u8], p1: &[u8], dst: &mut [u8]) {
     for ((e, a), b) in dst.chunks_exact_mut(2).zip(p0.iter()).zip(p1.iter()) {
         let v = unmove16(u16::from_le_bytes([*a, *b]));
@@ -196,6 +224,7 @@ fn merge2(p0: &[u8], p1: &[u8], dst: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 fn split4(src: &[u8], [p0, p1, p2, p3]: [&mut [u8]; 4]) {
     let m = src.len() / 4;
     let (p0, p1, p2, p3) = (&mut p0[..m], &mut p1[..m], &mut p2[..m], &mut p3[..m]);
@@ -208,6 +237,7 @@ fn split4(src: &[u8], [p0, p1, p2, p3]: [&mut [u8]; 4]) {
     }
 }
 
+#[inline(always)]
 fn merge4([p0, p1, p2, p3]: [&[u8]; 4], dst: &mut [u8]) {
     let m = dst.len() / 4;
     let (p0, p1, p2, p3) = (&p0[..m], &p1[..m], &p2[..m], &p3[..m]);
@@ -217,6 +247,7 @@ fn merge4([p0, p1, p2, p3]: [&[u8]; 4], dst: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 fn split8(src: &[u8], [p0, p1, p2, p3, p4, p5, p6, p7]: [&mut [u8]; 8]) {
     let m = src.len() / 8;
     let (p0, p1, p2, p3) = (&mut p0[..m], &mut p1[..m], &mut p2[..m], &mut p3[..m]);
@@ -236,6 +267,7 @@ fn split8(src: &[u8], [p0, p1, p2, p3, p4, p5, p6, p7]: [&mut [u8]; 8]) {
     }
 }
 
+#[inline(always)]
 fn merge8([p0, p1, p2, p3, p4, p5, p6, p7]: [&[u8]; 8], dst: &mut [u8]) {
     let m = dst.len() / 8;
     let (p0, p1, p2, p3) = (&p0[..m], &p1[..m], &p2[..m], &p3[..m]);
@@ -260,6 +292,25 @@ mod tests {
                 (x >> 24) as u8
             })
             .collect()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_build_matches_the_portable_one() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let src = pseudo_random(3 * 4096 * 8 + 13, 77);
+        for w in WIDTHS {
+            for dir in [Direction::Split, Direction::Merge] {
+                let mut a = vec![0u8; src.len()];
+                let mut b = vec![0u8; src.len()];
+                // SAFETY: AVX2 is present (checked above).
+                let crc_a = unsafe { transform_avx2(&src, w, &mut a, dir, true) };
+                let crc_b = transform_portable(&src, w, &mut b, dir, true);
+                assert!(a == b && crc_a == crc_b, "width {w}");
+            }
+        }
     }
 
     #[test]

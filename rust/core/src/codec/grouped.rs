@@ -9,23 +9,31 @@
 //! the planes, not the floats), and one `ZSTD_decompressDCtx` call
 //! decodes all of it; the plane sizes follow from the frame's length.
 //!
-//! Per plane, chosen by measurement on real weights (bench/README.md):
+//! Per plane, chosen by measurement on real weights and Adam states
+//! (bench/bench_compression.py; the survey is in docs/ARCHITECTURE.md):
 //! - the exponent planes (the top plane; for fp64 the top two, as its
 //!   exponent has 11 bits) are Huffman-coded literals only: LZ matches
 //!   found by zstd's fast levels lose ~10% against the literal coder on
 //!   exponent bytes, and the higher levels only tie it at 1/100 the speed.
+//!   The literal coder runs with level 1's settings at every level: the
+//!   higher levels' table search wrote the same bytes, 10-50% slower.
 //!   When literals alone shrink a plane below a quarter (sparse or
 //!   constant data, where runs matter), a sample of it is also compressed
-//!   at the plain level, and if matches clearly win there the whole plane
-//!   is compressed that way too and the smaller frame kept;
+//!   at the requested level, and if matches clearly win there the whole
+//!   plane is compressed that way too and the smaller frame kept;
 //! - the plane under the exponent (sign and top mantissa bits) is probed
 //!   first and, when zstd stores the probes raw, written as a raw frame
 //!   without running the match finder over it (see `looks_raw`);
-//! - the other planes (mantissas) go through zstd with a short minimum
-//!   match at levels 1-3 (runs of zero bits in values widened from a
-//!   narrower type) and at the plain level above that, capped at
-//!   [`MANTISSA_MAX_LEVEL`]: on all-MiniLM-L6-v2's fp32 weights level 19
-//!   saved 0.02% of the object over level 9 at 1/17 of the speed.
+//! - the other planes (mantissas) go through zstd's fast match finder
+//!   with a short minimum match (runs of zero bits in values widened from
+//!   a narrower type) at every level. Above level 3, a plane that this
+//!   shrank below [`STRONG_BELOW`] (so matches are there to find) is also
+//!   compressed at the requested level and the smaller frame kept; near
+//!   random planes are not, as levels 9 and 19 saved under 0.05% of the
+//!   object on them at 1/10 to 1/500 of the speed. So on float weights a
+//!   higher level costs nothing and writes what level 1 writes; it buys
+//!   size only where the data has structure for it to find, and never
+//!   makes a plane larger than level 1 does.
 //!   Near-random planes cost little: zstd stores incompressible blocks
 //!   raw after a quick look.
 
@@ -57,21 +65,42 @@ fn exponent_planes(width: usize) -> usize {
     }
 }
 
-/// Highest level spent on mantissa planes (see the module docs).
-pub(crate) const MANTISSA_MAX_LEVEL: i32 = 9;
+/// Levels up to this one code every plane with the fast settings only.
+const FAST_LEVELS: i32 = 3;
 
-/// Mantissa-plane parameters for `level`.
-fn mantissa_params(level: i32) -> Params {
-    // At level 3 too: zstd's level-3 defaults (dfast, min match 5) came
-    // out larger and slower on fp32 mantissa planes (bench/README.md).
-    if level <= 3 {
-        Params::Runs {
-            level,
-            hash_log: 16,
-            min_match: 4,
-        }
-    } else {
-        Params::Level(level.min(MANTISSA_MAX_LEVEL))
+/// Above [`FAST_LEVELS`], a mantissa plane that the fast match finder
+/// shrank below this fraction is also compressed at the requested level.
+const STRONG_BELOW: f64 = 0.5;
+
+/// Sample of a plane compressed with the fast settings and at the
+/// requested level before the whole plane is (see `try_strong`): at level
+/// 19 the whole plane costs ~40 ms per MiB, the sample ~2.5 ms.
+const STRONG_SAMPLE: usize = 64 << 10;
+
+/// The whole plane is compressed at the requested level only when that
+/// saved at least 1/STRONG_GAIN of the sample's length against the fast
+/// settings (1% of the plane is 0.25-0.5% of the object): a relative gate
+/// would pass a run of zeros coded in 19 bytes instead of 20.
+const STRONG_GAIN: usize = 100;
+
+/// Level of the retry of a very compressible exponent plane with LZ
+/// matches (higher levels then also try their own, see `try_strong`).
+const LZ_RETRY_LEVEL: i32 = 1;
+
+/// Level whose literal coder settings the exponent planes get at every
+/// level (see the module docs).
+const LITERAL_LEVEL: i32 = 1;
+
+/// Mantissa-plane parameters of the fast pass, the same at every level:
+/// zstd's fast strategy with a short minimum match in a large table. At
+/// level 3 zstd's own defaults (dfast, min match 5) came out larger and
+/// slower on fp32 mantissa planes, and levels above found nothing more on
+/// near-random mantissas.
+fn fast_mantissa_params() -> Params {
+    Params::Runs {
+        level: 1,
+        hash_log: 16,
+        min_match: 4,
     }
 }
 
@@ -81,8 +110,12 @@ pub(crate) struct GroupedCompressor {
     level: i32,
     literals: RawCCtx,
     mantissa: RawCCtx,
-    /// Made on first need: the retry of a very compressible top plane.
+    /// Made on first need, plain zstd at level 1: the retry of a very
+    /// compressible exponent plane with matches.
     plain: Option<RawCCtx>,
+    /// Made on first need, plain zstd at the requested level above
+    /// [`FAST_LEVELS`]: the second try of planes where matches pay.
+    strong: Option<RawCCtx>,
     split: Vec<u8>,
     seqs: Vec<ZSTD_Sequence>,
     /// Output of the raw-plane probes.
@@ -93,9 +126,10 @@ impl GroupedCompressor {
     pub(crate) fn new(level: i32) -> io::Result<Self> {
         Ok(GroupedCompressor {
             level,
-            literals: RawCCtx::new(Params::Literals(level))?,
-            mantissa: RawCCtx::new(mantissa_params(level))?,
+            literals: RawCCtx::new(Params::Literals(LITERAL_LEVEL))?,
+            mantissa: RawCCtx::new(fast_mantissa_params())?,
             plain: None,
+            strong: None,
             split: Vec::new(),
             seqs: Vec::new(),
             probe: Vec::new(),
@@ -149,19 +183,14 @@ impl GroupedCompressor {
                     &mut self.seqs,
                 )?;
                 if n > 0 && (lit as f64) < RETRY_BELOW * n as f64 && self.matches_pay(plane)? {
-                    let plain = self.plain()?;
-                    let lz = plain.compress_append(plane, &mut out)?;
-                    if lz < lit {
-                        out.copy_within(at + lit..at + lit + lz, at);
-                        out.truncate(at + lz);
-                    } else {
-                        out.truncate(at + lit);
-                    }
+                    let lz = self.plain()?.compress_append(plane, &mut out)?;
+                    let best = keep_smaller(&mut out, at, lit, lz);
+                    self.try_strong(plane, &mut out, at, best)?;
                 }
             } else if k + exponent_planes(width) + 1 == width && self.looks_raw(plane)? {
                 zstd_raw::raw_frame_append(plane, &mut out);
             } else {
-                self.mantissa.compress_append(plane, &mut out)?;
+                self.compress_mantissa(plane, &mut out)?;
             }
         }
         if len > n * width {
@@ -176,9 +205,60 @@ impl GroupedCompressor {
         Ok(out)
     }
 
+    /// One mantissa plane appended to `out`: the fast pass, and above
+    /// [`FAST_LEVELS`] where that found enough matches, the requested
+    /// level too, keeping the smaller frame.
+    fn compress_mantissa(&mut self, plane: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        let at = out.len();
+        let fast = self.mantissa.compress_append(plane, out)?;
+        if (fast as f64) < STRONG_BELOW * plane.len() as f64 {
+            self.try_strong(plane, out, at, fast)?;
+        }
+        Ok(())
+    }
+
+    /// Above [`FAST_LEVELS`], compress `plane` (whose frame of `size`
+    /// bytes starts at `out[at]`) again at the requested level and keep
+    /// the smaller frame, if a sample says that pays (by 1% of its bytes,
+    /// against the fast match finder); at or below, nothing.
+    fn try_strong(
+        &mut self,
+        plane: &[u8],
+        out: &mut Vec<u8>,
+        at: usize,
+        size: usize,
+    ) -> io::Result<()> {
+        if self.level <= FAST_LEVELS {
+            return Ok(());
+        }
+        if self.strong.is_none() {
+            self.strong = Some(RawCCtx::new(Params::Level(self.level))?);
+        }
+        let Some(strong) = self.strong.as_mut() else {
+            return Err(io::Error::other("zstd context was not created"));
+        };
+        if plane.len() >= 2 * STRONG_SAMPLE {
+            // The middle of the plane, both ways: the first tries are
+            // cheap, a slow level over a whole plane is not.
+            let mid = (plane.len() - STRONG_SAMPLE) / 2;
+            let sample = &plane[mid..mid + STRONG_SAMPLE];
+            let mut scratch = std::mem::take(&mut self.probe);
+            scratch.clear();
+            let fast = self.mantissa.compress_append(sample, &mut scratch);
+            let slow = strong.compress_append(sample, &mut scratch);
+            self.probe = scratch;
+            if fast?.saturating_sub(slow?) < STRONG_SAMPLE / STRONG_GAIN {
+                return Ok(());
+            }
+        }
+        let again = strong.compress_append(plane, out)?;
+        keep_smaller(out, at, size, again);
+        Ok(())
+    }
+
     fn plain(&mut self) -> io::Result<&mut RawCCtx> {
         if self.plain.is_none() {
-            self.plain = Some(RawCCtx::new(Params::Level(self.level))?);
+            self.plain = Some(RawCCtx::new(Params::Level(LZ_RETRY_LEVEL))?);
         }
         self.plain
             .as_mut()
@@ -225,6 +305,20 @@ impl GroupedCompressor {
             .compress_literals_append(sample, &mut scratch, &mut self.seqs)?;
         let lz = self.plain()?.compress_append(sample, &mut scratch)?;
         Ok((lz as f64) < 0.9 * lit as f64)
+    }
+}
+
+/// `out` ends with two candidate frames of one plane, `first` bytes at
+/// `at` and then `second` bytes: keep the smaller (the first on a tie).
+/// Returns its size.
+fn keep_smaller(out: &mut Vec<u8>, at: usize, first: usize, second: usize) -> usize {
+    if second < first {
+        out.copy_within(at + first..at + first + second, at);
+        out.truncate(at + second);
+        second
+    } else {
+        out.truncate(at + first);
+        first
     }
 }
 
@@ -352,6 +446,88 @@ mod tests {
         assert!(roundtrip(&mut c, &widened, 2) < n * 9 / 10);
     }
 
+    /// Float-like data sets with different structure in the mantissas.
+    fn level_test_data() -> Vec<(&'static str, Vec<u8>, usize)> {
+        // Weights-like: random mantissas, exponents spread over a few
+        // binades (the top plane stays above RETRY_BELOW).
+        let mut x = 11u32;
+        let noisy: Vec<u8> = (0..1 << 20)
+            .flat_map(|i: u32| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let v = (x as f32 / u32::MAX as f32 - 0.5) / (1 << (i % 5)) as f32;
+                v.to_le_bytes()
+            })
+            .collect();
+        // fp32 widened from bf16: the two low planes are all zeros.
+        let widened: Vec<u8> = noisy.chunks(4).flat_map(|e| [0, 0, e[2], e[3]]).collect();
+        // Small integers and halves as fp32: mantissas with few distinct
+        // values, repeated, which a stronger match search packs tighter.
+        let mut x = 99u32;
+        let counts: Vec<u8> = (0..1 << 20)
+            .flat_map(|i: u32| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                ((i / 64 % 4000) as f32 * 0.5 + (x % 3) as f32).to_le_bytes()
+            })
+            .collect();
+        vec![
+            ("noisy", noisy, 4),
+            ("widened", widened, 4),
+            ("counts", counts, 4),
+        ]
+    }
+
+    #[test]
+    fn higher_levels_are_never_larger_on_the_test_data() {
+        let mut data_sets = level_test_data();
+        data_sets.push(("sine", floats(1 << 20, 5), 4));
+        for (name, data, width) in data_sets {
+            let mut sizes = Vec::new();
+            for level in [1, 3, 9, 19] {
+                let mut c = GroupedCompressor::new(level).unwrap();
+                sizes.push(roundtrip(&mut c, &data, width));
+            }
+            assert!(
+                sizes.windows(2).all(|w| w[1] <= w[0]),
+                "{name}: sizes at levels 1, 3, 9, 19: {sizes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn high_levels_cost_nothing_on_near_random_mantissas() {
+        // Noisy floats: no mantissa plane shrinks below STRONG_BELOW, so
+        // level 19 writes exactly what level 1 writes and never creates
+        // the strong context.
+        let (_, data, width) = &level_test_data()[0];
+        let (one, _) = GroupedCompressor::new(1)
+            .unwrap()
+            .compress(data, *width)
+            .unwrap();
+        for level in [3, 9, 19] {
+            let mut c = GroupedCompressor::new(level).unwrap();
+            let (stored, _) = c.compress(data, *width).unwrap();
+            assert_eq!(stored, one, "level {level}");
+            assert!(c.strong.is_none(), "level {level} ran the strong pass");
+        }
+    }
+
+    #[test]
+    fn high_levels_pay_where_mantissas_have_structure() {
+        let (_, data, width) = &level_test_data()[2];
+        let one = roundtrip(&mut GroupedCompressor::new(1).unwrap(), data, *width);
+        let mut c = GroupedCompressor::new(19).unwrap();
+        let high = roundtrip(&mut c, data, *width);
+        assert!(c.strong.is_some());
+        assert!(
+            (high as f64) < 0.95 * one as f64,
+            "level 19 {high} vs level 1 {one}"
+        );
+    }
+
     #[test]
     fn stored_frames_are_plain_zstd_of_the_grouped_bytes() {
         let data = floats(10_001, 9);
@@ -403,19 +579,14 @@ mod timing {
     #[test]
     #[ignore = "timing; needs S3DLIO_BENCH_FILE"]
     fn plane_timing() {
-        let Ok(path) = std::env::var("S3DLIO_BENCH_FILE") else {
+        let Some((data, width)) = super::super::bench::bench_file() else {
             return;
         };
-        let width: usize = std::env::var("S3DLIO_BENCH_WIDTH")
-            .ok()
-            .and_then(|w| w.parse().ok())
-            .unwrap_or(4);
-        let data = std::fs::read(path).unwrap();
         let frame = 4 << 20;
         // Per plane kind, one core's CPU time.
         {
-            let mut lit = RawCCtx::new(Params::Literals(1)).unwrap();
-            let mut man = RawCCtx::new(mantissa_params(1)).unwrap();
+            let mut lit = RawCCtx::new(Params::Literals(LITERAL_LEVEL)).unwrap();
+            let mut man = RawCCtx::new(fast_mantissa_params()).unwrap();
             let mut seqs = Vec::new();
             let mut buf = vec![0u8; frame];
             let (mut t_split, mut t_lit, mut t_man) = (0.0, 0.0, 0.0);
@@ -501,6 +672,56 @@ mod timing {
                 mb / crc_s,
                 mb / merge_s
             );
+        }
+    }
+    /// What each zstd setting buys per plane, and at what CPU cost: the
+    /// measurement behind the per-plane choices (docs/ARCHITECTURE.md).
+    /// `S3DLIO_BENCH_FILE=weights.bin S3DLIO_BENCH_WIDTH=4 cargo test
+    /// --release -p s3dlio-core grouped::timing::plane_settings -- --ignored
+    /// --nocapture`.
+    #[test]
+    #[ignore = "timing; needs S3DLIO_BENCH_FILE"]
+    fn plane_settings() {
+        let Some((data, width)) = super::super::bench::bench_file() else {
+            return;
+        };
+        let frame = 4 << 20;
+        let mut settings: Vec<(String, Params)> = [1, 9, 19]
+            .map(|l| (format!("literals {l}"), Params::Literals(l)))
+            .into();
+        settings.push(("fast runs".into(), fast_mantissa_params()));
+        for l in [1, 3, 9, 19] {
+            settings.push((format!("level {l}"), Params::Level(l)));
+        }
+        let mut seqs = Vec::new();
+        let mut buf = vec![0u8; frame + LITERAL_PADDING];
+        let mut out = Vec::new();
+        let plane_mb = (data.len() / width) as f64 / 1e6;
+        for k in 0..width {
+            for (name, params) in &settings {
+                let mut cctx = RawCCtx::new(*params).unwrap();
+                let (mut size, mut secs) = (0usize, 0.0);
+                for chunk in data.chunks(frame) {
+                    byte_group::split(chunk, width, &mut buf[..chunk.len()]);
+                    let n = chunk.len() / width;
+                    out.clear();
+                    let t = Instant::now();
+                    size += match params {
+                        Params::Literals(_) => cctx
+                            .compress_padded_literals_append(&buf[k * n..], n, &mut out, &mut seqs)
+                            .unwrap(),
+                        _ => cctx
+                            .compress_append(&buf[k * n..(k + 1) * n], &mut out)
+                            .unwrap(),
+                    };
+                    secs += t.elapsed().as_secs_f64();
+                }
+                println!(
+                    "plane {k} {name:11} stored/object {:.5} {:6.0} MB of plane per CPU-s",
+                    size as f64 / data.len() as f64,
+                    plane_mb / secs
+                );
+            }
         }
     }
 }
