@@ -277,23 +277,12 @@ class S3DlioWriter(StorageWriter):
                     self._write_batched(writer, name, items, planner, cancel, frames, results)
                     return results
                 for item in items:
-                    if cancel.is_set():
-                        raise RuntimeError(f"{name}: abandoned because another data file failed")
+                    _check_cancel(cancel, name)
                     segments, tensor = _segments(item, planner.resolve_data(item), frames)
                     group = self._byte_group(tensor) if compressed else None
-                    offset, length, size, crc, grouping = writer.write_item(segments, group)
+                    placed = writer.write_item(segments, group)
                     del segments
-                    if grouping is not None:
-                        descriptors = [_layout.GROUPED_DESCRIPTOR]
-                    elif compressed:
-                        descriptors = [_layout.ZSTD_DESCRIPTOR]
-                    else:
-                        descriptors = None
-                    info = _StorageInfo(name, offset, length, transform_descriptors=descriptors)
-                    ItemRecord(size, crc, tensor, grouping).attach(info)
-                    results.append(
-                        WriteResult(index=item.index, size_in_bytes=length, storage_data=info)
-                    )
+                    results.append(self._result(name, item, placed, tensor))
         except BaseException:
             cancel.set()
             raise
@@ -317,18 +306,13 @@ class S3DlioWriter(StorageWriter):
 
         def flush() -> None:
             placed = writer.write_items(batch)
-            for (item, tensor), (offset, length, size, crc, _) in zip(layouts, placed, strict=True):
-                info = _StorageInfo(name, offset, length, transform_descriptors=None)
-                ItemRecord(size, crc, tensor, None).attach(info)
-                results.append(
-                    WriteResult(index=item.index, size_in_bytes=length, storage_data=info)
-                )
+            for (item, tensor), one in zip(layouts, placed, strict=True):
+                results.append(self._result(name, item, one, tensor))
             batch.clear()
             layouts.clear()
 
         for item in items:
-            if cancel.is_set():
-                raise RuntimeError(f"{name}: abandoned because another data file failed")
+            _check_cancel(cancel, name)
             segments, tensor = _segments(item, planner.resolve_data(item), frames)
             batch.append(segments)
             layouts.append((item, tensor))
@@ -338,6 +322,26 @@ class S3DlioWriter(StorageWriter):
                 held = 0
         if batch:
             flush()
+
+    def _result(
+        self,
+        name: str,
+        item: WriteItem,
+        placed: tuple[int, int, int, int | None, Any],
+        tensor: _framing.TensorLayout | None,
+    ) -> WriteResult:
+        """The WriteResult of one item the pack writer placed in `name`
+        (a `write_item` / `write_items` tuple)."""
+        offset, length, size, crc, grouping = placed
+        if grouping is not None:
+            descriptors = [_layout.GROUPED_DESCRIPTOR]
+        elif self.compression_level is not None:
+            descriptors = [_layout.ZSTD_DESCRIPTOR]
+        else:
+            descriptors = None
+        info = _StorageInfo(name, offset, length, transform_descriptors=descriptors)
+        ItemRecord(size, crc, tensor, grouping).attach(info)
+        return WriteResult(index=item.index, size_in_bytes=length, storage_data=info)
 
     def _byte_group(self, tensor: _framing.TensorLayout | None) -> tuple[int, int] | None:
         """`(segment, width)` asking the pack writer to byte-group a float
@@ -397,6 +401,12 @@ class S3DlioWriter(StorageWriter):
                 pass
             except OSError as e:
                 log.warning("checkpoint committed, but %s of the replaced one remains: %s", uri, e)
+
+
+def _check_cancel(cancel: threading.Event, name: str) -> None:
+    """Stop writing `name` once another data file of the save failed."""
+    if cancel.is_set():
+        raise RuntimeError(f"{name}: abandoned because another data file failed")
 
 
 def _segments(

@@ -137,10 +137,7 @@ impl PackWriter {
         if !writer.writes_in_place() {
             let mut out = Vec::with_capacity(items.len());
             for item in items.iter() {
-                let segments = item.cast::<PyList>().map_err(|_| {
-                    PyValueError::new_err("write_items takes a list of segment lists")
-                })?;
-                let bytes = shared_segments(segments)?;
+                let bytes = shared_segments(segment_list(&item)?)?;
                 out.push(placed_tuple(run(py, writer.write_item(bytes, None))?));
             }
             return Ok(out);
@@ -148,11 +145,8 @@ impl PackWriter {
         // Held until the write returns: the bytes are borrowed, not copied.
         let mut held: Vec<Vec<BorrowedBuffer>> = Vec::with_capacity(items.len());
         for item in items.iter() {
-            let segments = item
-                .cast::<PyList>()
-                .map_err(|_| PyValueError::new_err("write_items takes a list of segment lists"))?;
             held.push(
-                segments
+                segment_list(&item)?
                     .iter()
                     .map(|seg| BorrowedBuffer::readable(&seg))
                     .collect::<PyResult<_>>()?,
@@ -199,6 +193,12 @@ impl PackWriter {
         }
         Ok(false)
     }
+}
+
+/// One item of `write_items`: its list of segments.
+fn segment_list<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyList>> {
+    item.cast::<PyList>()
+        .map_err(|_| PyValueError::new_err("write_items takes a list of segment lists"))
 }
 
 /// An item's segments as `Bytes` that keep the buffer exports alive for as
