@@ -24,19 +24,23 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import _packed_arrays  # noqa: E402
 import numpy as np  # noqa: E402
 from _common import OUT_DIR, Bench, Row, interleaved, mb_per_s  # noqa: E402
 
-import s3dlio  # noqa: E402
-
+# Pack objects written at once (one thread each) and ranged reads in
+# flight on restore.
+GROUPS = 4
 THREADS = 8
+# New memory a restore holds before handing it to the framework.
+RESTORE_BATCH = 128 << 20
 SCRATCH = OUT_DIR / "frameworks"
 
 
@@ -68,28 +72,19 @@ def fresh(path: pathlib.Path) -> None:
 
 
 class Ours:
-    """One `.npy` object per leaf, written and read by a thread pool (the
-    native calls release the GIL)."""
+    """Our side: `_packed_arrays` under `root` (GROUPS pack objects
+    written in parallel, index last; restores in RESTORE_BATCH batches)."""
 
     def __init__(self, root: pathlib.Path, level: int | None = None) -> None:
-        self.root = root
+        self.root = f"file://{root}"
         self.level = level
-        self.pool = ThreadPoolExecutor(THREADS)
+        self.pool = ThreadPoolExecutor(GROUPS)
 
-    def uri(self, name: str) -> str:
-        return f"file://{self.root}/{name}.npy"
+    def save(self, arrays: dict[str, np.ndarray]) -> None:
+        _packed_arrays.save_arrays(self.root, arrays, self.pool, GROUPS, self.level)
 
-    def save(self, state: dict[str, Any]) -> None:
-        futures = [
-            self.pool.submit(s3dlio.save_numpy_array, self.uri(k), np.asarray(v), self.level)
-            for k, v in state.items()
-        ]
-        for f in futures:
-            f.result()
-
-    def load(self, names: list[str]) -> dict[str, np.ndarray]:
-        arrays = self.pool.map(lambda k: s3dlio.load_numpy_array(self.uri(k)), names)
-        return dict(zip(names, arrays, strict=True))
+    def batches(self) -> Iterator[dict[str, np.ndarray]]:
+        return _packed_arrays.load_arrays(self.root, THREADS, RESTORE_BATCH)
 
 
 def compare(
@@ -101,7 +96,10 @@ def compare(
     loads: dict[str, Callable[[], Any]],
     dirs: dict[str, pathlib.Path],
     repeat: int,
-) -> None:
+) -> dict[str, Any]:
+    """Time saves then restores interleaved, add the rows; returns what
+    each side's last restore returned."""
+
     def setup(key: str) -> None:
         fresh(dirs[key])
 
@@ -134,6 +132,7 @@ def compare(
             notes="what each side stores with default settings",
         )
     )
+    return {k: t.result for k, t in loaded.items()}
 
 
 def stored_compressed(state: dict[str, np.ndarray]) -> float:
@@ -145,13 +144,21 @@ def stored_compressed(state: dict[str, np.ndarray]) -> float:
     return ratio
 
 
+def check_equal(what: str, got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    """Fail the bench if a restore did not give back the saved values."""
+    if list(got) != list(want):
+        raise AssertionError(f"{what}: restored names differ from the saved ones")
+    for name, value in want.items():
+        if not np.array_equal(got[name], value):
+            raise AssertionError(f"{what}: {name} restored with different values")
+
+
 def orbax(bench: Bench, state: dict[str, np.ndarray], repeat: int) -> None:
     import jax
     import orbax.checkpoint as ocp
 
     tree = {k: jax.device_put(v) for k, v in state.items()}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-    names = list(state)
     dirs = {"ours": SCRATCH / "ours-jax", "peer": SCRATCH / "orbax"}
     ours = Ours(dirs["ours"])
     ckptr = ocp.StandardCheckpointer()
@@ -164,20 +171,30 @@ def orbax(bench: Bench, state: dict[str, np.ndarray], repeat: int) -> None:
         restored = ckptr.restore(dirs["peer"], abstract)
         return jax.block_until_ready(restored)
 
+    def ours_save() -> None:
+        # np.asarray of a CPU jax.Array is a view of its buffer: no copy.
+        ours.save({k: np.asarray(v) for k, v in tree.items()})
+
     def ours_load() -> Any:
-        return jax.block_until_ready(jax.device_put(ours.load(names)))
+        # device_put adopts the aligned host buffers on CPU: no copy.
+        restored = {}
+        for batch in ours.batches():
+            restored.update({k: jax.device_put(a) for k, a in batch.items()})
+        return jax.block_until_ready(restored)
 
     peer_name = f"Orbax StandardCheckpointer {ocp.__version__} (jax {jax.__version__})"
-    compare(
+    loaded = compare(
         bench,
         "JAX pytree",
         peer_name,
         logical_bytes(state),
-        {"ours": lambda: ours.save(tree), "peer": orbax_save},
+        {"ours": ours_save, "peer": orbax_save},
         {"ours": ours_load, "peer": orbax_load},
         dirs,
         repeat,
     )
+    for side, restored in loaded.items():
+        check_equal(f"JAX {side}", {k: np.asarray(v) for k, v in restored.items()}, state)
     bench.add(
         Row(
             "frameworks",
@@ -198,31 +215,35 @@ def tensorflow(bench: Bench, state: dict[str, np.ndarray], repeat: int) -> None:
     import tensorflow as tf
 
     names = list(state)
-    variables = [tf.Variable(state[k]) for k in names]
-    ckpt = tf.train.Checkpoint(weights=variables)
+    variables = dict(zip(names, (tf.Variable(state[k]) for k in names), strict=True))
+    ckpt = tf.train.Checkpoint(weights=list(variables.values()))
     dirs = {"ours": SCRATCH / "ours-tf", "peer": SCRATCH / "tf"}
     ours = Ours(dirs["ours"])
     prefix = str(dirs["peer"] / "ckpt")
 
-    def save_one(name_var: tuple[str, Any]) -> None:
-        name, var = name_var
-        s3dlio.save_numpy_array(ours.uri(name), var.numpy())
-
     def ours_save() -> None:
-        # Each variable copied out of TensorFlow just before it is written,
-        # on the pool's threads, so only a few copies are alive at once.
-        list(ours.pool.map(save_one, zip(names, variables, strict=True)))
-
-    def restore_one(name_var: tuple[str, Any]) -> None:
-        name, var = name_var
-        var.assign(s3dlio.load_numpy_array(ours.uri(name)))
+        # read_value() is a snapshot tensor sharing the variable's buffer
+        # (TensorFlow copies on a later write, not on read) and np.asarray
+        # of it is a view: the bytes go from the variable to the file.
+        snapshots = {k: v.read_value() for k, v in variables.items()}
+        ours.save({k: np.asarray(t) for k, t in snapshots.items()})
 
     def ours_load() -> None:
-        # Each leaf assigned as soon as it is read, on the pool's threads.
-        list(ours.pool.map(restore_one, zip(names, variables, strict=True)))
+        # DLPack hands the aligned host buffer to TensorFlow without a
+        # copy and assign() makes it the variable's buffer: the read into
+        # it is the only copy, as in TensorFlow's own restore.
+        for batch in ours.batches():
+            for k, a in batch.items():
+                variables[k].assign(tf.experimental.dlpack.from_dlpack(a.__dlpack__()))
 
     def tf_load() -> None:
         ckpt.read(prefix).assert_consumed()
+
+    def restored_by(what: str, load: Callable[[], None]) -> None:
+        for v in variables.values():
+            v.assign(tf.zeros_like(v))
+        load()
+        check_equal(what, {k: v.numpy() for k, v in variables.items()}, state)
 
     compare(
         bench,
@@ -234,6 +255,8 @@ def tensorflow(bench: Bench, state: dict[str, np.ndarray], repeat: int) -> None:
         dirs,
         repeat,
     )
+    restored_by("TensorFlow ours", ours_load)
+    restored_by("TensorFlow peer", tf_load)
     for d in dirs.values():
         fresh(d)
 
