@@ -6,17 +6,38 @@ per-copy scale to reach the size: ~1 GiB, ~180 MiB with --quick) is saved
 and restored:
 
 - JAX: Orbax `StandardCheckpointer` (save + `wait_until_finished`, restore
-  into jax.Arrays) against s3dlio writing one `.npy` object per leaf from a
-  thread pool and restoring into jax.Arrays (`jax.device_put`).
-- TensorFlow: `tf.train.Checkpoint.write` / `.read` of tf.Variables against
-  s3dlio writing the variables' values and `assign`ing them back.
+  into jax.Arrays) against ours restoring into jax.Arrays.
+- TensorFlow: `tf.train.Checkpoint.write` / `.read` of tf.Variables
+  against ours `assign`ing the variables.
 
-Neither peer fsyncs, so neither side does: both numbers are "written to the
-page cache", and restores run right after a save (page cache warm for
-both). Also recorded: stored/logical of each side uncompressed and ours at
-zstd level 1 (byte-grouped floats), against what the peer stores by default.
-These peers have no s3dlio adapter yet; this row measures the raw path a
-JAX or TensorFlow adapter would use.
+"Ours" is the path a JAX or TensorFlow adapter would take through
+s3dlio's public pack API (bench/_packed_arrays.py; neither peer has an
+s3dlio adapter and no issue asks for one). Save: the arrays (a view of
+each jax.Array's buffer; of each variable's buffer through a
+`read_value()` snapshot, which TensorFlow copies only on a later write)
+split into 4 sets of about equal bytes, each written into its own pack
+object by its own thread with one `PackWriter.write_items` call (GIL
+released once, vectored writes straight from the arrays, CRC32C per
+array, file preallocated), then a small JSON index written last. Restore:
+the index read, one 64-byte aligned numpy array allocated per entry and
+filled by `read_items` (8 ranged reads in flight, every CRC32C checked),
+128 MiB at a time; each batch then handed over without a copy:
+`jax.device_put` adopts aligned host memory on CPU, and TensorFlow takes
+it through DLPack, `assign` making that tensor the variable's buffer.
+
+Copies, as measured (strace of the syscalls, buffer addresses compared):
+TensorFlow's write copies each tensor into an 8 MiB buffer and writes
+that (two copies: memcpy + write), its read `pread`s each tensor into a
+new tensor that `assign` adopts (one copy); both compute CRC32C. Ours
+copies once each way (the write or the read itself), also CRC32C-checked.
+
+Neither peer fsyncs, so neither side does: both numbers are "written to
+the page cache", and restores run right after a save (page cache warm for
+both). Restored values are compared with the originals after the timed
+runs (TensorFlow's variables zeroed first, so a restore that did nothing
+fails). Also recorded: stored/logical of each side uncompressed and ours
+at zstd level 1 (byte-grouped floats), against what the peer stores by
+default, and the peak RSS growth of each side.
 """
 
 from __future__ import annotations
