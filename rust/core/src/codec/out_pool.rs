@@ -42,9 +42,9 @@ pub(crate) fn take(capacity: usize) -> Vec<u8> {
     GLOBAL.take(capacity)
 }
 
-/// [`Pool::into_bytes`] into [`GLOBAL`].
+/// [`Pool::wrap`] into [`GLOBAL`].
 pub(crate) fn into_bytes(out: Vec<u8>) -> Bytes {
-    GLOBAL.into_bytes(out)
+    GLOBAL.wrap(out)
 }
 
 impl Pool {
@@ -80,7 +80,7 @@ impl Pool {
     /// at once, so that a store holding many small frames does not pin
     /// frame-sized allocations; otherwise it comes back when the `Bytes`
     /// (and every slice of it) is dropped.
-    pub(crate) fn into_bytes(&'static self, out: Vec<u8>) -> Bytes {
+    pub(crate) fn wrap(&'static self, out: Vec<u8>) -> Bytes {
         if out.len() < out.capacity() / 2 {
             let exact = Bytes::copy_from_slice(&out);
             self.give_back(out);
@@ -137,7 +137,7 @@ mod tests {
         assert!(out.capacity() >= 1 << 20);
         out.extend((0..900_000u32).map(|i| i as u8));
         let ptr = out.as_ptr();
-        let bytes = pool.into_bytes(out);
+        let bytes = pool.wrap(out);
         assert_eq!(bytes.len(), 900_000);
         assert_eq!(bytes[899_999], 899_999u32 as u8);
         let slice = bytes.slice(10..20);
@@ -158,7 +158,7 @@ mod tests {
         let mut out = pool.take(2 << 20);
         out.extend_from_slice(b"small frame");
         let ptr = out.as_ptr();
-        let bytes = pool.into_bytes(out);
+        let bytes = pool.wrap(out);
         assert_eq!(&bytes[..], b"small frame");
         assert_ne!(bytes.as_ptr(), ptr);
         // The big buffer went back at once.
@@ -169,7 +169,7 @@ mod tests {
                 .map(|_| {
                     let mut b = pool.take(size);
                     b.resize(size / 2 + 1, 1);
-                    pool.into_bytes(b)
+                    pool.wrap(b)
                 })
                 .collect();
             drop(held);
