@@ -199,3 +199,28 @@ impl ObjectWriter for MemoryWriter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn written_pieces_get_the_crc32c_of_the_whole_object() {
+        let store = MemoryStore::new();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 / 3) as u8).collect();
+        for pieces in [1, 2, 7] {
+            let mut w = store.writer("k", &PutOptions::default()).await.unwrap();
+            let size = data.len().div_ceil(pieces);
+            for piece in data.chunks(size) {
+                w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+            }
+            // An empty piece changes nothing.
+            w.write(Bytes::new()).await.unwrap();
+            let meta = w.finish().await.unwrap();
+            assert_eq!(meta.crc32c, Some(crc32c(&data)), "{pieces} pieces");
+            assert_eq!(meta.size, data.len() as u64);
+            assert_eq!(store.head("k").await.unwrap().crc32c, meta.crc32c);
+            assert!(store.get("k").await.unwrap()[..] == data[..]);
+        }
+    }
+}
