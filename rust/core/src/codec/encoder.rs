@@ -24,6 +24,7 @@ use zstd::bulk::Compressor;
 use super::byte_group;
 use super::crc::{crc32c, crc32c_combine};
 use super::grouped::GroupedCompressor;
+use super::out_pool;
 use super::seekable::{FrameEntry, Trailer};
 use super::zstd_raw::LITERAL_PADDING;
 use super::{check_level, resolve_threads, Codec, EncodeOptions};
@@ -113,7 +114,8 @@ fn compress_frame(input: FrameIn, level: i32, byte_group: Option<usize>) -> Fram
             0,
         ),
     };
-    let compressed = compressed.map(Bytes::from);
+    // Recycled once the store is done with it (see out_pool).
+    let compressed = compressed.map(out_pool::into_bytes);
     let recycled = match input {
         FrameIn::Owned(v) | FrameIn::Split { planes: v, .. } => Some(v),
         FrameIn::Shared(_) => None,
@@ -166,13 +168,8 @@ fn compress_plain(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
             Some((l, cctx)) if l == level => slot.insert((l, cctx)),
             _ => slot.insert((level, Compressor::new(level)?)),
         };
-        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(len));
+        let mut out = out_pool::take(zstd::zstd_safe::compress_bound(len));
         cctx.compress_to_buffer(data, &mut out)?;
-        // Inner writers may hold many small frames until a part is full;
-        // don't let each pin a frame-sized allocation.
-        if out.len() < out.capacity() / 2 {
-            out.shrink_to_fit();
-        }
         Ok(out)
     })
 }

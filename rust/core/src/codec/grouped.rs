@@ -42,6 +42,7 @@ use std::io;
 use zstd::zstd_safe::zstd_sys::ZSTD_Sequence;
 
 use super::byte_group;
+use super::out_pool;
 use super::zstd_raw::{self, Params, RawCCtx, LITERAL_PADDING};
 
 /// Below this stored/plane ratio, the literal-only exponent plane is worth
@@ -171,7 +172,7 @@ impl GroupedCompressor {
         let n = len / width;
         let bound = width * zstd::zstd_safe::compress_bound(n)
             + zstd::zstd_safe::compress_bound(len - n * width);
-        let mut out = Vec::with_capacity(bound);
+        let mut out = out_pool::take(bound);
         for k in 0..width {
             let plane = &grouped[k * n..(k + 1) * n];
             if k + exponent_planes(width) >= width {
@@ -197,11 +198,8 @@ impl GroupedCompressor {
             self.mantissa
                 .compress_append(&grouped[n * width..], &mut out)?;
         }
-        // Inner writers may hold many frames until a part is full; don't
-        // let each pin a bound-sized allocation.
-        if out.len() < out.capacity() / 2 {
-            out.shrink_to_fit();
-        }
+        // Made into Bytes by out_pool::into_bytes, which also keeps a
+        // mostly empty buffer from being pinned by inner writers.
         Ok(out)
     }
 

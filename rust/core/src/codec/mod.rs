@@ -15,6 +15,7 @@ pub mod crc;
 pub mod decoder;
 pub mod encoder;
 pub(crate) mod grouped;
+pub(crate) mod out_pool;
 pub mod seekable;
 mod zstd_raw;
 

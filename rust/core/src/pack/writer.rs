@@ -365,7 +365,7 @@ impl PackWriter {
             self.grouped.push(compressor);
             let (stored, chunk_crc) = out.map_err(|e| self.codec_failed(e))?;
             crc = crc32c_combine(crc, chunk_crc, len);
-            self.put(Bytes::from(stored)).await?;
+            self.put(crate::codec::out_pool::into_bytes(stored)).await?;
         }
         let tail: u64 = after.iter().map(|s| s.len() as u64).sum();
         if tail > 0 {
