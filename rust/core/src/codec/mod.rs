@@ -15,6 +15,7 @@ pub mod crc;
 pub mod decoder;
 pub mod encoder;
 pub(crate) mod grouped;
+mod raw_planes;
 pub mod seekable;
 mod zstd_raw;
 
