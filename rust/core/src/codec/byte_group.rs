@@ -93,27 +93,7 @@ fn merge_planes_portable(planes: &[&[u8]], dst: &mut [u8], mut crc: u32) -> u32 
     while e0 < n {
         let e1 = (e0 + STEP_ELEMENTS).min(n);
         let elems = &mut dst[e0 * w..e1 * w];
-        let mut parts = planes.iter().map(|p| &p[e0..e1]);
-        match w {
-            2 => {
-                if let (Some(p0), Some(p1)) = (parts.next(), parts.next()) {
-                    merge2(p0, p1, elems);
-                }
-            }
-            4 => {
-                if let (Some(p0), Some(p1), Some(p2), Some(p3)) =
-                    (parts.next(), parts.next(), parts.next(), parts.next())
-                {
-                    merge4([p0, p1, p2, p3], elems);
-                }
-            }
-            _ => {
-                let planes: Vec<&[u8]> = parts.collect();
-                if let Ok(planes) = <[&[u8]; 8]>::try_from(planes) {
-                    merge8(planes, elems);
-                }
-            }
-        }
+        merge_parts(planes.iter().map(|p| &p[e0..e1]), w, elems);
         crc = crc32c_append(crc, elems);
         e0 = e1;
     }
@@ -213,7 +193,16 @@ fn split_step(elems: &[u8], w: usize, planes: &mut [u8], n: usize, e0: usize) {
 #[inline(always)]
 fn merge_step(src: &[u8], w: usize, n: usize, e0: usize, elems: &mut [u8]) {
     let m = elems.len() / w;
-    let mut parts = src[..n * w].chunks_exact(n).map(|p| &p[e0..e0 + m]);
+    merge_parts(
+        src[..n * w].chunks_exact(n).map(|p| &p[e0..e0 + m]),
+        w,
+        elems,
+    );
+}
+
+/// One step's elements `elems` from its `w` plane slices `parts`.
+#[inline(always)]
+fn merge_parts<'a>(mut parts: impl Iterator<Item = &'a [u8]>, w: usize, elems: &mut [u8]) {
     match w {
         2 => {
             if let (Some(p0), Some(p1)) = (parts.next(), parts.next()) {

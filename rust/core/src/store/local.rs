@@ -270,6 +270,26 @@ pub(crate) fn preadv_exact(
     Ok(())
 }
 
+/// Bytes `range` of the file at `path`, clipped to its size: mapped when
+/// `map` (see `get_range_view`), else copied with `pread`.
+fn read_file_range(uri: &str, path: &Path, range: Range<u64>, map: bool) -> Result<Bytes> {
+    let file = File::open(path).map_err(|e| Error::from_io(uri, e))?;
+    let size = file.metadata().map_err(|e| Error::from_io(uri, e))?.len();
+    check_range(uri, &range, size)?;
+    let len = (range.end.min(size) - range.start) as usize;
+    if map && len > 0 {
+        // A filesystem that cannot map files (some FUSE mounts) still
+        // reads: by the copy below, where pread reports real I/O errors.
+        if let Ok(view) = MappedRange::new(&file, range.start, len) {
+            return Ok(Bytes::from_owner(view));
+        }
+    }
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, range.start)
+        .map_err(|e| Error::from_io(uri, e))?;
+    Ok(Bytes::from(buf))
+}
+
 #[async_trait]
 impl ObjectStore for LocalStore {
     fn uri(&self, key: &str) -> String {
@@ -313,43 +333,17 @@ impl ObjectStore for LocalStore {
         let uri = self.uri(key);
         let path = key_path(key);
         blocking(&uri.clone(), move || {
-            let file = File::open(&path).map_err(|e| Error::from_io(&uri, e))?;
-            let size = file.metadata().map_err(|e| Error::from_io(&uri, e))?.len();
-            check_range(&uri, &range, size)?;
-            let len = (range.end.min(size) - range.start) as usize;
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, range.start)
-                .map_err(|e| Error::from_io(&uri, e))?;
-            Ok(Bytes::from(buf))
+            read_file_range(&uri, &path, range, false)
         })
         .await
     }
 
     async fn get_range_view(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        if range.end.saturating_sub(range.start) < VIEW_MIN {
-            return self.get_range(key, range).await;
-        }
         let uri = self.uri(key);
         let path = key_path(key);
+        let map = range.end.saturating_sub(range.start) >= VIEW_MIN;
         blocking(&uri.clone(), move || {
-            let file = File::open(&path).map_err(|e| Error::from_io(&uri, e))?;
-            let size = file.metadata().map_err(|e| Error::from_io(&uri, e))?.len();
-            check_range(&uri, &range, size)?;
-            let len = (range.end.min(size) - range.start) as usize;
-            if len == 0 {
-                return Ok(Bytes::new());
-            }
-            match MappedRange::new(&file, range.start, len) {
-                Ok(view) => Ok(Bytes::from_owner(view)),
-                // A filesystem that cannot map files (some FUSE mounts)
-                // still reads: copy, and let pread report real I/O errors.
-                Err(_) => {
-                    let mut buf = vec![0u8; len];
-                    file.read_exact_at(&mut buf, range.start)
-                        .map_err(|e| Error::from_io(&uri, e))?;
-                    Ok(Bytes::from(buf))
-                }
-            }
+            read_file_range(&uri, &path, range, map)
         })
         .await
     }
