@@ -59,6 +59,47 @@ pub fn merge_crc(src: &[u8], w: usize, dst: &mut [u8]) -> u32 {
     transform(src, w, dst, Direction::Merge, true)
 }
 
+/// [`merge_crc`] for planes that lie apart (a restore reads raw-stored
+/// planes straight from the stored bytes): `planes[k]` holds byte `k` of
+/// every element of `dst`, `dst.len() / planes.len()` bytes each (no
+/// tail). Returns the CRC32C of `dst` continued from `crc`.
+///
+/// Panics if the lengths disagree or the width is unsupported.
+pub fn merge_planes_crc(planes: &[&[u8]], dst: &mut [u8], crc: u32) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { merge_planes_avx2(planes, dst, crc) };
+    }
+    merge_planes_portable(planes, dst, crc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn merge_planes_avx2(planes: &[&[u8]], dst: &mut [u8], crc: u32) -> u32 {
+    merge_planes_portable(planes, dst, crc)
+}
+
+#[inline(always)]
+fn merge_planes_portable(planes: &[&[u8]], dst: &mut [u8], mut crc: u32) -> u32 {
+    let w = planes.len();
+    assert!(supported(w), "byte grouping width {w} is not supported");
+    let n = dst.len() / w;
+    assert!(
+        n * w == dst.len() && planes.iter().all(|p| p.len() == n),
+        "byte grouping: length mismatch"
+    );
+    let mut e0 = 0;
+    while e0 < n {
+        let e1 = (e0 + STEP_ELEMENTS).min(n);
+        let elems = &mut dst[e0 * w..e1 * w];
+        merge_parts(planes.iter().map(|p| &p[e0..e1]), w, elems);
+        crc = crc32c_append(crc, elems);
+        e0 = e1;
+    }
+    crc
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Direction {
     Split,
@@ -152,7 +193,16 @@ fn split_step(elems: &[u8], w: usize, planes: &mut [u8], n: usize, e0: usize) {
 #[inline(always)]
 fn merge_step(src: &[u8], w: usize, n: usize, e0: usize, elems: &mut [u8]) {
     let m = elems.len() / w;
-    let mut parts = src[..n * w].chunks_exact(n).map(|p| &p[e0..e0 + m]);
+    merge_parts(
+        src[..n * w].chunks_exact(n).map(|p| &p[e0..e0 + m]),
+        w,
+        elems,
+    );
+}
+
+/// One step's elements `elems` from its `w` plane slices `parts`.
+#[inline(always)]
+fn merge_parts<'a>(mut parts: impl Iterator<Item = &'a [u8]>, w: usize, elems: &mut [u8]) {
     match w {
         2 => {
             if let (Some(p0), Some(p1)) = (parts.next(), parts.next()) {

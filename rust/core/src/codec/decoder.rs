@@ -538,7 +538,7 @@ impl Inner {
         let f = self.frames()[i];
         let raw = self
             .store
-            .get_range(&self.key, f.stored_off..f.stored_off + f.stored_len)
+            .get_range_view(&self.key, f.stored_off..f.stored_off + f.stored_len)
             .await?;
         if raw.len() as u64 != f.stored_len {
             return Err(Error::corrupt(

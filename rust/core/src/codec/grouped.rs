@@ -321,7 +321,8 @@ fn keep_smaller(out: &mut Vec<u8>, at: usize, first: usize, second: usize) -> us
 }
 
 /// Decode one grouped data frame (`raw`) into `out`, whose length is the
-/// frame's logical length. `scratch` holds the grouped bytes in between.
+/// frame's logical length. `scratch` holds the grouped bytes in between
+/// (raw-stored planes are merged from `raw` itself, see `raw_planes`).
 /// Returns the number of bytes the zstd frames decoded to, which the
 /// caller checks against `out.len()`, and when that matches, the CRC32C
 /// of `out` (computed while merging).
@@ -332,6 +333,9 @@ pub(crate) fn decompress(
     scratch: &mut Vec<u8>,
     out: &mut [u8],
 ) -> io::Result<(usize, Option<u32>)> {
+    if let Some(crc) = super::raw_planes::decompress(dctx, raw, width, scratch, out) {
+        return Ok((out.len(), Some(crc)));
+    }
     let len = out.len();
     if scratch.len() < len {
         scratch.resize(len, 0);

@@ -16,6 +16,7 @@ pub mod decoder;
 pub mod encoder;
 pub(crate) mod grouped;
 pub(crate) mod out_pool;
+mod raw_planes;
 pub mod seekable;
 mod zstd_raw;
 

@@ -521,7 +521,7 @@ impl Ctx<'_> {
         let store = self.store.clone();
         let key = key.to_string();
         self.rt
-            .spawn(async move { store.get_range(&key, range).await })
+            .spawn(async move { store.get_range_view(&key, range).await })
     }
 
     /// Fetch the item's frame in parts (one ahead) and decode it into its

@@ -16,6 +16,7 @@ pub mod azure;
 pub mod direct;
 pub mod faults;
 pub mod local;
+pub(crate) mod mapped;
 pub mod memory;
 pub mod s3;
 pub(crate) mod upload;
@@ -131,6 +132,12 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Bytes `range` of the object; a range past the end is clipped to it,
     /// a start past the end is `InvalidInput`.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    /// Bytes `range`, as `get_range`, for a caller that holds them only
+    /// while it decodes them: a local store may map the file instead of
+    /// copying it (see `mapped`). The default is `get_range`.
+    async fn get_range_view(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.get_range(key, range).await
+    }
     /// Fill `dst` with the object's bytes from `offset`; the object must
     /// hold all of them. The default copies out of `get_range`; backends
     /// that can receive straight into `dst` (S3) override it.
