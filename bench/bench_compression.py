@@ -190,18 +190,41 @@ def compare(
     return result
 
 
+def drop_page_cache(path: pathlib.Path) -> None:
+    """Write the file's pages back and evict them, so the next read comes
+    from the disk: what a restore after a restart (new node, new job) sees."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def restore(bench: Bench, arr: np.ndarray, dtype: str, name: str) -> None:
     """Whole-object restores, compressed and byte-grouped at L1 against the
     same bytes stored uncompressed: from direct:// (O_DIRECT, so from the
-    disk itself) and from file:// with the page cache warm. Decompression is
-    the bottleneck only where ours/peer falls below the stored/logical
-    ratio's inverse would allow, i.e. where reading fewer bytes does not pay."""
+    disk itself), from file:// with the page cache dropped before every
+    read (cold: from the disk through the page cache) and from file://
+    with the page cache warm. Decompression is the bottleneck only where
+    ours/peer falls below the stored/logical ratio's inverse would allow,
+    i.e. where reading fewer bytes does not pay."""
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     out = np.empty_like(arr)
     repeat = 3 if bench.quick else 5
-    for scheme, how in [("direct", "disk, no page cache"), ("file", "warm page cache")]:
-        packed = f"{scheme}://{OUT_DIR}/restore-grouped.zst"
-        plain = f"{scheme}://{OUT_DIR}/restore-plain.bin"
+    cases = [
+        ("direct", "disk, no page cache", False),
+        ("file", "cold page cache", True),
+        ("file", "warm page cache", False),
+    ]
+    files = {"grouped": OUT_DIR / "restore-grouped.zst", "plain": OUT_DIR / "restore-plain.bin"}
+
+    def drop(name: str) -> None:
+        drop_page_cache(files[name])
+
+    for scheme, how, cold in cases:
+        packed = f"{scheme}://{files['grouped']}"
+        plain = f"{scheme}://{files['plain']}"
         meta = s3dlio.put_bytes(packed, arr, compression_level=1, dtype=dtype)
         s3dlio.put_bytes(plain, arr)
         # Round-robin, so load from elsewhere (and the disk's moods) hit both.
@@ -211,6 +234,7 @@ def restore(bench: Bench, arr: np.ndarray, dtype: str, name: str) -> None:
                 "plain": functools.partial(s3dlio.read_into, plain, 0, out),
             },
             repeat,
+            setup=drop if cold else None,
         )
         s3dlio.read_into(packed, 0, out)
         if out.tobytes() != arr.tobytes():
