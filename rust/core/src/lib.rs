@@ -13,4 +13,7 @@ pub mod runtime;
 pub mod store;
 pub mod uri;
 
+#[cfg(test)]
+pub(crate) mod test_rng;
+
 pub use error::{Error, Result};

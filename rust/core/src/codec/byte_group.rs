@@ -333,15 +333,8 @@ mod tests {
     use super::*;
 
     fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+        let mut rng = crate::test_rng::XorShift64::new(seed);
+        (0..len).map(|_| (rng.next_u64() >> 24) as u8).collect()
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -350,17 +350,12 @@ pub(crate) fn decompress(
 mod tests {
     use super::*;
 
+    use crate::test_rng::{fp32_weights, XorShift32};
+
     fn floats(n: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed | 1;
+        let mut rng = XorShift32::new(seed);
         (0..n)
-            .flat_map(|i| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                let v =
-                    ((i as f32) * 0.01).sin() * 0.05 + (x as f32 / u32::MAX as f32 - 0.5) * 1e-3;
-                v.to_le_bytes()
-            })
+            .flat_map(|i| (((i as f32) * 0.01).sin() * 0.05 + rng.centered() * 1e-3).to_le_bytes())
             .collect()
     }
 
@@ -423,12 +418,10 @@ mod tests {
         // exponent byte; the low plane is stored raw, a frame header and
         // block headers over its bytes.
         let n: usize = 2 << 20;
-        let mut x = 7u32;
+        let mut rng = XorShift32::new(7);
         let data: Vec<u8> = (0..n)
             .flat_map(|i| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
+                let x = rng.next_u32();
                 // Random sign, two exponent values.
                 [x as u8, (60 + (i % 7 == 0) as u8) | (x >> 8) as u8 & 0x80]
             })
@@ -452,27 +445,15 @@ mod tests {
     fn level_test_data() -> Vec<(&'static str, Vec<u8>, usize)> {
         // Weights-like: random mantissas, exponents spread over a few
         // binades (the top plane stays above RETRY_BELOW).
-        let mut x = 11u32;
-        let noisy: Vec<u8> = (0..1 << 20)
-            .flat_map(|i: u32| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                let v = (x as f32 / u32::MAX as f32 - 0.5) / (1 << (i % 5)) as f32;
-                v.to_le_bytes()
-            })
-            .collect();
+        let noisy = fp32_weights(1 << 20, 11);
         // fp32 widened from bf16: the two low planes are all zeros.
         let widened: Vec<u8> = noisy.chunks(4).flat_map(|e| [0, 0, e[2], e[3]]).collect();
         // Small integers and halves as fp32: mantissas with few distinct
         // values, repeated, which a stronger match search packs tighter.
-        let mut x = 99u32;
+        let mut rng = XorShift32::new(99);
         let counts: Vec<u8> = (0..1 << 20)
             .flat_map(|i: u32| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                ((i / 64 % 4000) as f32 * 0.5 + (x % 3) as f32).to_le_bytes()
+                ((i / 64 % 4000) as f32 * 0.5 + (rng.next_u32() % 3) as f32).to_le_bytes()
             })
             .collect();
         vec![

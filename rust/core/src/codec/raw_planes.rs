@@ -161,19 +161,7 @@ mod tests {
     use crate::codec::crc::crc32c;
     use crate::codec::grouped::GroupedCompressor;
 
-    /// fp32-like: exponents from a few binades, random mantissas (planes
-    /// 0-2 stored raw, the exponent plane Huffman-coded).
-    fn weights(n: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .flat_map(|i| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                ((x as f32 / u32::MAX as f32 - 0.5) / (1 << (i % 5)) as f32).to_le_bytes()
-            })
-            .collect()
-    }
+    use crate::test_rng::fp32_weights as weights;
 
     fn stored(data: &[u8], width: usize) -> Vec<u8> {
         GroupedCompressor::new(1)

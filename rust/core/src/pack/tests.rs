@@ -398,13 +398,11 @@ fn abort_and_failed_items_publish_nothing() {
 /// Little-endian floats of `width` bytes that look like weights: smooth
 /// values plus noise, so the exponent bytes repeat and mantissas do not.
 fn floats(n: usize, width: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed | 1;
+    let mut rng = crate::test_rng::XorShift32::new(seed);
     (0..n)
         .flat_map(|i| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            let v = ((i as f64) * 0.001).sin() * 0.05 + (x as f64 / u32::MAX as f64 - 0.5) * 1e-3;
+            let noise = rng.next_u32() as f64 / u32::MAX as f64 - 0.5;
+            let v = ((i as f64) * 0.001).sin() * 0.05 + noise * 1e-3;
             match width {
                 2 => ((v as f32).to_bits() >> 16).to_le_bytes()[..2].to_vec(),
                 4 => (v as f32).to_le_bytes().to_vec(),

@@ -1003,15 +1003,8 @@ mod tests {
 
     /// Position-dependent bytes, so a block written at the wrong offset shows.
     fn pattern(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        let mut rng = crate::test_rng::XorShift64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        (0..n).map(|_| rng.next_u64() as u8).collect()
     }
 
     fn entries(dir: &Path) -> Vec<String> {
