@@ -4,11 +4,16 @@
 //! out with `pread` (~31 vs ~16 GB/s on the development machine), and
 //! allocates nothing.
 //!
-//! A mapping of a file that another process truncates faults (SIGBUS)
-//! when the missing pages are touched. s3dlio never truncates or rewrites
-//! a published object (writes go to a temp file renamed over it, which
-//! leaves the mapped inode intact), and views live only while one frame
-//! is decoded; see docs/ARCHITECTURE.md, "Restore from local files".
+//! A mapped page that cannot be read faults (SIGBUS) when touched, where
+//! `pread` would have returned an error: a page past the end of a file
+//! that another process truncated, or a page whose read from the disk
+//! failed (EIO). The view's pages are therefore populated with
+//! `MADV_POPULATE_READ`, which fails with an error for such a page (the
+//! caller then falls back to `pread`, which reports it), before the view
+//! is handed out. What remains is a page evicted and failing to re-read
+//! while one frame is decoded. s3dlio never truncates or rewrites a
+//! published object (writes go to a temp file renamed over it, which
+//! leaves the mapped inode intact).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -32,7 +37,8 @@ unsafe impl Sync for MappedRange {}
 
 impl MappedRange {
     /// Map `len > 0` bytes of `file` at `offset`; the caller has checked
-    /// that the file holds them.
+    /// that the file holds them. `Err` when any page cannot be read in:
+    /// read the range with `pread` instead, which reports why.
     pub(crate) fn new(file: &File, offset: u64, len: usize) -> std::io::Result<Self> {
         debug_assert!(len > 0);
         let page = page_size();
@@ -47,7 +53,7 @@ impl MappedRange {
                 std::ptr::null_mut(),
                 map_len,
                 libc::PROT_READ,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
+                libc::MAP_SHARED,
                 file.as_raw_fd(),
                 at,
             )
@@ -57,12 +63,20 @@ impl MappedRange {
         }
         let base = NonNull::new(raw.cast::<u8>())
             .ok_or_else(|| std::io::Error::other("mmap returned a null mapping"))?;
-        Ok(MappedRange {
+        let view = MappedRange {
             base,
             map_len,
             skip,
             len,
-        })
+        };
+        // SAFETY: madvise over exactly our mapping; POPULATE_READ only
+        // faults its pages in.
+        let rc =
+            unsafe { libc::madvise(view.base.as_ptr().cast(), map_len, libc::MADV_POPULATE_READ) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(view)
     }
 }
 
@@ -85,4 +99,42 @@ fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(n).unwrap_or(4096).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::path::Path;
+
+    /// On the work disk, not tmpfs: tmpfs pages cannot be evicted.
+    fn file_of(len: usize) -> (tempfile::TempDir, File) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/mapped-test-tmp");
+        std::fs::create_dir_all(&root).unwrap();
+        let dir = tempfile::tempdir_in(root).unwrap();
+        let path = dir.path().join("f");
+        let mut f = File::create(&path).unwrap();
+        f.write_all(&(0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>())
+            .unwrap();
+        f.sync_all().unwrap();
+        (dir, File::open(&path).unwrap())
+    }
+
+    #[test]
+    fn views_hold_the_files_bytes() {
+        let (_dir, f) = file_of(3 << 20);
+        let view = MappedRange::new(&f, 5000, 1 << 20).unwrap();
+        let want: Vec<u8> = (5000..5000 + (1 << 20)).map(|i| (i % 251) as u8).collect();
+        assert_eq!(view.as_ref(), &want[..]);
+    }
+
+    /// A range that runs past the end (the file truncated after its size
+    /// was read) is refused instead of handing out pages that fault.
+    #[test]
+    fn pages_past_the_end_are_refused() {
+        let (_dir, f) = file_of(1 << 20);
+        assert!(MappedRange::new(&f, 0, 2 << 20).is_err());
+        // The last page that exists still maps.
+        assert!(MappedRange::new(&f, (1 << 20) - 10, 10).is_ok());
+    }
 }
