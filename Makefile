@@ -69,8 +69,9 @@ lint: $(VENV)/.built
 	$(BIN)/ruff format --check .
 
 # PyTorch DCP against torch's storage layer and s3torchconnector alone
-# (not part of `make test`); QUICK=1 for a small run. Rows go into the
-# report like `make bench`'s (bench/out/results-quick.md with QUICK=1).
+# (not part of `make test`); QUICK=1 for a small run. The report goes to
+# bench/out/results-only.md (results-quick.md with QUICK=1), never over
+# the committed full bench/results.md.
 bench-dcp: $(VENV)/.built $(VENV)/.bench-installed tools
 	$(BIN)/python bench/report.py --only bench_dcp.py $(if $(filter-out 0,$(QUICK)),--quick)
 

@@ -3,7 +3,7 @@ group (operation, ours, peer, ours/peer, peak RSS of each) and PNG charts.
 
     python bench/report.py            # full run  -> bench/results.md, bench/charts/
     python bench/report.py --quick    # ~2 minutes -> bench/out/results-quick.md
-    python bench/report.py --only bench_compression.py
+    python bench/report.py --only bench_compression.py   # -> bench/out/results-only.md
 
 `make bench` / `make bench QUICK=1` run this. Every number in a report was
 measured in that run; the format the scripts write is in bench/README.md.
@@ -241,11 +241,13 @@ def main() -> None:
     args = parser.parse_args()
 
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    if args.quick:
+    if args.quick or args.only:
+        # Partial runs never replace the committed full report.
+        name = "quick" if args.quick else "only"
         md_path, chart_dir, jsonl = (
-            OUT_DIR / "results-quick.md",
-            OUT_DIR / "charts-quick",
-            OUT_DIR / "results-quick.jsonl",
+            OUT_DIR / f"results-{name}.md",
+            OUT_DIR / f"charts-{name}",
+            OUT_DIR / f"results-{name}.jsonl",
         )
     else:
         md_path, chart_dir, jsonl = (
@@ -278,8 +280,11 @@ def main() -> None:
     jsonl.write_text("".join(json.dumps(r.__dict__) + "\n" for r in rows))
     links = charts(rows, chart_dir, md_path.parent) if rows else {}
 
-    kind = "QUICK run" if args.quick else "Full run"
+    kind = "QUICK run" if args.quick else "Partial run" if args.only else "Full run"
     command = "make bench QUICK=1" if args.quick else "make bench"
+    if args.only:
+        command = "bench/report.py " + " ".join(f"--only {s}" for s in args.only)
+        command += " --quick" if args.quick else ""
     before = "/".join(f"{x:.1f}" for x in load_before)
     after = "/".join(f"{x:.1f}" for x in load_after)
     md = [
