@@ -105,24 +105,17 @@ fn page_size() -> usize {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::path::Path;
 
-    /// On the work disk, not tmpfs: tmpfs pages cannot be evicted.
-    fn file_of(len: usize) -> (tempfile::TempDir, File) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/mapped-test-tmp");
-        std::fs::create_dir_all(&root).unwrap();
-        let dir = tempfile::tempdir_in(root).unwrap();
-        let path = dir.path().join("f");
-        let mut f = File::create(&path).unwrap();
+    fn file_of(len: usize) -> File {
+        let mut f = tempfile::tempfile().unwrap();
         f.write_all(&(0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>())
             .unwrap();
-        f.sync_all().unwrap();
-        (dir, File::open(&path).unwrap())
+        f
     }
 
     #[test]
     fn views_hold_the_files_bytes() {
-        let (_dir, f) = file_of(3 << 20);
+        let f = file_of(3 << 20);
         let view = MappedRange::new(&f, 5000, 1 << 20).unwrap();
         let want: Vec<u8> = (5000..5000 + (1 << 20)).map(|i| (i % 251) as u8).collect();
         assert_eq!(view.as_ref(), &want[..]);
@@ -132,7 +125,7 @@ mod tests {
     /// was read) is refused instead of handing out pages that fault.
     #[test]
     fn pages_past_the_end_are_refused() {
-        let (_dir, f) = file_of(1 << 20);
+        let f = file_of(1 << 20);
         assert!(MappedRange::new(&f, 0, 2 << 20).is_err());
         // The last page that exists still maps.
         assert!(MappedRange::new(&f, (1 << 20) - 10, 10).is_ok());
