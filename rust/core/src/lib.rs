@@ -6,7 +6,9 @@
 
 pub mod checkpoint;
 pub mod codec;
+pub mod crc;
 pub mod error;
+pub mod format;
 pub mod object;
 pub mod pack;
 pub mod runtime;

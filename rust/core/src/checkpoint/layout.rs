@@ -12,7 +12,7 @@
 //! `g > 0` shards (`rank-…g<g>.bin`) beside the old ones, so the old
 //! checkpoint stays whole until the new manifest replaces it.
 
-use crate::codec::crc::crc32c;
+use crate::crc::crc32c;
 use crate::error::{Error, Result};
 use crate::store::join_key;
 

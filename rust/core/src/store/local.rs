@@ -48,7 +48,7 @@ pub(crate) fn temp_path(final_path: &Path) -> PathBuf {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tag = crate::codec::crc::crc32c(format!("{}-{nanos}-{n}", std::process::id()).as_bytes());
+    let tag = crate::crc::crc32c(format!("{}-{nanos}-{n}", std::process::id()).as_bytes());
     let mut name = final_path
         .file_name()
         .map(|n| n.to_os_string())

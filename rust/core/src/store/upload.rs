@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
 use super::{ObjectMeta, ObjectWriter, PutOptions};
-use crate::codec::crc::{crc32c, crc32c_append, crc32c_combine};
+use crate::crc::{crc32c, crc32c_append, crc32c_combine};
 use crate::error::{Error, Result};
 
 /// One part that reached the server.

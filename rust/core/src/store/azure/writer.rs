@@ -244,6 +244,6 @@ fn nonce() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let hi = crate::codec::crc::crc32c(format!("{}-{nanos}-{n}", std::process::id()).as_bytes());
+    let hi = crate::crc::crc32c(format!("{}-{nanos}-{n}", std::process::id()).as_bytes());
     (u64::from(hi) << 32) | (n & 0xffff_ffff)
 }

@@ -33,7 +33,7 @@ use client::{BucketClient, Created};
 
 use super::upload::{MultipartWriter, UploadLimits};
 use super::{check_range, DirListing, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
-use crate::codec::crc::crc32c;
+use crate::crc::crc32c;
 use crate::error::{Error, Result};
 
 /// S3 refuses parts below 5 MiB (except the last).

@@ -30,11 +30,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
-use super::local::{
+use crate::store::local::{
     blocking, check_file_key, delete_async, file_uri, head_async, in_place, key_path, list_async,
     meta_from_fs, sync_parent, temp_path,
 };
-use super::{check_range, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
+use crate::store::{check_range, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
 use crate::error::{Error, Result};
 
 /// Alignment for buffers, offsets and lengths. 4 KiB satisfies both 512-byte
