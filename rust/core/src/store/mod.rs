@@ -18,7 +18,9 @@ pub mod faults;
 pub mod local;
 pub(crate) mod mapped;
 pub mod memory;
+pub(crate) mod posix;
 pub mod s3;
+pub(crate) mod unique;
 pub(crate) mod upload;
 
 /// What a store knows about one stored object.

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 
 use super::client::AzureClient;
 use crate::error::{Error, Result};
+use crate::store::unique::{unique_tag, UniqueTag};
 use crate::store::{ObjectMeta, ObjectWriter, PutOptions};
 
 pub struct BlockWriter {
@@ -237,13 +238,6 @@ impl ObjectWriter for BlockWriter {
 
 /// A per-writer random-enough tag for block ids.
 fn nonce() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let hi = crate::crc::crc32c(format!("{}-{nanos}-{n}", std::process::id()).as_bytes());
-    (u64::from(hi) << 32) | (n & 0xffff_ffff)
+    let UniqueTag { hash, seq } = unique_tag();
+    (u64::from(hash) << 32) | (seq & 0xffff_ffff)
 }

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
-use crate::store::local::{
+use crate::store::posix::{
     blocking, check_file_key, delete_async, file_uri, head_async, in_place, key_path, list_async,
     meta_from_fs, sync_parent, temp_path,
 };
