@@ -19,6 +19,7 @@ pub mod local;
 pub(crate) mod mapped;
 pub mod memory;
 pub(crate) mod posix;
+pub(crate) mod ranged;
 pub mod s3;
 pub(crate) mod unique;
 pub(crate) mod upload;
