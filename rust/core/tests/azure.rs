@@ -13,7 +13,7 @@ use bytes::Bytes;
 use s3dlio_core::checkpoint::{CheckpointStore, Strategy};
 use s3dlio_core::object::WriteOptions;
 use s3dlio_core::store::azure::builder::DEV_ACCOUNT;
-use s3dlio_core::store::{open_store, PutOptions, StoreOptions};
+use s3dlio_core::store::{open_store, ObjectStoreExt, PutOptions, StoreOptions};
 use s3dlio_core::Error;
 
 #[path = "support/azure.rs"]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use s3dlio_core::codec::crc::crc32c;
-use s3dlio_core::store::{open_store, Location, PutOptions, StoreOptions};
+use s3dlio_core::store::{open_store, Location, ObjectStoreExt, PutOptions, StoreOptions};
 use s3dlio_core::Error;
 
 mod support;

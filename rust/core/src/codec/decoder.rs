@@ -17,7 +17,7 @@ use crate::format::grouped;
 use crate::format::seekable::{parse_tail, Sniff, Trailer};
 use super::{resolve_threads, Codec};
 use crate::error::{Error, Result};
-use crate::store::ObjectStore;
+use crate::store::{ObjectStore, ObjectStoreExt};
 
 /// First read when sniffing: covers the trailer of objects up to ~5,000
 /// frames (20 GiB at 4 MiB frames); bigger trailers take one more read.

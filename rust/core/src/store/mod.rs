@@ -76,6 +76,14 @@ impl Default for PutOptions {
 
 /// A streaming upload. Nothing is visible under the final key before
 /// `finish` succeeds; `abort` (or dropping the writer) leaves nothing behind.
+///
+/// Required: `write`, `finish`, `abort`. Capabilities (defaults that a
+/// wrapper must still forward, see [`ObjectStore`]'s "Wrappers"):
+///
+/// | method | promises | default | overridden by |
+/// |---|---|---|---|
+/// | `write_with_crc` | `write` of a buffer whose CRC32C the caller computed | ignores the CRC, calls `write` | the multipart engine (skips re-reading the bytes), `FaultStore` |
+/// | `blocking` | a [`BlockingWrite`] appending borrowed memory on the calling thread | `None` | local files, `FaultStore` |
 #[async_trait]
 pub trait ObjectWriter: Send {
     async fn write(&mut self, buf: Bytes) -> Result<()>;
@@ -110,6 +118,45 @@ pub trait BlockingWrite {
 }
 
 /// One backend. Keys are `/`-separated and relative to the store root.
+///
+/// # Contract
+///
+/// Every backend implements the required methods with the same meaning,
+/// checked by `tests/conformance.rs` on every backend:
+///
+/// - `put`, `writer`: nothing is visible under `key` until the whole
+///   object is (the writer's `finish`); a failed write leaves nothing.
+/// - `get`, `get_range`: `get_range` clips a range past the end to the
+///   end; a range whose start lies past the end is `InvalidInput`.
+/// - `head`, `list` (sorted by key), `delete` (a missing key is
+///   `NotFound`), `put_if_absent` (`false` when the key existed: the
+///   commit-marker primitive).
+/// - A missing key is `NotFound` for every method that reads it.
+///
+/// # Capabilities
+///
+/// Fast paths with a correct default built on the required methods. A
+/// backend overrides one where it can do better; callers may use any of
+/// them on any store and get the same bytes and errors.
+///
+/// | method | promises | default | overridden by |
+/// |---|---|---|---|
+/// | `get_range_view` | `get_range`, for a caller that only holds the bytes while it decodes them | `get_range` | file:// (maps large ranges) |
+/// | `read_into` | fills caller buffers, in order, with exactly their length of bytes from `offset`; bytes past the end are `InvalidInput` | `get_range` copied out | file://, direct://, s3://, az:// (no staging copy) |
+/// | `list_dir` | one level under a prefix: objects and sub-prefixes | filters `list` | s3://, az:// (delimiter listing) |
+/// | `single_put_limit` | objects below this size go up in one request | `None` (writes are not requests) | s3:// |
+/// | `is_remote` | reads are network requests driven by the runtime | `false` | s3://, az:// |
+///
+/// Helpers that every store gets the same way and no backend overrides
+/// live in [`ObjectStoreExt`].
+///
+/// # Wrappers
+///
+/// A store that wraps another ([`faults::FaultStore`]) forwards every
+/// method, capabilities included, under
+/// `#[deny(clippy::missing_trait_methods)]`: a default left standing would
+/// silently swap the inner store's fast path for the slow one, and a test
+/// through the wrapper would exercise a path users never take.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + Debug {
     /// The URI of `key`, for messages.
@@ -140,24 +187,6 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// copying it (see `mapped`). The default is `get_range`.
     async fn get_range_view(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         self.get_range(key, range).await
-    }
-    /// Fill `dst` with the object's bytes from `offset`; the object must
-    /// hold all of them. The default copies out of `get_range`; backends
-    /// that can receive straight into `dst` (S3) override it.
-    async fn get_range_into(&self, key: &str, offset: u64, dst: &mut [u8]) -> Result<()> {
-        let want = dst.len() as u64;
-        let data = self.get_range(key, offset..offset + want).await?;
-        if data.len() as u64 != want {
-            return Err(Error::corrupt(
-                self.uri(key),
-                format!(
-                    "expected {want} bytes at {offset}, read {} (truncated or changed while reading?)",
-                    data.len()
-                ),
-            ));
-        }
-        dst.copy_from_slice(&data);
-        Ok(())
     }
     async fn get(&self, key: &str) -> Result<Bytes>;
     /// Fill `bufs`, in order, with the bytes of `key` from `offset` on: a
@@ -201,6 +230,20 @@ pub trait ObjectStore: Send + Sync + Debug {
         Ok(out)
     }
 }
+
+/// Helpers every store gets from its [`ObjectStore`] methods, the same way
+/// on every backend: not part of the contract, so nothing overrides them
+/// and no wrapper has to forward them.
+#[async_trait]
+pub trait ObjectStoreExt: ObjectStore {
+    /// Fill `dst` with the object's bytes from `offset`: `read_into` of
+    /// one buffer (bytes past the end are `InvalidInput`).
+    async fn get_range_into(&self, key: &str, offset: u64, dst: &mut [u8]) -> Result<()> {
+        self.read_into(key, offset, &mut [dst]).await
+    }
+}
+
+impl<T: ObjectStore + ?Sized> ObjectStoreExt for T {}
 
 /// What `list_dir` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

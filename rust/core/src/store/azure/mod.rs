@@ -235,13 +235,6 @@ impl ObjectStore for AzureStore {
         ranged::get_range(&Reads(self), key, range).await
     }
 
-    async fn get_range_into(&self, key: &str, offset: u64, dst: &mut [u8]) -> Result<()> {
-        if dst.is_empty() {
-            return self.get_range(key, offset..offset).await.map(|_| ());
-        }
-        ranged::read_exact(&Reads(self), key, offset, &mut [dst]).await
-    }
-
     async fn read_into(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
         ranged::read_exact(&Reads(self), key, offset, bufs).await
     }

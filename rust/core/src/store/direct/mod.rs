@@ -7,7 +7,7 @@
 //! data in aligned buffers and write whole blocks; only the final partial
 //! block is written after clearing O_DIRECT. Reads fetch the aligned span
 //! covering the request and hand back the exact bytes without copying;
-//! reads into caller memory (`read_into`, `get_range_into`) go through a
+//! reads into caller memory (`read_into`) go through a
 //! bounded aligned bounce buffer, since caller buffers and item offsets
 //! are rarely 4 KiB-aligned, so their memory stays small whatever the size.
 //!
@@ -42,6 +42,7 @@ use crate::store::posix::{
     blocking, check_file_key, delete_async, file_uri, head_async, in_place, key_path, list_async,
     meta_from_fs, sync_parent, temp_path,
 };
+use crate::store::ranged::past_end;
 use crate::store::{check_range, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
 use crate::error::{Error, Result};
 
@@ -165,15 +166,8 @@ impl DirectStore {
         .await
     }
 
-    /// Fill `bufs` from `offset` on (see `ObjectStore::read_into`); an
-    /// object ending before them is `short(uri, object size)`.
-    fn read_into_bufs(
-        &self,
-        key: &str,
-        offset: u64,
-        bufs: &mut [&mut [u8]],
-        short: impl FnOnce(&str, u64) -> Error,
-    ) -> Result<()> {
+    /// Fill `bufs` from `offset` on (see `ObjectStore::read_into`).
+    fn read_into_bufs(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
         let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         if total == 0 {
             return Ok(());
@@ -191,7 +185,7 @@ impl DirectStore {
             let range = offset..offset + total;
             check_range(&uri, &range, md.len())?;
             if range.end > md.len() {
-                return Err(short(&uri, md.len()));
+                return Err(past_end(&uri, offset, total, md.len()));
             }
             let reader = ReadIo {
                 file: &file,
@@ -282,31 +276,12 @@ impl ObjectStore for DirectStore {
         self.read(key, Some(range)).await
     }
 
-    async fn get_range_into(&self, key: &str, offset: u64, dst: &mut [u8]) -> Result<()> {
-        let want = dst.len() as u64;
-        self.read_into_bufs(key, offset, &mut [dst], |uri, size| {
-            Error::corrupt(
-                uri,
-                format!(
-                    "expected {want} bytes at {offset}, the object ends at {size} \
-                     (truncated or changed while reading?)"
-                ),
-            )
-        })
-    }
-
     async fn get(&self, key: &str) -> Result<Bytes> {
         self.read(key, None).await
     }
 
     async fn read_into(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
-        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-        self.read_into_bufs(key, offset, bufs, |uri, size| {
-            Error::invalid(format!(
-                "{uri}: wanted bytes {offset}..{} but the object ends at {size}",
-                offset + total
-            ))
-        })
+        self.read_into_bufs(key, offset, bufs)
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -335,6 +310,7 @@ impl ObjectStore for DirectStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ObjectStoreExt;
     use std::time::Instant;
 
     const SIZES: [usize; 6] = [0, 1, 4095, 4096, 4097, (1 << 20) + 3];
@@ -391,7 +367,7 @@ mod tests {
 
     /// Reads into caller memory larger than the bounce buffer, at
     /// unaligned offsets and buffer edges, come back exact; a read past
-    /// the end is InvalidInput (read_into) or Corrupt (get_range_into).
+    /// the end is InvalidInput (read_into and get_range_into alike).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn read_into_goes_through_bounded_bounce_buffers() {
         let dir = scratch();
@@ -430,7 +406,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{err}");
         let err = store.get_range_into(&key, at, &mut past).await.unwrap_err();
-        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
     }
 
     #[test]

@@ -259,13 +259,6 @@ impl ObjectStore for S3Store {
         ranged::get_range(&Reads(self), key, range).await
     }
 
-    async fn get_range_into(&self, key: &str, offset: u64, dst: &mut [u8]) -> Result<()> {
-        if dst.is_empty() {
-            return self.get_range(key, offset..offset).await.map(|_| ());
-        }
-        ranged::read_exact(&Reads(self), key, offset, &mut [dst]).await
-    }
-
     /// As `get_range`, with the bodies copied straight into `bufs` (no
     /// staging buffer, no second copy).
     async fn read_into(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
