@@ -5,7 +5,8 @@
 //!   `storage_options` and the environment;
 //! - `credential.rs`: our Shared Key signing policy, SAS, Entra ID;
 //! - `client.rs`: one SDK request per method, errors mapped to ours;
-//! - `writer.rs`: streaming block uploads;
+//! - `writer.rs`: streaming block uploads, through the shared multipart
+//!   engine (`store/upload.rs`);
 //! - here: the `ObjectStore` contract, including parallel ranged reads.
 //!
 //! The store root is the container: keys are blob names. Containers are
@@ -220,11 +221,7 @@ impl ObjectStore for AzureStore {
 
     async fn writer(&self, key: &str, opts: &PutOptions) -> Result<Box<dyn ObjectWriter>> {
         self.check_key(key)?;
-        Ok(Box::new(writer::BlockWriter::new(
-            self.client.clone(),
-            key,
-            opts,
-        )?))
+        writer::block_writer(self.client.clone(), key, opts)
     }
 
     /// The first ranged GET learns the blob's size (Content-Range) and

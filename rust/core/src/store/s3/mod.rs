@@ -39,6 +39,8 @@ use crate::error::{Error, Result};
 const MIN_PART_SIZE: usize = 5 << 20;
 /// Parts per multipart upload.
 const MAX_PARTS: u32 = 10_000;
+/// The largest part S3 accepts.
+const MAX_PART_SIZE: usize = 5 << 30;
 /// Reads longer than this become parallel ranged GETs of this size.
 const READ_PIECE: u64 = 8 << 20;
 /// Ranged GETs in flight for one read, unless `max_concurrency` says otherwise.
@@ -101,7 +103,7 @@ impl S3Store {
             multipart_threshold: o.multipart_threshold.unwrap_or(opts.multipart_threshold),
             ..opts.clone()
         };
-        let mut limits = UploadLimits::new(&effective, MIN_PART_SIZE, MAX_PARTS);
+        let mut limits = UploadLimits::new(&effective, MIN_PART_SIZE, MAX_PARTS, MAX_PART_SIZE);
         limits.multipart_threshold = limits.multipart_threshold.min(MAX_SINGLE_PUT);
         limits
     }
