@@ -265,6 +265,51 @@ pub struct StoreOptions {
     pub s3: s3::S3Options,
 }
 
+impl StoreOptions {
+    /// Options from `storage_options`-style `key: value` pairs (the Python
+    /// API's dict, the CLI's flags): one rule for every binding. A key
+    /// applies to one URI, so it is given to every remote backend that
+    /// knows it (both know `endpoint`); a key no backend knows is
+    /// `InvalidInput` listing the known ones.
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<StoreOptions> {
+        let mut out = StoreOptions::default();
+        for (key, value) in pairs {
+            out.set(key.as_ref(), value.as_ref())?;
+        }
+        Ok(out)
+    }
+
+    /// Set one option (see [`StoreOptions::from_pairs`]).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        if key == "direct_fallback" {
+            self.direct_fallback = parse_bool(key, value)?;
+            return Ok(());
+        }
+        let azure = self.azure.set(key, value)?;
+        let s3 = self.s3.set(key, value)?;
+        if !(azure || s3) {
+            return Err(Error::invalid(format!(
+                "unknown storage option '{key}' (known: direct_fallback, {}, {})",
+                s3::S3_OPTION_KEYS.join(", "),
+                azure::AzureOptions::KEYS.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::invalid(format!(
+            "storage option {key} must be true or false, got '{v}'"
+        ))),
+    }
+}
+
 /// A store and the key a URI names inside it.
 #[derive(Debug, Clone)]
 pub struct Location {
@@ -376,4 +421,23 @@ pub(crate) fn check_range(uri: &str, range: &Range<u64>, size: u64) -> Result<()
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_options_from_pairs() {
+        let opts = StoreOptions::from_pairs([("direct_fallback", "Yes"), ("endpoint", "http://127.0.0.1:1")])
+            .unwrap();
+        assert!(opts.direct_fallback);
+        let err = StoreOptions::from_pairs([("colour", "red")]).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)));
+        let msg = err.to_string();
+        assert!(msg.contains("unknown storage option 'colour'"), "{msg}");
+        assert!(msg.contains("direct_fallback") && msg.contains("endpoint_url"), "{msg}");
+        let err = StoreOptions::from_pairs([("direct_fallback", "maybe")]).unwrap_err();
+        assert!(err.to_string().contains("must be true or false, got 'maybe'"), "{err}");
+    }
 }
