@@ -69,32 +69,52 @@ def manager_options(**fields: Any) -> ocp.CheckpointManagerOptions:
     return ocp.CheckpointManagerOptions(**fields)
 
 
-class _Registry(handler_registration.DefaultCheckpointHandlerRegistry):
-    """A handler registry that refuses Orbax's tensorstore-based args with
-    an error naming the s3dlio ones (they cannot write to s3dlio paths)."""
+class _TensorstoreRefused(ocp.AsyncCheckpointHandler):
+    """Registered for Orbax's tensorstore-based args: says that they
+    cannot write to (or read from) s3dlio paths, and what to use."""
 
-    def has(self, item: str | None, args: Any) -> bool:
-        args_type = args if isinstance(args, type) else type(args)
-        if issubclass(args_type, _TENSORSTORE_ARGS):
-            saving = "Save" in args_type.__name__
-            ours = "s3dlio_jax.S3DlioSave" if saving else "s3dlio_jax.S3DlioRestore"
-            raise TypeError(
-                f"ocp.args.{args_type.__name__} (item {item!r}) cannot be used with "
-                f"s3dlio_jax paths: Orbax writes arrays through tensorstore, which does not "
-                f"know s3dlio's schemes. Use {ours} instead"
-            )
-        return super().has(item, args)
+    def __init__(self, args_name: str) -> None:
+        self._args_name = args_name
+
+    def _refuse(self) -> TypeError:
+        ours = "S3DlioSave" if "Save" in self._args_name else "S3DlioRestore"
+        return TypeError(
+            f"ocp.args.{self._args_name} cannot be used with s3dlio_jax paths: Orbax "
+            "writes arrays through tensorstore, which does not know s3dlio's schemes "
+            f"(on s3:// it writes a local directory named 's3:'). Use s3dlio_jax.{ours}"
+        )
+
+    async def async_save(self, directory: Any, *args: Any, **kwargs: Any) -> None:
+        raise self._refuse()
+
+    def save(self, directory: Any, *args: Any, **kwargs: Any) -> None:
+        raise self._refuse()
+
+    def restore(self, directory: Any, *args: Any, **kwargs: Any) -> Any:
+        raise self._refuse()
+
+    def metadata(self, directory: Any) -> Any:
+        raise self._refuse()
+
+    def close(self) -> None:
+        pass
 
 
 def handler_registry(**items: Any) -> handler_registration.DefaultCheckpointHandlerRegistry:
     """A registry for ``ocp.CheckpointManager(handler_registry=...)``:
     `S3DlioSave` / `S3DlioRestore` for any item name, plus Orbax's own
     args that write through the path object (``JsonSave`` ...). Extra
-    ``name=handler`` pairs register other handlers by item name."""
-    registry = _Registry()
+    ``name=handler`` pairs register other handlers by item name.
+
+    Orbax's ``StandardSave`` / ``PyTreeSave`` (and their restores) are
+    registered to fail with an error naming `S3DlioSave`: through a
+    manager on an s3dlio path they would write through tensorstore."""
+    registry = handler_registration.DefaultCheckpointHandlerRegistry()
     handler = S3DlioCheckpointHandler()
     registry.add(None, S3DlioSave, handler)
     registry.add(None, S3DlioRestore, handler)
+    for refused in _TENSORSTORE_ARGS:
+        registry.add(None, refused, _TensorstoreRefused(refused.__name__))
     for name, other in items.items():
         save_cls, restore_cls = checkpoint_args.get_registered_args_cls(other)
         registry.add(name, save_cls, other)
