@@ -18,14 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import flip_byte
+from conftest import flip_byte, run_cli
 from jax.sharding import SingleDeviceSharding
 
 import s3dlio
 import s3dlio_jax
 from s3dlio_jax import _layout
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::UserWarning", "ignore::DeprecationWarning", "ignore:os.fork:RuntimeWarning"
+)
 
 WORKERS = pathlib.Path(__file__).with_name("jax_workers.py")
 CPU = SingleDeviceSharding(jax.devices()[0])
@@ -50,9 +52,11 @@ def tree() -> dict:
 
 def abstract_of(t: dict) -> dict:
     return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-        if isinstance(x, jax.Array)
-        else x,
+        lambda x: (
+            jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+            if isinstance(x, jax.Array)
+            else x
+        ),
         t,
     )
 
@@ -67,7 +71,9 @@ def assert_same(got: dict, want: dict) -> None:
             assert type(g) is type(w) or isinstance(g, type(w)), label
             gn, wn = np.asarray(g), np.asarray(w)
             assert gn.dtype == wn.dtype and gn.shape == wn.shape, label
-            assert np.array_equal(gn.reshape(-1).view(np.uint8), wn.reshape(-1).view(np.uint8)), label
+            assert np.array_equal(gn.reshape(-1).view(np.uint8), wn.reshape(-1).view(np.uint8)), (
+                label
+            )
         else:
             assert g == w and type(g) is type(w), label
 
@@ -169,7 +175,9 @@ def test_host_budget_smaller_than_tree(file_base: str) -> None:
     mngr = manager(f"{file_base}/budget")
     mngr.save(0, args=s3dlio_jax.S3DlioSave(t, max_host_bytes=20_000, chunk_bytes=8192))
     mngr.wait_until_finished()
-    got = mngr.restore(0, args=s3dlio_jax.S3DlioRestore({k: np.zeros_like(v) for k, v in t.items()}))
+    got = mngr.restore(
+        0, args=s3dlio_jax.S3DlioRestore({k: np.zeros_like(v) for k, v in t.items()})
+    )
     assert all(np.array_equal(got[k], t[k]) for k in t)
     mngr.close()
 
@@ -239,12 +247,19 @@ def test_corrupt_byte_names_object_and_leaf(file_base: str) -> None:
     mngr.save(0, args=s3dlio_jax.S3DlioSave(t))
     mngr.wait_until_finished()
     item = pathlib.Path(uri.removeprefix("file://")) / "0" / "default"
+    info = run_cli("info", "--json", uri)
+    assert info.returncode == 0, info.stderr
+    (doc,) = json.loads(info.stdout)["orbax"]
+    assert doc["step"] == 0 and doc["committed"] and doc["leaves"] == 2
+    assert run_cli("verify", uri).returncode == 0
     index = json.loads((item / _layout.INDEX).read_text())
     (piece,) = next(leaf for leaf in index["leaves"] if leaf["key"] == "['bad']")["chunks"]
     flip_byte(item / piece["file"], piece["offset"] + 10)
     with pytest.raises(s3dlio.IntegrityError, match=rf"{piece['file']}.*\['bad'\]"):
         mngr.restore(0, args=s3dlio_jax.S3DlioRestore(abstract_of(t)))
     mngr.close()
+    bad = run_cli("verify", uri)
+    assert bad.returncode == 1 and "['bad']" in bad.stdout and piece["file"] in bad.stdout
 
 
 def test_rename_on_object_store_names_manager_options(s3_base: str) -> None:
