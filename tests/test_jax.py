@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import flip_byte, run_cli
 from jax.sharding import SingleDeviceSharding
 
 import s3dlio
 import s3dlio_jax
+from conftest import flip_byte, run_cli
 from s3dlio_jax import _layout
 
 pytestmark = pytest.mark.filterwarnings(
