@@ -16,7 +16,6 @@ from __future__ import annotations
 import fnmatch
 import io
 import os
-import posixpath
 import sys
 import threading
 from collections.abc import Iterator, Mapping
@@ -143,14 +142,29 @@ class S3DlioPath(gpath.PosixGPath):
 
     # -- queries -------------------------------------------------------------
 
-    def _is_object(self) -> bool:
-        try:
-            _native.head_object(self._path_str, self._storage_options)
-        except (FileNotFoundError, IsADirectoryError):
-            return False
-        return True
+    def _entry(self) -> str | None:
+        """"dir", "file" or None: what the parent's one-level listing says
+        this name is (one request for files and prefixes alike; a HEAD on
+        a key that is a prefix is a 404 on S3 and Azure, but some S3
+        servers, s3dlio's test server s3s-fs among them, answer 500)."""
+        # A bucket (s3://b) or container (az://account/c) has no parent
+        # to list: it exists when something lies in it.
+        roots = {"s3": 3, "az": 4}.get(self._uri_scheme or "", 0)
+        if len(self.parts) <= roots:
+            dirs, objects = self._listing()
+            return "dir" if dirs or objects else None
+        dirs, objects = self.parent._listing()
+        name = self.name
+        if any(u.rstrip("/").rsplit("/", 1)[-1] == name for u in dirs):
+            return "dir"
+        if any(u.rsplit("/", 1)[-1] == name for u, _, _ in objects):
+            return "file"
+        return None
 
     def _listing(self) -> tuple[list[str], list[tuple[str, int, float | None]]]:
+        local = self._local
+        if local is not None and not os.path.isdir(local):
+            return [], []
         try:
             return _native.list_dir(self._dir_uri(), self._storage_options)
         except FileNotFoundError:
@@ -166,10 +180,16 @@ class S3DlioPath(gpath.PosixGPath):
         return bool(dirs or objects)
 
     def is_file(self) -> bool:
-        return self._is_object()
+        local = self._local
+        if local is not None:
+            return os.path.isfile(local)
+        return self._entry() == "file"
 
     def exists(self) -> bool:
-        return self._is_object() or self.is_dir()
+        local = self._local
+        if local is not None:
+            return os.path.exists(local)
+        return self._path_str in _MADE or self._entry() is not None
 
     def is_symlink(self) -> bool:
         return self._local is not None and os.path.islink(self._local)
@@ -219,16 +239,12 @@ class S3DlioPath(gpath.PosixGPath):
             yield self, subdirs, files
 
     def stat(self) -> stat_utils.StatResult:
-        try:
-            size, mtime = _native.head_object(self._path_str, self._storage_options)
-            return stat_utils.StatResult(is_directory=False, length=size, mtime=int(mtime or 0))
-        except (FileNotFoundError, IsADirectoryError):
-            pass
         dirs, objects = self._listing()
-        if not (dirs or objects or self.is_dir()):
-            raise FileNotFoundError(f"{self._path_str}: no such object or directory")
-        newest = max((m or 0.0 for _, _, m in objects), default=0.0)
-        return stat_utils.StatResult(is_directory=True, length=0, mtime=int(newest))
+        if dirs or objects or self.is_dir():
+            newest = max((m or 0.0 for _, _, m in objects), default=0.0)
+            return stat_utils.StatResult(is_directory=True, length=0, mtime=int(newest))
+        size, mtime = _native.head_object(self._path_str, self._storage_options)
+        return stat_utils.StatResult(is_directory=False, length=size, mtime=int(mtime or 0))
 
     # -- reading and writing -------------------------------------------------
 
@@ -283,7 +299,7 @@ class S3DlioPath(gpath.PosixGPath):
             return io.StringIO(data.decode(encoding or "utf-8", errors or "strict"))
         if plain in ("w", "a", "x"):
             initial = b""
-            if plain == "a" and self._is_object():
+            if plain == "a" and self.is_file():
                 initial = self.read_bytes()
             if plain == "x" and self.exists():
                 raise FileExistsError(f"{self._path_str} already exists")
@@ -468,8 +484,3 @@ def path(uri: str | os.PathLike, storage_options: Mapping[str, str] | None = Non
     options = dict(storage_options) if storage_options else None
     canonical = _native.resolve_uri(text, options)
     return _path_class(options)(canonical.rstrip("/") or canonical)
-
-
-def parent_uri(p: S3DlioPath) -> str:
-    """The URI of `p`'s parent directory."""
-    return posixpath.dirname(str(p).rstrip("/"))

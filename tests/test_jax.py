@@ -389,5 +389,10 @@ def test_killed_saver_leaves_step_invisible(file_base: str) -> None:
     assert "1/commit_success.txt" not in stored
     mngr = manager(uri)
     assert mngr.all_steps() == [0]
+    # The manager removes uncommitted steps in the background; its next
+    # save waits for that.
+    mngr.save(2, args=s3dlio_jax.S3DlioSave({"x": jnp.ones(3)}))
+    mngr.wait_until_finished()
+    assert mngr.all_steps() == [0, 2]
     assert not any(n.startswith("1/") for n in names(uri)), names(uri)
     mngr.close()
