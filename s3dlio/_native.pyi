@@ -251,6 +251,7 @@ def single_put_limit(
 ) -> int | None:
     """Objects under `uri` smaller than this are written with one request;
     None where writes are not requests (local stores)."""
+
 def list_dir(
     uri: str, storage_options: StorageOptions | None = None
 ) -> tuple[list[str], list[tuple[str, int, float | None]]]:

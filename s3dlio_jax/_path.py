@@ -143,8 +143,8 @@ class S3DlioPath(gpath.PosixGPath):
     # -- queries -------------------------------------------------------------
 
     def _entry(self) -> str | None:
-        """"dir", "file" or None: what the parent's one-level listing says
-        this name is (one request for files and prefixes alike; a HEAD on
+        """What the parent's one-level listing says this name is: "dir",
+        "file" or None (one request for files and prefixes alike; a HEAD on
         a key that is a prefix is a 404 on S3 and Azure, but some S3
         servers, s3dlio's test server s3s-fs among them, answer 500)."""
         # A bucket (s3://b) or container (az://account/c) has no parent
