@@ -15,24 +15,10 @@ from orbax.checkpoint._src import asyncio_utils
 from orbax.checkpoint._src.futures import future as orbax_future
 
 from s3dlio import _native
+from s3dlio._checks import check_level, check_positive
 from s3dlio_jax import _layout, _restore, _save
 from s3dlio_jax._args import S3DlioRestore, S3DlioSave
 from s3dlio_jax._path import S3DlioPath
-
-
-def _check_level(level: int | None) -> None:
-    if level is None:
-        return
-    if not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= 22:
-        raise ValueError(
-            f"compression level {level!r} is out of range: valid levels are 1-22 "
-            "(or None for no compression)"
-        )
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _our_path(directory: Any) -> S3DlioPath:
@@ -69,7 +55,7 @@ class S3DlioCheckpointHandler(ocp.AsyncCheckpointHandler):
         directory = _our_path(directory)
         if not isinstance(args, S3DlioSave):
             raise TypeError(f"expected S3DlioSave, got {type(args).__name__}")
-        _check_level(args.compression_level)
+        check_level(args.compression_level)
         if args.byte_grouping is not None and not isinstance(args.byte_grouping, bool):
             raise ValueError(
                 f"byte_grouping must be True, False or None, got {args.byte_grouping!r}"
@@ -77,7 +63,10 @@ class S3DlioCheckpointHandler(ocp.AsyncCheckpointHandler):
         if args.byte_grouping and args.compression_level is None:
             raise ValueError("byte_grouping=True needs compression: pass compression_level (1-22)")
         for name in ("max_host_bytes", "chunk_bytes", "thread_count"):
-            _check_positive(name, getattr(args, name))
+            value = getattr(args, name)
+            if value is None and name != "thread_count":
+                raise ValueError(f"{name} must be a positive integer, got None")
+            check_positive(name, value)
 
         flat = _flatten(args.item)
         leaves: list[dict[str, Any]] = []

@@ -203,6 +203,15 @@ def test_standard_save_is_refused_naming_ours(file_base: str) -> None:
     mngr.close()
 
 
+def test_bad_save_arguments(file_base: str) -> None:
+    mngr = manager(f"{file_base}/args")
+    with pytest.raises(ValueError, match="1-22"):
+        mngr.save(0, args=s3dlio_jax.S3DlioSave({"x": jnp.ones(3)}, compression_level=23))
+    with pytest.raises(TypeError, match=r"\['x'\].*object"):
+        mngr.save(1, args=s3dlio_jax.S3DlioSave({"x": object()}))
+    mngr.close()
+
+
 def test_unknown_scheme() -> None:
     with pytest.raises(ValueError, match="gs://"):
         s3dlio_jax.path("gs://bucket/run")
