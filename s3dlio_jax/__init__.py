@@ -23,6 +23,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_args
+from orbax.checkpoint._src.futures import future as orbax_future
 from orbax.checkpoint._src.handlers import handler_registration
 
 from s3dlio_jax._args import S3DlioRestore, S3DlioSave
@@ -84,8 +85,16 @@ class _TensorstoreRefused(ocp.AsyncCheckpointHandler):
             f"(on s3:// it writes a local directory named 's3:'). Use s3dlio_jax.{ours}"
         )
 
-    async def async_save(self, directory: Any, *args: Any, **kwargs: Any) -> None:
-        raise self._refuse()
+    async def async_save(self, directory: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        # Raised from the commit future (so from wait_until_finished):
+        # Orbax has already started creating the step directory, and an
+        # exception here would leave its threads waiting for signals.
+        error = self._refuse()
+
+        async def fail() -> None:
+            raise error
+
+        return [orbax_future.CommitFutureAwaitingContractedSignals(fail(), name="refused")]
 
     def save(self, directory: Any, *args: Any, **kwargs: Any) -> None:
         raise self._refuse()

@@ -6,7 +6,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
+import numpy as np
 from orbax.checkpoint import checkpoint_args
+
+from s3dlio._checks import check_level, check_positive
 
 # Host memory a save may hold for device->host copies by default. Arrays on
 # the CPU backend are not copied at all (see docs/design/jax.md).
@@ -38,6 +42,28 @@ class S3DlioSave(checkpoint_args.CheckpointArgs):
     max_host_bytes: int = DEFAULT_MAX_HOST_BYTES
     chunk_bytes: int = 64 << 20
     thread_count: int | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here, before the manager starts a step: a failure inside
+        # the handler would leave Orbax's directory-creation threads waiting.
+        check_level(self.compression_level)
+        if self.byte_grouping is not None and not isinstance(self.byte_grouping, bool):
+            raise ValueError(
+                f"byte_grouping must be True, False or None, got {self.byte_grouping!r}"
+            )
+        if self.byte_grouping and self.compression_level is None:
+            raise ValueError("byte_grouping=True needs compression: pass compression_level (1-22)")
+        for name in ("max_host_bytes", "chunk_bytes", "thread_count"):
+            value = getattr(self, name)
+            if value is None and name != "thread_count":
+                raise ValueError(f"{name} must be a positive integer, got None")
+            check_positive(name, value)
+        for keypath, value in jax.tree_util.tree_flatten_with_path(self.item)[0]:
+            if not isinstance(value, (jax.Array, np.ndarray, np.generic, bool, int, float, str)):
+                raise TypeError(
+                    f"{jax.tree_util.keystr(keypath)}: cannot save a {type(value).__name__}; "
+                    "S3DlioSave takes jax.Array, numpy arrays, Python scalars and strings"
+                )
 
 
 @dataclasses.dataclass

@@ -15,7 +15,6 @@ from orbax.checkpoint._src import asyncio_utils
 from orbax.checkpoint._src.futures import future as orbax_future
 
 from s3dlio import _native
-from s3dlio._checks import check_level, check_positive
 from s3dlio_jax import _layout, _restore, _save
 from s3dlio_jax._args import S3DlioRestore, S3DlioSave
 from s3dlio_jax._path import S3DlioPath
@@ -55,19 +54,6 @@ class S3DlioCheckpointHandler(ocp.AsyncCheckpointHandler):
         directory = _our_path(directory)
         if not isinstance(args, S3DlioSave):
             raise TypeError(f"expected S3DlioSave, got {type(args).__name__}")
-        check_level(args.compression_level)
-        if args.byte_grouping is not None and not isinstance(args.byte_grouping, bool):
-            raise ValueError(
-                f"byte_grouping must be True, False or None, got {args.byte_grouping!r}"
-            )
-        if args.byte_grouping and args.compression_level is None:
-            raise ValueError("byte_grouping=True needs compression: pass compression_level (1-22)")
-        for name in ("max_host_bytes", "chunk_bytes", "thread_count"):
-            value = getattr(args, name)
-            if value is None and name != "thread_count":
-                raise ValueError(f"{name} must be a positive integer, got None")
-            check_positive(name, value)
-
         flat = _flatten(args.item)
         leaves: list[dict[str, Any]] = []
         labelled: list[tuple[str, Any]] = []

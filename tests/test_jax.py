@@ -195,21 +195,28 @@ def test_dtype_cast_on_restore(file_base: str) -> None:
 
 
 def test_standard_save_is_refused_naming_ours(file_base: str) -> None:
-    mngr = manager(f"{file_base}/std")
+    uri = f"{file_base}/std"
+    mngr = manager(uri)
+    mngr.save(0, args=ocp.args.StandardSave({"x": jnp.ones(3)}))
     with pytest.raises(TypeError, match="S3DlioSave"):
-        mngr.save(0, args=ocp.args.StandardSave({"x": jnp.ones(3)}))
-    with pytest.raises(TypeError, match="S3DlioSave"):
-        mngr.save(0, args=ocp.args.PyTreeSave({"x": jnp.ones(3)}))
+        mngr.wait_until_finished()
+    assert mngr.all_steps() == []
     mngr.close()
+    mngr = manager(uri)
+    mngr.save(1, args=ocp.args.PyTreeSave({"x": jnp.ones(3)}))
+    with pytest.raises(TypeError, match="S3DlioSave"):
+        mngr.wait_until_finished()
+    mngr.close()
+    assert not any(n.startswith("s3:") for n in os.listdir("."))
 
 
-def test_bad_save_arguments(file_base: str) -> None:
-    mngr = manager(f"{file_base}/args")
+def test_bad_save_arguments() -> None:
     with pytest.raises(ValueError, match="1-22"):
-        mngr.save(0, args=s3dlio_jax.S3DlioSave({"x": jnp.ones(3)}, compression_level=23))
+        s3dlio_jax.S3DlioSave({"x": jnp.ones(3)}, compression_level=23)
     with pytest.raises(TypeError, match=r"\['x'\].*object"):
-        mngr.save(1, args=s3dlio_jax.S3DlioSave({"x": object()}))
-    mngr.close()
+        s3dlio_jax.S3DlioSave({"x": object()})
+    with pytest.raises(ValueError, match="max_host_bytes"):
+        s3dlio_jax.S3DlioSave({"x": jnp.ones(3)}, max_host_bytes=0)
 
 
 def test_unknown_scheme() -> None:
