@@ -5,12 +5,12 @@ A state of real weights (all-MiniLM-L6-v2's fp32 tensors, repeated with a
 per-copy scale to reach the size: ~1 GiB, ~180 MiB with --quick) is saved
 and restored:
 
-- JAX: Orbax `StandardCheckpointer` (save + `wait_until_finished`, restore
-  into jax.Arrays) against ours restoring into jax.Arrays.
+- JAX: `ocp.CheckpointManager` with s3dlio_jax (`S3DlioSave`) against
+  Orbax's own `StandardSave`: bench/_frameworks_jax.py.
 - TensorFlow: `tf.train.Checkpoint.write` / `.read` of tf.Variables
   against ours `assign`ing the variables.
 
-"Ours" is the path a JAX or TensorFlow adapter would take through
+For TensorFlow, "ours" is the path an adapter would take through
 s3dlio's public pack API (bench/_packed_arrays.py; neither peer has an
 s3dlio adapter and no issue asks for one). Save: the arrays (a view of
 each jax.Array's buffer; of each variable's buffer through a
@@ -52,6 +52,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import _frameworks_jax  # noqa: E402
 import _packed_arrays  # noqa: E402
 import numpy as np  # noqa: E402
 from _common import OUT_DIR, Bench, Row, interleaved, mb_per_s  # noqa: E402
@@ -174,64 +175,6 @@ def check_equal(what: str, got: dict[str, np.ndarray], want: dict[str, np.ndarra
             raise AssertionError(f"{what}: {name} restored with different values")
 
 
-def orbax(bench: Bench, state: dict[str, np.ndarray], repeat: int) -> None:
-    import jax
-    import orbax.checkpoint as ocp
-
-    tree = {k: jax.device_put(v) for k, v in state.items()}
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-    dirs = {"ours": SCRATCH / "ours-jax", "peer": SCRATCH / "orbax"}
-    ours = Ours(dirs["ours"])
-    ckptr = ocp.StandardCheckpointer()
-
-    def orbax_save() -> None:
-        ckptr.save(dirs["peer"], tree)
-        ckptr.wait_until_finished()
-
-    def orbax_load() -> Any:
-        restored = ckptr.restore(dirs["peer"], abstract)
-        return jax.block_until_ready(restored)
-
-    def ours_save() -> None:
-        # np.asarray of a CPU jax.Array is a view of its buffer: no copy.
-        ours.save({k: np.asarray(v) for k, v in tree.items()})
-
-    def ours_load() -> Any:
-        # device_put adopts the aligned host buffers on CPU: no copy.
-        restored = {}
-        for batch in ours.batches():
-            restored.update({k: jax.device_put(a) for k, a in batch.items()})
-        return jax.block_until_ready(restored)
-
-    peer_name = f"Orbax StandardCheckpointer {ocp.__version__} (jax {jax.__version__})"
-    loaded = compare(
-        bench,
-        "JAX pytree",
-        peer_name,
-        logical_bytes(state),
-        {"ours": ours_save, "peer": orbax_save},
-        {"ours": ours_load, "peer": orbax_load},
-        dirs,
-        repeat,
-    )
-    for side, restored in loaded.items():
-        check_equal(f"JAX {side}", {k: np.asarray(v) for k, v in restored.items()}, state)
-    bench.add(
-        Row(
-            "frameworks",
-            "JAX pytree: stored/logical, ours zstd L1 (byte-grouped) vs peer default",
-            stored_compressed(state),
-            peer_name,
-            dir_bytes(dirs["peer"]) / logical_bytes(state),
-            "stored/logical",
-            higher_is_better=False,
-        )
-    )
-    ckptr.close()
-    for d in dirs.values():
-        fresh(d)
-
-
 def tensorflow(bench: Bench, state: dict[str, np.ndarray], repeat: int) -> None:
     import tensorflow as tf
 
@@ -288,7 +231,7 @@ def main() -> None:
     repeat = 1 if bench.quick else 2
     SCRATCH.mkdir(parents=True, exist_ok=True)
     try:
-        orbax(bench, state, repeat)
+        _frameworks_jax.run(bench, state, SCRATCH, repeat)
         tensorflow(bench, state, repeat)
     finally:
         fresh(SCRATCH)

@@ -251,3 +251,18 @@ def single_put_limit(
 ) -> int | None:
     """Objects under `uri` smaller than this are written with one request;
     None where writes are not requests (local stores)."""
+
+def list_dir(
+    uri: str, storage_options: StorageOptions | None = None
+) -> tuple[list[str], list[tuple[str, int, float | None]]]:
+    """One level under the prefix `uri` (one delimiter listing on S3 and
+    Azure): the sub-prefix URIs (ending in `/`) and `(uri, size,
+    last_modified)` of the objects directly under it."""
+
+def head_object(
+    uri: str, storage_options: StorageOptions | None = None
+) -> tuple[int, float | None]:
+    """`(size, last_modified)` of one object (one HEAD request)."""
+
+def get_object(uri: str, storage_options: StorageOptions | None = None) -> bytes:
+    """The stored bytes of one object, as they are (one GET request)."""

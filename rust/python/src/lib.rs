@@ -8,6 +8,7 @@ mod checkpoint;
 mod dtype;
 mod errors;
 mod json;
+mod listing;
 mod objects;
 mod options;
 mod pack;
@@ -46,6 +47,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pack::resolve_uri, m)?)?;
     m.add_function(wrap_pyfunction!(pack::single_put_limit, m)?)?;
     m.add_class::<pack::PackWriter>()?;
+    m.add_function(wrap_pyfunction!(listing::list_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(listing::head_object, m)?)?;
+    m.add_function(wrap_pyfunction!(listing::get_object, m)?)?;
     m.add_class::<checkpoint::PyCheckpointStore>()?;
     m.add_class::<checkpoint::PyCheckpointWriter>()?;
     m.add_class::<checkpoint::PyShardStream>()?;

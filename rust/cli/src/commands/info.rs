@@ -14,6 +14,9 @@ use crate::format::{self, Align};
 use crate::ui;
 
 pub async fn run(ctx: &Ctx, args: InfoArgs) -> CliResult<i32> {
+    if let Some(code) = super::orbax::info(ctx, &args.uri, args.step).await? {
+        return Ok(code);
+    }
     let store = open_checkpoints(&args.uri, ctx)?;
     match args.step {
         Some(step) => {

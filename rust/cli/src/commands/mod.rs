@@ -9,6 +9,7 @@ use crate::ui::Ui;
 mod cp;
 mod info;
 mod ls;
+mod orbax;
 mod rm;
 mod stat;
 mod verify;

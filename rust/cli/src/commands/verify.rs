@@ -30,6 +30,9 @@ struct ShardReport {
 }
 
 pub async fn run(ctx: &Ctx, args: VerifyArgs) -> CliResult<i32> {
+    if let Some(code) = super::orbax::verify(ctx, &args.uri, args.step).await? {
+        return Ok(code);
+    }
     let store = open_checkpoints(&args.uri, ctx)?;
     let steps = match args.step {
         Some(step) => vec![step],

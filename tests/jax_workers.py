@@ -1,0 +1,132 @@
+"""Child processes of tests/test_jax.py: JAX fixes its CPU device count at
+import (XLA_FLAGS), and multi-process runs need one process per JAX
+process. Run as ``python jax_workers.py <command> <args...>``; the parent
+sets XLA_FLAGS before the interpreter starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import s3dlio_jax
+
+SHAPE = (16, 8)
+
+
+def expected() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return {
+        "w": rng.standard_normal(SHAPE).astype(np.float32),
+        "e": (rng.standard_normal(SHAPE) * 4).astype(jax.numpy.bfloat16),
+        "k": rng.integers(-(2**31), 2**31 - 1, SHAPE, dtype=np.int32),
+    }
+
+
+def manager(uri: str) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        s3dlio_jax.path(uri),
+        options=s3dlio_jax.manager_options(max_to_keep=5),
+        handler_registry=s3dlio_jax.handler_registry(),
+    )
+
+
+def sharded(values: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    return {
+        k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx])
+        for k, v in values.items()
+    }
+
+
+def abstract(sharding: NamedSharding) -> dict[str, jax.ShapeDtypeStruct]:
+    return {
+        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding) for k, v in expected().items()
+    }
+
+
+def check(restored: dict[str, jax.Array], sharding: NamedSharding) -> None:
+    """Every addressable shard bit-exact, with the asked-for sharding."""
+    want = expected()
+    for k, arr in restored.items():
+        assert arr.sharding == sharding, (k, arr.sharding, sharding)
+        for shard in arr.addressable_shards:
+            got = np.asarray(shard.data)
+            ref = want[k][shard.index]
+            assert got.dtype == ref.dtype and np.array_equal(
+                got.view(np.uint8), np.ascontiguousarray(ref).view(np.uint8)
+            ), k
+
+
+def mesh_save(uri: str) -> None:
+    """8 devices: save sharded over a 4x2 mesh, restore over the
+    transposed layout of the same mesh."""
+    devices = np.array(jax.devices()).reshape(4, 2)
+    mesh = Mesh(devices, ("a", "b"))
+    saved = NamedSharding(mesh, P("a", "b"))
+    mngr = manager(uri)
+    mngr.save(0, args=s3dlio_jax.S3DlioSave(sharded(expected(), saved), compression_level=1))
+    mngr.wait_until_finished()
+    other = NamedSharding(mesh, P("b", "a"))
+    check(mngr.restore(0, args=s3dlio_jax.S3DlioRestore(abstract(other))), other)
+    mngr.close()
+
+
+def mesh_restore(uri: str) -> None:
+    """Another device count (the parent sets it): restore row-sharded."""
+    mesh = Mesh(np.array(jax.devices()), ("x",))
+    sharding = NamedSharding(mesh, P(None, "x"))
+    mngr = manager(uri)
+    check(mngr.restore(0, args=s3dlio_jax.S3DlioRestore(abstract(sharding))), sharding)
+    mngr.close()
+
+
+def distributed(uri: str, coordinator: str, process: int) -> None:
+    """One of two processes (2 CPU devices each) saving one checkpoint of
+    arrays sharded over all 4 devices, then restoring its own shards
+    under another sharding."""
+    jax.distributed.initialize(coordinator, num_processes=2, process_id=process)
+    assert jax.process_count() == 2 and len(jax.devices()) == 4
+    mesh = Mesh(np.array(jax.devices()), ("x",))
+    saved = NamedSharding(mesh, P("x"))
+    mngr = manager(uri)
+    mngr.save(3, args=s3dlio_jax.S3DlioSave(sharded(expected(), saved)))
+    mngr.wait_until_finished()
+    assert mngr.all_steps() == [3], mngr.all_steps()
+    other = NamedSharding(mesh, P(None, "x"))
+    check(mngr.restore(3, args=s3dlio_jax.S3DlioRestore(abstract(other))), other)
+    mngr.close()
+    jax.distributed.shutdown()
+
+
+def killed(uri: str) -> None:
+    """Save step 0, then die by SIGKILL in step 1 after its data is
+    written and before its commit (in finalize, which runs between)."""
+    sharding = NamedSharding(Mesh(np.array(jax.devices()), ("x",)), P())
+    mngr = manager(uri)
+    mngr.save(0, args=s3dlio_jax.S3DlioSave(sharded(expected(), sharding)))
+    mngr.wait_until_finished()
+
+    def die(self: object, directory: object) -> None:
+        print(json.dumps({"dying_in": str(directory)}), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    s3dlio_jax.S3DlioCheckpointHandler.finalize = die  # type: ignore[method-assign]
+    mngr.save(1, args=s3dlio_jax.S3DlioSave(sharded(expected(), sharding)))
+    mngr.wait_until_finished()
+    raise AssertionError("the saver should have been killed in finalize")
+
+
+if __name__ == "__main__":
+    command, *rest = sys.argv[1:]
+    if command == "distributed":
+        distributed(rest[0], rest[1], int(rest[2]))
+    else:
+        {"mesh_save": mesh_save, "mesh_restore": mesh_restore, "killed": killed}[command](*rest)
+    print("ok", flush=True)
