@@ -679,7 +679,7 @@ fn in_place_items_on_local_files_match_the_streamed_form() {
     let got = read_back(&loc.store, &key, &items, &placed, false, &small_reads()).unwrap();
     assert_eq!(got, expect(&items));
     // Preallocation leaves no slack after the last byte.
-    let on_disk = std::fs::metadata(crate::store::local::key_path(&key)).unwrap();
+    let on_disk = std::fs::metadata(crate::store::posix::key_path(&key)).unwrap();
     assert_eq!(on_disk.len(), all.len() as u64);
 }
 
