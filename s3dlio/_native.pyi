@@ -251,3 +251,6 @@ def single_put_limit(
 ) -> int | None:
     """Objects under `uri` smaller than this are written with one request;
     None where writes are not requests (local stores)."""
+def check_encoding(compression_level: int | None, byte_grouping: bool | None) -> None:
+    """The core's rule for encoding settings: ValueError unless the level is
+    1-22 (or None) and byte_grouping=True comes with a level."""

@@ -45,6 +45,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pack::put_object, m)?)?;
     m.add_function(wrap_pyfunction!(pack::resolve_uri, m)?)?;
     m.add_function(wrap_pyfunction!(pack::single_put_limit, m)?)?;
+    m.add_function(wrap_pyfunction!(pack::check_encoding, m)?)?;
     m.add_class::<pack::PackWriter>()?;
     m.add_class::<checkpoint::PyCheckpointStore>()?;
     m.add_class::<checkpoint::PyCheckpointWriter>()?;
