@@ -266,3 +266,7 @@ def head_object(
 
 def get_object(uri: str, storage_options: StorageOptions | None = None) -> bytes:
     """The stored bytes of one object, as they are (one GET request)."""
+
+def check_encoding(compression_level: int | None, byte_grouping: bool | None) -> None:
+    """The core's rule for encoding settings: ValueError unless the level is
+    1-22 (or None) and byte_grouping=True comes with a level."""

@@ -47,14 +47,14 @@ def _check_positive(name: str, value: int | None) -> None:
         raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
 
 
-def _check_level(level: int | None) -> None:
-    if level is None:
-        return
-    if not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= 22:
-        raise ValueError(
-            f"compression level {level!r} is out of range: valid levels are 1-22 "
-            "(or None for no compression)"
-        )
+def _check_encoding(level: int | None, byte_grouping: bool | None) -> None:
+    """Python types here; the rules (levels 1-22, byte_grouping=True needs a
+    level) are the core's, so every binding says the same."""
+    if level is not None and (not isinstance(level, int) or isinstance(level, bool)):
+        raise ValueError(f"compression level {level!r} is not an integer (valid levels are 1-22)")
+    if byte_grouping is not None and not isinstance(byte_grouping, bool):
+        raise ValueError(f"byte_grouping must be True, False or None, got {byte_grouping!r}")
+    _native.check_encoding(level, byte_grouping)
 
 
 def resolve(path: str | os.PathLike, storage_options: dict[str, str] | None) -> str:
@@ -114,11 +114,7 @@ class S3DlioWriter(StorageWriter):
         storage_options: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
-        _check_level(compression_level)
-        if byte_grouping is not None and not isinstance(byte_grouping, bool):
-            raise ValueError(f"byte_grouping must be True, False or None, got {byte_grouping!r}")
-        if byte_grouping and compression_level is None:
-            raise ValueError("byte_grouping=True needs compression: pass compression_level (1-22)")
+        _check_encoding(compression_level, byte_grouping)
         _check_positive("thread_count", thread_count)
         _check_positive("part_size", part_size)
         self.storage_options = dict(storage_options) if storage_options else None

@@ -95,42 +95,24 @@ fn check_epoch(epoch: i64) -> PyResult<u64> {
 }
 
 /// One save's encoding: the store's, with the byte-grouping filter as
-/// `byte_grouping` (None: automatic for float `dtype`s; True: required,
-/// so `dtype` must name a float; False: never) decides.
+/// `byte_grouping` decides (the rule is the core's
+/// `EncodeOptions::with_byte_grouping`); `dtype` gives the element width.
 fn shard_encode(
     base: &EncodeOptions,
     byte_grouping: Option<bool>,
     dtype: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<EncodeOptions> {
-    let mut encode = base.clone();
     let dtype = dtype.filter(|d| !d.is_none());
     let width = match dtype {
         Some(d) => crate::dtype::float_width(d)?,
         None => None,
     };
-    match byte_grouping {
-        Some(false) => encode.byte_group = None,
-        None => {
-            encode.byte_group = width;
-            encode.byte_group_auto = true;
-        }
-        Some(true) => {
-            let Some(w) = width else {
-                return Err(PyValueError::new_err(match dtype {
-                    None => {
-                        "byte_grouping=True needs dtype= (the element type of the data)".to_string()
-                    }
-                    Some(d) => format!(
-                        "byte_grouping=True needs a 2-, 4- or 8-byte float dtype; {} is not one",
-                        d.str()?
-                    ),
-                }));
-            };
-            encode.byte_group = Some(w);
-            encode.byte_group_auto = false;
-        }
-    }
-    Ok(encode)
+    let shown = match dtype {
+        Some(d) => Some(d.str()?.to_string()),
+        None => None,
+    };
+    base.with_byte_grouping(byte_grouping, width, shown.as_deref())
+        .py()
 }
 
 /// Checkpoints under one base URI.
@@ -159,11 +141,7 @@ impl PyCheckpointStore {
         compression_threads: Option<usize>,
     ) -> PyResult<Self> {
         let strategy = Strategy::parse(strategy).py()?;
-        if byte_grouping == Some(true) && compression_level.is_none() {
-            return Err(PyValueError::new_err(
-                "byte_grouping=True needs compression (a compression_level)",
-            ));
-        }
+        s3dlio_core::codec::check_encoding(compression_level, byte_grouping).py()?;
         let mut write = write_options(compression_level, part_size, fsync)?;
         write.encode.threads = self::compression_threads(compression_threads)?;
         if let Some(t) = multipart_threshold {

@@ -13,7 +13,7 @@ use pyo3::types::{PyInt, PyList, PyTuple};
 use s3dlio_core::pack::{
     self, Encoding, GroupRequest, Grouping, ItemRead, PackOptions, ReadOptions, Target,
 };
-use s3dlio_core::store::{join_key, Location, PutOptions};
+use s3dlio_core::store::{Location, PutOptions};
 
 use crate::buffer::BorrowedBuffer;
 use crate::errors::IntoPyResult;
@@ -226,20 +226,10 @@ fn placed_tuple(placed: pack::PackedItem) -> PlacedItem {
     )
 }
 
-/// `name` under `base`, refusing names that would leave it.
+/// `name` under `base`, refusing names that would leave it (the rule is
+/// the core's `Location::child_checked`).
 fn child_key(base: &Location, name: &str) -> PyResult<String> {
-    let bad = name.is_empty()
-        || name.starts_with('/')
-        || name
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..");
-    if bad {
-        return Err(PyValueError::new_err(format!(
-            "{}: item file name {name:?} is not a plain relative path",
-            base.uri()
-        )));
-    }
-    Ok(join_key(&base.key, name))
+    base.child_checked(name).py()
 }
 
 /// `(start, length, width, frame)` of a byte-grouped item.
@@ -447,4 +437,13 @@ pub fn resolve_uri(
     storage_options: Option<HashMap<String, String>>,
 ) -> PyResult<String> {
     Ok(locate(uri, storage_options)?.uri())
+}
+
+/// `check_encoding(compression_level, byte_grouping)`: the core's rule for
+/// encoding settings (`ValueError` naming what is wrong), for adapters
+/// that validate their arguments before anything is written.
+#[pyfunction]
+#[pyo3(signature = (compression_level, byte_grouping))]
+pub fn check_encoding(compression_level: Option<i32>, byte_grouping: Option<bool>) -> PyResult<()> {
+    s3dlio_core::codec::check_encoding(compression_level, byte_grouping).py()
 }

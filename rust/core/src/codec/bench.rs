@@ -109,7 +109,7 @@ async fn codec_throughput() {
 
 /// The contents of `S3DLIO_BENCH_FILE` and the element width in
 /// `S3DLIO_BENCH_WIDTH` (default 4), for the timing tests on real data.
-pub(super) fn bench_file() -> Option<(Vec<u8>, usize)> {
+pub(crate) fn bench_file() -> Option<(Vec<u8>, usize)> {
     let path = std::env::var("S3DLIO_BENCH_FILE").ok()?;
     let width = std::env::var("S3DLIO_BENCH_WIDTH")
         .ok()

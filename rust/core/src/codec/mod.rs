@@ -24,6 +24,20 @@ pub use encoder::{EncodedMeta, EncodingWriter};
 /// The formats and limits under their old `codec::` paths.
 pub use crate::format::{byte_group, check_level, seekable, DEFAULT_FRAME_SIZE, MAX_LEVEL, MIN_LEVEL};
 
+/// The encoding settings every binding accepts: a level 1-22 or none, and
+/// `byte_grouping=True` only with a level (the filter feeds zstd).
+pub fn check_encoding(level: Option<i32>, byte_grouping: Option<bool>) -> Result<()> {
+    if let Some(level) = level {
+        check_level(level)?;
+    }
+    if byte_grouping == Some(true) && level.is_none() {
+        return Err(Error::invalid(
+            "byte_grouping=True needs compression: pass compression_level (1-22)",
+        ));
+    }
+    Ok(())
+}
+
 /// How an object's stored bytes relate to its logical bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -127,6 +141,43 @@ impl EncodeOptions {
         }
     }
 
+    /// These options with the byte-grouping filter as a caller's
+    /// `byte_grouping` setting decides, for data whose float element width
+    /// is `width` (`None`: not a 2-, 4- or 8-byte float; `dtype` names the
+    /// data's type for the message): `Some(false)` never groups, `None`
+    /// groups float data when it fits (automatic), `Some(true)` requires a
+    /// float width and is an error without one. The one rule for every
+    /// binding.
+    pub fn with_byte_grouping(
+        &self,
+        byte_grouping: Option<bool>,
+        width: Option<usize>,
+        dtype: Option<&str>,
+    ) -> Result<EncodeOptions> {
+        let mut opts = self.clone();
+        match byte_grouping {
+            Some(false) => opts.byte_group = None,
+            None => {
+                opts.byte_group = width;
+                opts.byte_group_auto = true;
+            }
+            Some(true) => {
+                let Some(w) = width else {
+                    return Err(Error::invalid(match dtype {
+                        None => "byte_grouping=True needs dtype= (the element type of the data)"
+                            .to_string(),
+                        Some(d) => format!(
+                            "byte_grouping=True needs a 2-, 4- or 8-byte float dtype; {d} is not one"
+                        ),
+                    }));
+                };
+                opts.byte_group = Some(w);
+                opts.byte_group_auto = false;
+            }
+        }
+        Ok(opts)
+    }
+
     /// These options for an object of `size` bytes: an automatic byte
     /// group that does not fit is turned off; an explicit one that does
     /// not fit is an error (before anything is written).
@@ -167,6 +218,35 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn encoding_checks() {
+        check_encoding(None, None).unwrap();
+        check_encoding(Some(3), Some(true)).unwrap();
+        assert!(check_encoding(Some(0), None).unwrap_err().to_string().contains("compression level 0 is out of range"));
+        let err = check_encoding(None, Some(true)).unwrap_err();
+        assert!(err.to_string().contains("byte_grouping=True needs compression"), "{err}");
+    }
+
+    #[test]
+    fn byte_grouping_rules() {
+        let base = EncodeOptions {
+            level: Some(3),
+            ..Default::default()
+        };
+        let off = base.with_byte_grouping(Some(false), Some(2), Some("bfloat16")).unwrap();
+        assert_eq!(off.byte_group, None);
+        let auto = base.with_byte_grouping(None, Some(4), Some("float32")).unwrap();
+        assert_eq!((auto.byte_group, auto.byte_group_auto), (Some(4), true));
+        let auto_int = base.with_byte_grouping(None, None, Some("int64")).unwrap();
+        assert_eq!(auto_int.byte_group, None);
+        let forced = base.with_byte_grouping(Some(true), Some(8), Some("float64")).unwrap();
+        assert_eq!((forced.byte_group, forced.byte_group_auto), (Some(8), false));
+        let err = base.with_byte_grouping(Some(true), None, Some("int8")).unwrap_err();
+        assert!(err.to_string().contains("needs a 2-, 4- or 8-byte float dtype; int8 is not one"), "{err}");
+        let err = base.with_byte_grouping(Some(true), None, None).unwrap_err();
+        assert!(err.to_string().contains("needs dtype="), "{err}");
     }
 
     #[test]

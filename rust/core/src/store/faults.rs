@@ -290,10 +290,8 @@ impl ObjectWriter for FaultWriter {
     /// Blocking when the inner writer is: its writes are counted and
     /// failed as `Op::Write` like the async ones.
     fn blocking(&mut self) -> Option<&mut dyn BlockingWrite> {
-        match self.inner.blocking() {
-            Some(_) => Some(self),
-            None => None,
-        }
+        self.inner.blocking()?;
+        Some(self)
     }
 }
 

@@ -326,6 +326,25 @@ impl Location {
     pub fn child(&self, name: &str) -> String {
         join_key(&self.key, name)
     }
+
+    /// The key of `name` under this location, for names that come from
+    /// outside (framework item names): `InvalidInput` unless `name` is a
+    /// plain relative path (no empty, `.` or `..` components, no leading
+    /// `/`), so no name can reach outside the location.
+    pub fn child_checked(&self, name: &str) -> Result<String> {
+        let bad = name.is_empty()
+            || name.starts_with('/')
+            || name
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..");
+        if bad {
+            return Err(Error::invalid(format!(
+                "{}: item file name {name:?} is not a plain relative path",
+                self.uri()
+            )));
+        }
+        Ok(join_key(&self.key, name))
+    }
 }
 
 /// Join two key parts with exactly one `/`.
@@ -439,5 +458,16 @@ mod tests {
         assert!(msg.contains("direct_fallback") && msg.contains("endpoint_url"), "{msg}");
         let err = StoreOptions::from_pairs([("direct_fallback", "maybe")]).unwrap_err();
         assert!(err.to_string().contains("must be true or false, got 'maybe'"), "{err}");
+    }
+
+    #[test]
+    fn child_names_stay_inside_the_location() {
+        let loc = open_store("memory://names/base", &StoreOptions::default()).unwrap();
+        assert_eq!(loc.child_checked("a/b.distcp").unwrap(), "base/a/b.distcp");
+        for bad in ["", "/abs", "a//b", "./a", "a/..", "../x", "a/"] {
+            let err = loc.child_checked(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{bad:?}");
+            assert!(err.to_string().contains("not a plain relative path"), "{err}");
+        }
     }
 }

@@ -15,8 +15,6 @@ type Hook = Box<dyn FnMut() + Send>;
 pub struct HoldProxy {
     pub endpoint: String,
     pub port: u16,
-    /// GET requests seen so far.
-    pub gets: Arc<AtomicUsize>,
     /// Whether the hook ran.
     pub fired: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -30,7 +28,7 @@ impl HoldProxy {
         let fired = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let hook: Arc<Mutex<Option<Hook>>> = Arc::new(Mutex::new(Some(Box::new(hook))));
-        let (gets2, fired2, stop2) = (gets.clone(), fired.clone(), stop.clone());
+        let (gets2, fired2, stop2) = (gets, fired.clone(), stop.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -44,7 +42,6 @@ impl HoldProxy {
         HoldProxy {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
-            gets,
             fired,
             stop,
         }

@@ -15,32 +15,28 @@
 //! silent switch to buffered I/O, unless the store was built with
 //! `direct_fallback`.
 
-use std::alloc::{self, Layout};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::task::JoinHandle;
 
 mod aligned;
-mod io;
+mod engine;
 mod writer;
 
-use aligned::{round_up, ALIGN};
-use io::{is_direct, refused, ReadIo, WriteIo};
+use aligned::round_up;
+use engine::{refused, ReadIo, WriteIo};
 use writer::{DirectWriter, TempGuard};
 
 use crate::store::posix::{
     blocking, check_file_key, delete_async, file_uri, head_async, in_place, key_path, list_async,
-    meta_from_fs, sync_parent, temp_path,
+    sync_parent, temp_path,
 };
 use crate::store::ranged::past_end;
 use crate::store::{check_range, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
@@ -309,6 +305,9 @@ impl ObjectStore for DirectStore {
 
 #[cfg(test)]
 mod tests {
+    use super::aligned::{ALIGN, BOUNCE};
+    use super::engine::is_direct;
+    use std::os::fd::AsRawFd;
     use super::*;
     use crate::store::ObjectStoreExt;
     use std::time::Instant;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::aligned::{AlignedBuf, ALIGN};
-use super::io::{clear_direct, WriteIo};
+use super::engine::{clear_direct, WriteIo};
 use crate::error::{Error, Result};
 use crate::store::posix::{blocking, meta_from_fs, sync_parent};
 use crate::store::{ObjectMeta, ObjectWriter};
