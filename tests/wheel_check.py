@@ -84,7 +84,11 @@ def smoke(vpy: pathlib.Path) -> str:
 
 
 def main(argv: list[str]) -> int:
-    dist, work, versions = pathlib.Path(argv[0]).resolve(), pathlib.Path(argv[1]), argv[2:]
+    dist, work, versions = (
+        pathlib.Path(argv[0]).resolve(),
+        pathlib.Path(argv[1]).resolve(),
+        argv[2:],
+    )
     missing = []
     for version in versions:
         python = find_python(version)
