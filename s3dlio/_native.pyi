@@ -251,3 +251,10 @@ def single_put_limit(
 ) -> int | None:
     """Objects under `uri` smaller than this are written with one request;
     None where writes are not requests (local stores)."""
+
+# TensorFlow filesystem plugin (this library also exports TF_InitPlugin; see s3dlio_tf).
+TF_COMPRESSION_ENV: str
+def tf_configure(compression_level: int | None = None) -> None:
+    """Compression level (1-22, or None) of the files the TF plugin writes."""
+def tf_abi_layout() -> list[tuple[str, int]]:
+    """Sizes and field offsets of the plugin's mirrored TF C tables."""
