@@ -54,6 +54,9 @@ async fn head_opt(t: &Target) -> Result<Option<ObjectMeta>> {
     match t.loc.store.head(t.key()).await {
         Ok(m) => Ok(Some(m)),
         Err(e) if e.is_not_found() => Ok(None),
+        // Some S3-compatible servers (s3s-fs) answer HEAD of a key that is
+        // also a directory with 500: a prefix holding objects is no object.
+        Err(_) if prefix_has_entries(t).await.unwrap_or(false) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -320,7 +323,16 @@ pub fn copy_file(from: &str, to: &str, remove_source: bool) -> OpResult<()> {
         integrity::copy_local(a, b)?;
         return Ok(());
     }
+    let same_store = src.loc.store.uri("") == dst.loc.store.uri("");
     let copied: Result<()> = block_on(async {
+        if same_store {
+            // Server-side where the store can (S3 CopyObject).
+            src.loc.store.copy(src.key(), dst.key()).await?;
+            if remove_source {
+                src.loc.store.delete(src.key()).await?;
+            }
+            return Ok(());
+        }
         let reader = ObjectReader::open_plain(
             src.loc.store.clone(),
             src.key(),
