@@ -53,6 +53,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import _frameworks_jax  # noqa: E402
+import _frameworks_tf  # noqa: E402
 import _packed_arrays  # noqa: E402
 import numpy as np  # noqa: E402
 from _common import OUT_DIR, Bench, Row, interleaved, mb_per_s  # noqa: E402
@@ -175,52 +176,6 @@ def check_equal(what: str, got: dict[str, np.ndarray], want: dict[str, np.ndarra
             raise AssertionError(f"{what}: {name} restored with different values")
 
 
-def tensorflow(bench: Bench, state: dict[str, np.ndarray], repeat: int) -> None:
-    import tensorflow as tf
-
-    names = list(state)
-    variables = dict(zip(names, (tf.Variable(state[k]) for k in names), strict=True))
-    ckpt = tf.train.Checkpoint(weights=list(variables.values()))
-    dirs = {"ours": SCRATCH / "ours-tf", "peer": SCRATCH / "tf"}
-    ours = Ours(dirs["ours"])
-    prefix = str(dirs["peer"] / "ckpt")
-
-    def ours_save() -> None:
-        # read_value() is a snapshot tensor sharing the variable's buffer
-        # (TensorFlow copies on a later write, not on read) and np.asarray
-        # of it is a view: the bytes go from the variable to the file.
-        snapshots = {k: v.read_value() for k, v in variables.items()}
-        ours.save({k: np.asarray(t) for k, t in snapshots.items()})
-
-    def ours_load() -> None:
-        # DLPack hands the aligned host buffer to TensorFlow without a
-        # copy and assign() makes it the variable's buffer: the read into
-        # it is the only copy, as in TensorFlow's own restore.
-        for batch in ours.batches():
-            for k, a in batch.items():
-                variables[k].assign(tf.experimental.dlpack.from_dlpack(a.__dlpack__()))
-
-    def tf_load() -> None:
-        ckpt.read(prefix).assert_consumed()
-
-    def restored_by(what: str, load: Callable[[], None]) -> None:
-        for v in variables.values():
-            v.assign(tf.zeros_like(v))
-        load()
-        check_equal(what, {k: v.numpy() for k, v in variables.items()}, state)
-
-    compare(
-        bench,
-        "TensorFlow variables",
-        f"tf.train.Checkpoint write/read (tensorflow-cpu {tf.__version__})",
-        logical_bytes(state),
-        {"ours": ours_save, "peer": lambda: ckpt.write(prefix)},
-        {"ours": ours_load, "peer": tf_load},
-        dirs,
-        repeat,
-    )
-    restored_by("TensorFlow ours", ours_load)
-    restored_by("TensorFlow peer", tf_load)
     for d in dirs.values():
         fresh(d)
 
@@ -232,7 +187,7 @@ def main() -> None:
     SCRATCH.mkdir(parents=True, exist_ok=True)
     try:
         _frameworks_jax.run(bench, state, SCRATCH, repeat)
-        tensorflow(bench, state, repeat)
+        _frameworks_tf.tensorflow(bench, state, repeat, SCRATCH)
     finally:
         fresh(SCRATCH)
 

@@ -601,4 +601,25 @@ for_each_backend!(writer_capabilities_write_the_same_bytes, |b| {
     let meta = w.finish().await.unwrap();
     assert_eq!(meta.size, data.len() as u64, "{}", b.name);
     assert_eq!(b.store.get(&k).await.unwrap(), data, "{}", b.name);
+for_each_backend!(copy_replaces_the_target_and_keeps_the_source, |b| {
+    let (src, dst) = (key(b, "copy-src"), key(b, "copy-dst"));
+    let data = Bytes::from(pattern((9 << 20) + 5, 11));
+    b.store
+        .put(&src, data.clone(), &PutOptions::default())
+        .await
+        .unwrap();
+    b.store
+        .put(&dst, Bytes::from_static(b"old"), &PutOptions::default())
+        .await
+        .unwrap();
+    let meta = b.store.copy(&src, &dst).await.unwrap();
+    assert_eq!(meta.size, data.len() as u64, "{}: copy size", b.name);
+    assert_eq!(b.store.get(&dst).await.unwrap(), data, "{}: copy", b.name);
+    assert_eq!(b.store.get(&src).await.unwrap(), data, "{}: source", b.name);
+    let missing = b.store.copy(&key(b, "copy-missing"), &dst).await;
+    assert!(
+        matches!(missing, Err(ref e) if e.is_not_found()),
+        "{}: copy of a missing object: {missing:?}",
+        b.name
+    );
 });

@@ -14,6 +14,7 @@ mod options;
 mod pack;
 mod runtime;
 mod shard_file;
+mod tf;
 mod validated;
 
 /// Run the `s3dlio` command line with `argv` (without the program name);
@@ -59,5 +60,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<shard_file::ShardFile>()?;
     m.add_class::<validated::PyValidatedCheckpointReader>()?;
     m.add_class::<objects::ObjectStreamWriter>()?;
+    tf::register(m)?;
     Ok(())
 }

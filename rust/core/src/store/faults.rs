@@ -253,6 +253,11 @@ impl ObjectStore for FaultStore {
         self.enter(Op::PutIfAbsent, key).await?;
         self.inner.put_if_absent(key, data).await
     }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta> {
+        self.enter(Op::Get, from).await?;
+        self.inner.copy(from, to).await
+    }
 }
 
 struct FaultWriter {

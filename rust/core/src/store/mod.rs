@@ -209,6 +209,13 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Create `key` only if it does not exist; `false` when it already did.
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool>;
 
+    /// Copy the stored bytes of `from` to `to` inside this store,
+    /// replacing `to`. The default streams them through this process in
+    /// bounded windows; S3 overrides it with a server-side copy.
+    async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta> {
+        copy_through_client(self, from, to).await
+    }
+
     /// One level under `prefix`, like `aws s3 ls`: the objects directly
     /// under it and the sub-prefixes (ending in `/`) that hold more.
     /// Backends with a delimiter listing override this to avoid walking
@@ -244,6 +251,43 @@ pub trait ObjectStoreExt: ObjectStore {
 }
 
 impl<T: ObjectStore + ?Sized> ObjectStoreExt for T {}
+
+/// Bytes per window of [`copy_through_client`].
+const COPY_WINDOW: u64 = 8 << 20;
+
+/// `ObjectStore::copy` by reading and writing: one window in memory at a time.
+pub async fn copy_through_client<S: ObjectStore + ?Sized>(
+    store: &S,
+    from: &str,
+    to: &str,
+) -> Result<ObjectMeta> {
+    let size = store.head(from).await?.size;
+    let mut w = store.writer(to, &PutOptions::default()).await?;
+    let mut pos = 0;
+    while pos < size {
+        let end = (pos + COPY_WINDOW).min(size);
+        let piece = match store.get_range(from, pos..end).await {
+            Ok(p) if p.len() as u64 == end - pos => p,
+            Ok(p) => {
+                w.abort().await?;
+                return Err(Error::corrupt(
+                    store.uri(from),
+                    format!("read {} bytes at {pos}, expected {}", p.len(), end - pos),
+                ));
+            }
+            Err(e) => {
+                w.abort().await?;
+                return Err(e);
+            }
+        };
+        if let Err(e) = w.write(piece).await {
+            w.abort().await?;
+            return Err(e);
+        }
+        pos = end;
+    }
+    w.finish().await
+}
 
 /// What `list_dir` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

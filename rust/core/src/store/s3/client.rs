@@ -361,6 +361,28 @@ impl BucketClient {
         })
     }
 
+    /// Server-side copy of `from` (of `size` bytes) to `to` in this bucket;
+    /// S3 computes the copy's full-object CRC32C.
+    pub async fn copy_object(&self, from: &str, to: &str, size: u64) -> Result<ObjectMeta> {
+        let out = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to)
+            .copy_source(format!("{}/{}", self.bucket, percent_encode(from)))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .send()
+            .await
+            .map_err(|e| self.fail(from, "CopyObject", e))?;
+        let result = out.copy_object_result();
+        let mut meta = ObjectMeta::new(to, size);
+        meta.etag = result.and_then(|r| r.e_tag()).map(str::to_string);
+        meta.crc32c = result
+            .and_then(|r| r.checksum_crc32_c())
+            .and_then(parse_crc_header);
+        Ok(meta)
+    }
+
     pub async fn delete(&self, key: &str) -> Result<()> {
         self.client
             .delete_object()
@@ -538,6 +560,19 @@ pub(crate) fn parse_crc_header(v: &str) -> Option<u32> {
     let bytes = base64_decode(v)?;
     let arr: [u8; 4] = bytes.try_into().ok()?;
     Some(u32::from_be_bytes(arr))
+}
+
+/// `key` as `x-amz-copy-source` wants it: URL-encoded, slashes kept.
+fn percent_encode(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -289,6 +289,17 @@ impl ObjectStore for S3Store {
         self.client().await?.delete(key).await
     }
 
+    /// CopyObject: no byte passes through this process. Objects above
+    /// CopyObject's 5 GiB limit are streamed (UploadPartCopy is not done yet).
+    async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta> {
+        self.check_key(to)?;
+        let size = self.head_explained(from).await?.size;
+        if size > MAX_SINGLE_PUT as u64 {
+            return super::copy_through_client(self, from, to).await;
+        }
+        self.client().await?.copy_object(from, to, size).await
+    }
+
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
         self.check_key(key)?;
         let client = self.client().await?.clone();

@@ -1,0 +1,307 @@
+//! The state behind TF's random-access and writable file handles.
+//!
+//! Reads fetch ranged windows ahead of TF's small reads and, while the
+//! windows run contiguously from byte 0, keep a CRC32C of everything read:
+//! a read that reaches the end checks it against the one recorded at write
+//! time. Writes stream through the core's encoding writer (bounded memory,
+//! multipart on object stores) and become visible only on close.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use s3dlio_core::codec::crc::crc32c_append;
+use s3dlio_core::codec::{EncodeOptions, EncodingWriter, ObjectReader};
+use s3dlio_core::object::{open_writer, WriteOptions};
+use s3dlio_core::runtime::block_on;
+use s3dlio_core::store::PutOptions;
+use s3dlio_core::{Error, Result};
+
+use super::abi::code;
+use super::integrity;
+use super::status::{Failure, OpResult};
+use super::target::Target;
+
+/// Bytes fetched per read-ahead window.
+const READ_AHEAD: u64 = 8 << 20;
+/// Appends collected before they are handed to the writer.
+const APPEND_BUFFER: usize = 8 << 20;
+
+pub struct ReadFile {
+    uri: String,
+    reader: ObjectReader,
+    size: u64,
+    /// CRC32C of the whole logical file, when one was recorded.
+    expected: Option<u32>,
+    state: Mutex<ReadState>,
+}
+
+#[derive(Default)]
+struct ReadState {
+    start: u64,
+    window: Bytes,
+    /// Bytes `0..crc_end` have been fetched in order; `crc` is theirs.
+    crc_end: u64,
+    crc: u32,
+}
+
+impl ReadFile {
+    pub fn open(uri: &str) -> Result<ReadFile> {
+        let target = Target::open(uri)?;
+        block_on(async {
+            let reader = ObjectReader::open(target.loc.store.clone(), target.key()).await?;
+            let expected = match reader.crc32c() {
+                Some(crc) => Some(crc),
+                None => integrity::recorded(&target).await?,
+            };
+            Ok(ReadFile {
+                uri: target.uri(),
+                size: reader.logical_size(),
+                reader,
+                expected,
+                state: Mutex::new(ReadState::default()),
+            })
+        })?
+    }
+
+    /// Fill `dst` from `offset`; returns the count copied, which is short
+    /// (with OUT_OF_RANGE) only at the end of the file.
+    pub fn read(&self, offset: u64, dst: &mut [u8]) -> (usize, OpResult<()>) {
+        let mut done = 0usize;
+        let r = self.read_counted(offset, dst, &mut done);
+        (done, r)
+    }
+
+    fn read_counted(&self, offset: u64, dst: &mut [u8], done: &mut usize) -> OpResult<()> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let done_ref = done;
+        let mut done = *done_ref;
+        while done < dst.len() {
+            let pos = offset + done as u64;
+            if pos >= self.size {
+                break;
+            }
+            let win_end = st.start + st.window.len() as u64;
+            if pos < st.start || pos >= win_end {
+                let want = ((dst.len() - done) as u64).max(READ_AHEAD);
+                let end = (pos + want).min(self.size);
+                let data = block_on(self.reader.read_range(pos..end))??;
+                if data.len() as u64 != end - pos {
+                    return Err(Error::corrupt(
+                        &self.uri,
+                        format!("read {} bytes at {pos}, expected {}", data.len(), end - pos),
+                    )
+                    .into());
+                }
+                self.track_crc(&mut st, pos, &data)?;
+                st.start = pos;
+                st.window = data;
+            }
+            let from = (pos - st.start) as usize;
+            let n = (st.window.len() - from).min(dst.len() - done);
+            dst[done..done + n].copy_from_slice(&st.window[from..from + n]);
+            done += n;
+            *done_ref = done;
+        }
+        if done < dst.len() {
+            return Err(Failure::new(
+                code::OUT_OF_RANGE,
+                format!(
+                    "{}: read {done} of {} bytes at offset {offset}: the file has {} bytes",
+                    self.uri,
+                    dst.len(),
+                    self.size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn track_crc(&self, st: &mut ReadState, pos: u64, data: &[u8]) -> OpResult<()> {
+        if pos != st.crc_end {
+            return Ok(());
+        }
+        st.crc = crc32c_append(st.crc, data);
+        st.crc_end += data.len() as u64;
+        match self.expected {
+            Some(expected) if st.crc_end == self.size && st.crc != expected => {
+                Err(Error::Integrity {
+                    uri: self.uri.clone(),
+                    offset: 0,
+                    expected,
+                    actual: st.crc,
+                }
+                .into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+pub struct WriteFile {
+    state: Mutex<WriteState>,
+}
+
+struct WriteState {
+    target: Target,
+    writer: Option<EncodingWriter>,
+    pending: Vec<u8>,
+    written: u64,
+    crc: u32,
+    /// The outcome of the first close, repeated by later ones.
+    closed: Option<std::result::Result<(), String>>,
+}
+
+impl WriteFile {
+    /// A new file at `uri`; with `append`, starting with the bytes of the
+    /// file already there (rewritten, as objects cannot grow in place).
+    pub fn create(uri: &str, level: Option<i32>, append: bool) -> Result<WriteFile> {
+        let target = Target::open(uri)?;
+        let opts = WriteOptions {
+            encode: EncodeOptions {
+                level,
+                ..Default::default()
+            },
+            put: PutOptions {
+                // direct:// files are durable once closed, like its other writers.
+                fsync: target.local.is_some(),
+                ..Default::default()
+            },
+        };
+        let mut state = block_on(async {
+            let old = if append {
+                match ObjectReader::open(target.loc.store.clone(), target.key()).await {
+                    Ok(r) => Some(r),
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                None
+            };
+            let writer = open_writer(&target.loc, &opts).await?;
+            let mut state = WriteState {
+                target,
+                writer: Some(writer),
+                pending: Vec::new(),
+                written: 0,
+                crc: 0,
+                closed: None,
+            };
+            if let Some(old) = old {
+                state.copy_from(&old).await?;
+            }
+            Ok(state)
+        })??;
+        state.pending.reserve(APPEND_BUFFER);
+        Ok(WriteFile {
+            state: Mutex::new(state),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn append(&self, data: &[u8]) -> OpResult<()> {
+        let mut st = self.lock();
+        if st.closed.is_some() {
+            return Err(Failure::new(
+                code::FAILED_PRECONDITION,
+                format!("{}: append after close", st.target.uri()),
+            ));
+        }
+        st.crc = crc32c_append(st.crc, data);
+        st.written += data.len() as u64;
+        if st.pending.len() + data.len() < APPEND_BUFFER {
+            st.pending.extend_from_slice(data);
+            return Ok(());
+        }
+        let mut chunk = std::mem::take(&mut st.pending);
+        chunk.extend_from_slice(data);
+        st.send(Bytes::from(chunk))?;
+        st.pending.reserve(APPEND_BUFFER);
+        Ok(())
+    }
+
+    pub fn tell(&self) -> i64 {
+        self.lock().written as i64
+    }
+
+    /// Objects become visible on close only: flush and sync have nothing
+    /// to push earlier, and after close they are no-ops as TF expects.
+    pub fn close(&self) -> OpResult<()> {
+        let mut st = self.lock();
+        if let Some(outcome) = &st.closed {
+            return outcome
+                .clone()
+                .map_err(|msg| Failure::new(code::FAILED_PRECONDITION, msg));
+        }
+        let r = st.finish();
+        st.closed = Some(r.as_ref().map(|_| ()).map_err(|f| f.msg.clone()));
+        r
+    }
+}
+
+impl WriteState {
+    fn send(&mut self, chunk: Bytes) -> OpResult<()> {
+        let Some(w) = self.writer.as_mut() else {
+            return Err(Failure::new(
+                code::FAILED_PRECONDITION,
+                format!("{}: an earlier write failed", self.target.uri()),
+            ));
+        };
+        if let Err(e) = block_on(w.write(chunk))? {
+            // The stored stream has a hole now: drop it, nothing becomes visible.
+            if let Some(w) = self.writer.take() {
+                let _ = block_on(w.abort());
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> OpResult<()> {
+        let rest = std::mem::take(&mut self.pending);
+        if !rest.is_empty() {
+            self.send(Bytes::from(rest))?;
+        }
+        let Some(w) = self.writer.take() else {
+            return Err(Failure::new(
+                code::FAILED_PRECONDITION,
+                format!("{}: an earlier write failed", self.target.uri()),
+            ));
+        };
+        block_on(w.finish())??;
+        integrity::record(&self.target, self.crc)?;
+        Ok(())
+    }
+
+    /// Start with the logical bytes of `old` (an appendable file).
+    async fn copy_from(&mut self, old: &ObjectReader) -> Result<()> {
+        let size = old.logical_size();
+        let mut pos = 0;
+        while pos < size {
+            let end = (pos + READ_AHEAD).min(size);
+            let data = old.read_range(pos..end).await?;
+            self.crc = crc32c_append(self.crc, &data);
+            self.written += data.len() as u64;
+            pos += data.len() as u64;
+            if data.is_empty() {
+                return Err(Error::corrupt(old.uri(), "ended early while appending"));
+            }
+            if let Some(w) = self.writer.as_mut() {
+                w.write(data).await?;
+            }
+        }
+        if let (Some(expected), true) = (old.crc32c(), size > 0) {
+            if expected != self.crc {
+                return Err(Error::Integrity {
+                    uri: old.uri(),
+                    offset: 0,
+                    expected,
+                    actual: self.crc,
+                });
+            }
+        }
+        Ok(())
+    }
+}

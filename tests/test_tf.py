@@ -1,0 +1,302 @@
+"""TensorFlow through the s3dlio filesystem plugin (real tensorflow-cpu):
+checkpoints, SavedModel, TFRecord and tf.io.gfile on direct://, s3:// (s3s-fs)
+and az:// (Azurite). TensorFlow imports slowly, so everything TF lives here."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import s3dlio._native as native
+import s3dlio_tf
+from conftest import BUCKET, flip_byte
+
+TF_BACKENDS = ["direct", "s3", "az"]
+
+
+@pytest.fixture(params=TF_BACKENDS)
+def tf_base(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(f"{request.param}_base")
+
+
+def _variables() -> dict[str, tf.Variable]:
+    rng = np.random.default_rng(7)
+    return {
+        "w32": tf.Variable(rng.standard_normal((256, 129)).astype(np.float32)),
+        "wbf16": tf.Variable(
+            tf.cast(rng.standard_normal((300, 17)).astype(np.float32), tf.bfloat16)
+        ),
+        "step": tf.Variable(42, dtype=tf.int64),
+    }
+
+
+def _bits(v: tf.Variable) -> bytes:
+    return tf.bitcast(v, tf.uint8).numpy().tobytes() if v.dtype.size > 1 else v.numpy().tobytes()
+
+
+def test_checkpoint_roundtrip_bit_exact(tf_base):
+    saved = _variables()
+    path = tf.train.Checkpoint(**saved).write(f"{tf_base}/ckpt/model")
+    restored = {k: tf.Variable(tf.zeros_like(v)) for k, v in saved.items()}
+    tf.train.Checkpoint(**restored).read(path).assert_consumed()
+    for k, v in saved.items():
+        assert restored[k].dtype == v.dtype
+        assert _bits(restored[k]) == _bits(v), k
+
+
+def test_checkpoint_manager_keeps_two(tf_base):
+    v = tf.Variable(tf.zeros((64, 64)))
+    ckpt = tf.train.Checkpoint(v=v)
+    mgr = tf.train.CheckpointManager(ckpt, f"{tf_base}/run", max_to_keep=2)
+    for step in range(3):
+        v.assign(tf.fill((64, 64), float(step)))
+        mgr.save(checkpoint_number=step)
+    fresh = tf.train.CheckpointManager(
+        tf.train.Checkpoint(v=tf.Variable(tf.zeros((64, 64)))), f"{tf_base}/run", max_to_keep=2
+    )
+    assert [p.rsplit("/", 1)[1] for p in fresh.checkpoints] == ["ckpt-1", "ckpt-2"]
+    assert sorted(tf.io.gfile.glob(f"{tf_base}/run/ckpt-*.index")) == [
+        f"{tf_base}/run/ckpt-1.index",
+        f"{tf_base}/run/ckpt-2.index",
+    ]
+    target = tf.Variable(tf.zeros((64, 64)))
+    tf.train.Checkpoint(v=target).restore(fresh.latest_checkpoint).assert_consumed()
+    assert float(target[0, 0]) == 2.0
+
+
+def test_saved_model_keras(tf_base):
+    import keras
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(2)])
+    x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
+    expected = model(x).numpy()
+    export = f"{tf_base}/export/1"
+    model.export(export, format="tf_saved_model")
+    loaded = tf.saved_model.load(export)
+    np.testing.assert_array_equal(loaded.serve(x).numpy(), expected)
+
+
+def test_tfrecord_write_and_read(tf_base):
+    path = f"{tf_base}/data/train.tfrecord"
+    records = [os.urandom(n) for n in (0, 1, 1000, 300_000)]
+    with tf.io.TFRecordWriter(path) as w:
+        for r in records:
+            w.write(r)
+    got = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    assert got == records
+
+
+def test_gfile_ops_one_at_a_time(tf_base):
+    g = tf.io.gfile
+    d = f"{tf_base}/g"
+    g.makedirs(f"{d}/sub")
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    with g.GFile(f"{d}/sub/a.bin", "wb") as f:
+        for i in range(0, len(payload), 1 << 20):
+            f.write(payload[i : i + (1 << 20)])
+    assert g.exists(f"{d}/sub/a.bin")
+    assert g.stat(f"{d}/sub/a.bin").length == len(payload)
+    assert g.isdir(f"{d}/sub") and not g.isdir(f"{d}/sub/a.bin")
+    with g.GFile(f"{d}/sub/a.bin", "rb") as f:
+        f.seek(1_000_000)
+        assert f.read(5000) == payload[1_000_000:1_005_000]
+        f.seek(len(payload) - 10)
+        assert f.read() == payload[-10:]
+    with g.GFile(f"{d}/log.txt", "w") as f:
+        f.write("one\n")
+    with g.GFile(f"{d}/log.txt", "a") as f:
+        f.write("two\n")
+    assert g.GFile(f"{d}/log.txt").read() == "one\ntwo\n"
+    assert sorted(g.listdir(d)) == ["log.txt", "sub"]
+    assert g.glob(f"{d}/sub/*.bin") == [f"{d}/sub/a.bin"]
+    assert g.glob(f"{d}/*") == sorted([f"{d}/log.txt", f"{d}/sub"])
+    g.copy(f"{d}/sub/a.bin", f"{d}/b.bin")
+    g.rename(f"{d}/b.bin", f"{d}/c.bin")
+    assert not g.exists(f"{d}/b.bin")
+    assert g.GFile(f"{d}/c.bin", "rb").read() == payload
+    with pytest.raises(tf.errors.NotFoundError):
+        g.GFile(f"{d}/missing", "rb").read()
+    g.rmtree(d)
+    assert not g.exists(f"{d}/sub/a.bin") and not g.exists(f"{d}/c.bin")
+
+
+def test_register_twice_is_a_no_op():
+    assert s3dlio_tf.registered()
+    s3dlio_tf.register()
+    s3dlio_tf.register()
+    assert s3dlio_tf.registered()
+
+
+def test_scheme_taken_names_it_and_the_way_out():
+    # Another plugin (tensorflow-io, say) holds the schemes first.
+    code = textwrap.dedent(
+        """
+        import tensorflow as tf
+        import s3dlio._native as native
+        tf.experimental.register_filesystem_plugin(native.__file__)
+        try:
+            import s3dlio_tf
+        except Exception as e:
+            print(type(e).__name__)
+            print(e)
+        else:
+            print("no error")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    ).stdout
+    assert out.startswith("SchemeTakenError"), out
+    assert "s3://" in out and "import s3dlio_tf before" in out
+
+
+def test_missing_bucket(s3_server):
+    with pytest.raises(tf.errors.NotFoundError, match="no-such-bucket"):
+        tf.io.gfile.GFile("s3://no-such-bucket/x/y.bin", "rb").read()
+
+
+def test_corrupt_file_is_data_loss(scratch, s3_server):
+    data = os.urandom(100_000)
+    local = f"direct://{scratch}/c.bin"
+    remote = f"s3://{BUCKET}/corrupt/c.bin"
+    for uri in (local, remote):
+        with tf.io.gfile.GFile(uri, "wb") as f:
+            f.write(data)
+    flip_byte(scratch / "c.bin", 5000)
+    flip_byte(s3_server.data / BUCKET / "corrupt" / "c.bin", 5000)
+    for uri in (local, remote):
+        with pytest.raises(tf.errors.DataLossError, match="integrity") as e:
+            tf.io.gfile.GFile(uri, "rb").read()
+        assert uri.split("://")[1].lstrip("/") in str(e.value)
+
+
+def test_compressed_files_read_back(tf_base):
+    saved = _variables()
+    s3dlio_tf.configure(compression_level=1)
+    try:
+        path = tf.train.Checkpoint(**saved).write(f"{tf_base}/z/model")
+    finally:
+        s3dlio_tf.configure(None)
+    restored = {k: tf.Variable(tf.zeros_like(v)) for k, v in saved.items()}
+    tf.train.Checkpoint(**restored).read(path).assert_consumed()
+    for k, v in saved.items():
+        assert _bits(restored[k]) == _bits(v), k
+    data_file = tf.io.gfile.glob(f"{path}.data-*")[0]
+    info = native.stat(data_file)
+    assert info["codec"] == "zstd-seekable"
+    assert tf.io.gfile.stat(data_file).length == info["size"]
+    with pytest.raises(ValueError, match="compression level"):
+        s3dlio_tf.configure(compression_level=99)
+
+
+KILLED_SAVER = """
+import sys, tensorflow as tf, s3dlio_tf
+base = sys.argv[1]
+v = tf.Variable(tf.zeros((1024, 1024, 16)))
+mgr = tf.train.CheckpointManager(tf.train.Checkpoint(v=v), base, max_to_keep=5)
+v.assign(tf.fill(v.shape, 1.0))
+mgr.save()
+print("saved", flush=True)
+step = 2.0
+while True:
+    v.assign(tf.fill(v.shape, step))
+    mgr.save()
+    step += 1
+"""
+
+
+@pytest.mark.parametrize("backend", ["direct", "s3"])
+def test_sigkill_mid_save_leaves_latest_restorable(backend, request):
+    base = request.getfixturevalue(f"{backend}_base") + "/killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SAVER, base], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "saved"
+        # Let it get into later saves, then kill it without warning.
+        time.sleep(1.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    latest = tf.train.latest_checkpoint(base)
+    assert latest is not None
+    v = tf.Variable(tf.zeros((1024, 1024, 16)))
+    tf.train.Checkpoint(v=v).restore(latest).assert_consumed()
+    value = float(v[0, 0, 0])
+    assert value >= 1.0
+    assert bool(tf.reduce_all(v == value))
+
+
+def test_import_s3dlio_without_tensorflow_and_no_link_dependency():
+    code = (
+        "import sys; sys.modules['tensorflow'] = None\n"
+        "import s3dlio, s3dlio._native as n; print(n.__file__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    so = out.stdout.strip()
+    needed = subprocess.run(["ldd", so], capture_output=True, text=True).stdout
+    assert "tensorflow" not in needed, needed
+    symbols = subprocess.run(["nm", "-D", "--defined-only", so], capture_output=True, text=True)
+    assert " T TF_InitPlugin" in symbols.stdout
+
+
+def test_abi_tables_match_the_installed_header(tmp_path: pathlib.Path):
+    include = pathlib.Path(tf.__file__).parent / "include"
+    layout = native.tf_abi_layout()
+    lines = []
+    for name, _ in layout:
+        if name.startswith("sizeof "):
+            expr = f"sizeof({name.split()[1]})"
+        else:
+            struct, field = name.split(".")
+            expr = f"offsetof({struct}, {field})"
+        lines.append(f'  std::printf("%s %zu\\n", "{name}", (size_t){expr});')
+    src = tmp_path / "layout.cc"
+    src.write_text(
+        "#include <cstddef>\n#include <cstdio>\n"
+        '#include "tensorflow/c/experimental/filesystem/filesystem_interface.h"\n'
+        "int main() {\n" + "\n".join(lines) + "\n  return 0;\n}\n"
+    )
+    exe = tmp_path / "layout"
+    subprocess.run(
+        ["g++", "-std=c++17", f"-I{include}", str(src), "-o", str(exe)],
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+    header = {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in out.splitlines()}
+    assert header == dict(layout)
+    # The sizes TF 2.21 expects (shared/notes/tensorflow-plugin.md).
+    assert header["sizeof TF_FilesystemOps"] == 264
+    assert header["sizeof TF_FilesystemPluginOps"] == 104
+    assert header["sizeof TF_FilesystemPluginInfo"] == 32
+
+
+def _bytes_read_by_this_process() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+def test_s3_copy_and_rename_move_no_data_through_the_client(s3_base):
+    payload = os.urandom(32 << 20)
+    with tf.io.gfile.GFile(f"{s3_base}/big.bin", "wb") as f:
+        f.write(payload)
+    before = _bytes_read_by_this_process()
+    tf.io.gfile.copy(f"{s3_base}/big.bin", f"{s3_base}/copy.bin")
+    tf.io.gfile.rename(f"{s3_base}/copy.bin", f"{s3_base}/moved.bin")
+    received = _bytes_read_by_this_process() - before
+    # A copy through the client would read all 32 MiB (twice for both ops).
+    assert received < (1 << 20), received
+    assert not tf.io.gfile.exists(f"{s3_base}/copy.bin")
+    assert native.get_bytes(f"{s3_base}/moved.bin") == payload
