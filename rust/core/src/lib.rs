@@ -7,7 +7,10 @@
 pub mod checkpoint;
 pub mod codec;
 pub mod error;
+pub mod keys;
+pub mod limits;
 pub mod object;
+pub mod redact;
 pub mod pack;
 pub mod runtime;
 pub mod store;
