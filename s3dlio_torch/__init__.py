@@ -13,6 +13,6 @@ through the Rust core in ``s3dlio._native``.
 """
 
 from s3dlio_torch._reader import S3DlioReader
-from s3dlio_torch._writer import S3DlioWriter
+from s3dlio_torch._writer import CheckpointExistsError, S3DlioWriter
 
-__all__ = ["S3DlioReader", "S3DlioWriter"]
+__all__ = ["CheckpointExistsError", "S3DlioReader", "S3DlioWriter"]
