@@ -273,3 +273,90 @@ async fn s3_request_to_a_silent_server_times_out() {
     let err = res.unwrap_err();
     assert!(err.to_string().contains("timed out"), "{err}");
 }
+
+/// A compressed object cut short or with its footer damaged is corrupt:
+/// never read back as its raw stored bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_or_footer_damaged_zst_is_corrupt() {
+    use s3dlio_core::object::{get_object, put_object};
+    use s3dlio_core::store::open_store;
+    let tmp = tempfile::tempdir().unwrap();
+    let uri = |name: &str| format!("file://{}/{name}", tmp.path().display());
+    let data = payload(7, 700_000);
+    let mut opts = WriteOptions::with_level(Some(3));
+    opts.encode.frame_size = 128 << 10;
+    let whole = open_store(&uri("whole.zst"), &StoreOptions::default()).unwrap();
+    put_object(&whole, &data, &opts).await.unwrap();
+    let stored = std::fs::read(tmp.path().join("whole.zst")).unwrap();
+    let mut tried = 0;
+    let mut cuts: Vec<usize> = (1..40).map(|i| stored.len() * i / 40).collect();
+    cuts.extend([stored.len() - 1, stored.len() - 4, stored.len() - 9, 6, 7]);
+    for cut in cuts {
+        std::fs::write(tmp.path().join(format!("cut{cut}.zst")), &stored[..cut]).unwrap();
+        let loc = open_store(&uri(&format!("cut{cut}.zst")), &StoreOptions::default()).unwrap();
+        match get_object(&loc).await {
+            Ok(got) => panic!("cut at {cut}: read back {} bytes, no error", got.len()),
+            Err(Error::Corrupt { .. }) | Err(Error::Integrity { .. }) => {}
+            Err(e) => panic!("cut at {cut}: {e}"),
+        }
+        tried += 1;
+    }
+    for back in 1..=12 {
+        let mut damaged = stored.clone();
+        let at = damaged.len() - back;
+        damaged[at] ^= 0xFF;
+        std::fs::write(tmp.path().join("foot.zst"), &damaged).unwrap();
+        let loc = open_store(&uri("foot.zst"), &StoreOptions::default()).unwrap();
+        assert!(
+            get_object(&loc).await.is_err(),
+            "footer byte -{back} flipped: read back without error"
+        );
+        tried += 1;
+    }
+    assert!(tried > 50);
+}
+
+/// A trailer claiming far more bytes than its frames can hold is refused
+/// before anything is allocated (a 118-byte file claiming 4 frames of
+/// 4 GiB drove a read to 16 GiB of memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_trailer_sizes_are_refused_before_allocating() {
+    use s3dlio_core::codec::crc::crc32c_combine;
+    use s3dlio_core::codec::seekable::{FrameEntry, Trailer};
+    use s3dlio_core::object::{get_object, get_object_range};
+    use s3dlio_core::store::open_store;
+    let tmp = tempfile::tempdir().unwrap();
+    let frame: u32 = u32::MAX - 3;
+    let frames: Vec<FrameEntry> = (0..4)
+        .map(|i| FrameEntry {
+            compressed_size: 8,
+            decompressed_size: frame,
+            crc32c: i,
+        })
+        .collect();
+    let crc = frames.iter().fold(0u32, |c, f| {
+        crc32c_combine(c, f.crc32c, u64::from(f.decompressed_size))
+    });
+    let trailer = Trailer {
+        logical_size: 4 * u64::from(frame),
+        crc32c: crc,
+        frame_size: frame,
+        level: 3,
+        byte_group: 0,
+        frames,
+    };
+    let mut bytes = vec![0x28, 0xB5, 0x2F, 0xFD, 0x20, 0x00, 0x01, 0x00];
+    bytes.extend(std::iter::repeat_n(0u8, 24));
+    bytes.extend(trailer.encode().unwrap());
+    let path = tmp.path().join("liar.zst");
+    std::fs::write(&path, &bytes).unwrap();
+    let loc = open_store(
+        &format!("file://{}", path.display()),
+        &StoreOptions::default(),
+    )
+    .unwrap();
+    let err = get_object(&loc).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    let err = get_object_range(&loc, 0..(4u64 << 40)).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+}
