@@ -22,7 +22,7 @@ export S3DLIO_AZURITE := $(AZURITE)
 
 RUST_SOURCES := Cargo.toml Cargo.lock pyproject.toml $(shell find rust -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: demo test test-rust test-python tools lint bench bench-dcp clean
+.PHONY: demo test test-rust test-python tools lint bench bench-dcp wheels clean
 
 demo: $(VENV)/.built
 	$(BIN)/python examples/demo.py
@@ -99,5 +99,31 @@ $(VENV)/.bench-installed: bench/requirements.txt bench/requirements-nodeps.txt $
 	$(BIN)/pip install -q --no-deps -r bench/requirements-nodeps.txt
 	touch $@
 
+# Release wheels into dist/ (not part of `make test`): one cp311-abi3 wheel
+# for CPython 3.11+ and one cp310 wheel, manylinux2014 x86_64 (zig links
+# against glibc 2.17, so no library of this machine's leaks in; maturin's
+# own audit and `auditwheel show` check it), plus the sdist. Then each wheel
+# is installed into a clean venv of every CPython 3.10-3.13 found (pyenv or
+# PATH) and smoke-checked there (tests/wheel_check.py).
+PYENV_ROOT ?= $(HOME)/.pyenv
+# CPython X.Y for maturin: pyenv's newest patch release, else pythonX.Y on PATH.
+python_for = $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)))),python$(1))
+WHEEL_BUILD = PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin build --release --locked --zig \
+	--target x86_64-unknown-linux-gnu \
+	--compatibility manylinux2014 --out dist
+
+wheels: $(VENV)/.wheel-tools
+	rm -f dist/s3dlio-*.whl dist/s3dlio-*.tar.gz
+	$(WHEEL_BUILD) --features abi3 --interpreter $(call python_for,3.11)
+	$(WHEEL_BUILD) --interpreter $(call python_for,3.10)
+	$(BIN)/maturin sdist --out dist
+	for w in dist/s3dlio-*.whl; do $(BIN)/auditwheel show "$$w" || exit 1; done
+	$(BIN)/python tests/wheel_check.py dist target/wheel-check 3.10 3.11 3.12 3.13
+	ls -l dist
+
+$(VENV)/.wheel-tools: requirements-wheels.txt $(VENV)/.installed
+	$(BIN)/pip install -q -r requirements-wheels.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) target dist

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -98,10 +99,24 @@ def _azure() -> Iterator[dict[str, str]]:
         shutil.rmtree(location, ignore_errors=True)
 
 
+@contextmanager
+def _cuda() -> Iterator[dict[str, str]]:
+    """Not a server: a CUDA device, without which bench_gpu.py has nothing
+    to measure (asked in a child so this process never initialises CUDA)."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, torch; sys.exit(not torch.cuda.is_available())"],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        raise Unavailable("no CUDA device on this machine")
+    yield {}
+
+
 # name -> () -> context manager yielding environment variables for the script
 STARTERS: dict[str, Callable[[], AbstractContextManager[dict[str, str]]]] = {
     "s3": _s3,
     "azure": _azure,
+    "cuda": _cuda,
 }
 
 _NEEDS = re.compile(r"^#\s*bench-needs:\s*(.+)$", re.MULTILINE)

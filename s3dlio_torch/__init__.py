@@ -12,7 +12,12 @@ written here, and `S3DlioReader` loads one torch wrote. Every byte goes
 through the Rust core in ``s3dlio._native``.
 """
 
-from s3dlio_torch._reader import S3DlioReader
-from s3dlio_torch._writer import CheckpointExistsError, S3DlioWriter
+from s3dlio._extras import require
+
+# Before any torch import below: without torch, one error naming the extra.
+require("torch", "torch")
+
+from s3dlio_torch._reader import S3DlioReader  # noqa: E402
+from s3dlio_torch._writer import CheckpointExistsError, S3DlioWriter  # noqa: E402
 
 __all__ = ["CheckpointExistsError", "S3DlioReader", "S3DlioWriter"]

@@ -20,7 +20,7 @@ from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 from torch.futures import Future
 
 from s3dlio import _native
-from s3dlio_torch import _framing, _layout
+from s3dlio_torch import _framing, _layout, _staging
 from s3dlio_torch._layout import FilePrefix, ItemRecord
 
 log = logging.getLogger(__name__)
@@ -289,9 +289,9 @@ class S3DlioWriter(StorageWriter):
                 if writer.in_place:
                     self._write_batched(writer, name, items, planner, cancel, frames, results)
                     return results
-                for item in items:
+                for item, data in _staging.staged(items, planner.resolve_data):
                     _check_cancel(cancel, name)
-                    segments, tensor = _segments(item, planner.resolve_data(item), frames)
+                    segments, tensor = _segments(item, data, frames)
                     group = self._byte_group(tensor) if compressed else None
                     placed = writer.write_item(segments, group)
                     del segments
@@ -324,9 +324,9 @@ class S3DlioWriter(StorageWriter):
             batch.clear()
             layouts.clear()
 
-        for item in items:
+        for item, data in _staging.staged(items, planner.resolve_data):
             _check_cancel(cancel, name)
-            segments, tensor = _segments(item, planner.resolve_data(item), frames)
+            segments, tensor = _segments(item, data, frames)
             batch.append(segments)
             layouts.append((item, tensor))
             held += sum(memoryview(s).nbytes for s in segments)

@@ -221,7 +221,7 @@ async fn stream_verified(
     };
     while pos < size {
         let end = pos + piece.len() as u64;
-        crc = crate::codec::crc::crc32c_append(crc, &piece);
+        crc = crate::crc::crc32c_append(crc, &piece);
         let ahead = async {
             if end < size {
                 fetch(end).await.map(Some)

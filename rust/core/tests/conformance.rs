@@ -1,11 +1,19 @@
 //! One suite, every backend. A new backend is done when it passes this
 //! file unchanged: add it to `backends()`.
+//!
+//! The suite covers the required methods and every capability of the
+//! store contract (`store/mod.rs`), and runs again through the fault
+//! wrapper (with no faults armed) over memory, file and direct: a wrapper
+//! must not change what a store does nor which of its paths runs.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use s3dlio_core::codec::{EncodeOptions, EncodingWriter, ObjectReader};
-use s3dlio_core::store::{open_store, Location, ObjectStore, PutOptions, StoreOptions};
+use s3dlio_core::store::faults::FaultStore;
+use s3dlio_core::store::{
+    open_store, Location, ObjectStore, ObjectStoreExt, PutOptions, StoreOptions,
+};
 use s3dlio_core::Error;
 
 #[path = "support/azure.rs"]
@@ -42,25 +50,43 @@ fn local(name: &'static str, scheme: &str) -> Backend {
     }
 }
 
-fn backends() -> Vec<Backend> {
+fn memory(name: &'static str) -> Backend {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
+    let i = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mem = open_store(
-        &format!("memory://conformance-{n}/p"),
+        &format!("memory://conformance-{n}-{i}/p"),
         &StoreOptions::default(),
     )
     .expect("memory store");
+    Backend {
+        name,
+        store: mem.store,
+        prefix: mem.key,
+        _scratch: None,
+    }
+}
+
+/// `b` behind the fault wrapper with no fault armed.
+fn wrapped(name: &'static str, b: Backend) -> Backend {
+    Backend {
+        name,
+        store: FaultStore::new(b.store, Vec::new()),
+        ..b
+    }
+}
+
+fn backends() -> Vec<Backend> {
     let mut all = vec![
-        Backend {
-            name: "memory",
-            store: mem.store,
-            prefix: mem.key,
-            _scratch: None,
-        },
+        memory("memory"),
         local("file", "file"),
         local("direct", "direct"),
+        wrapped("faults(memory)", memory("memory")),
+        wrapped("faults(file)", local("file", "file")),
+        wrapped("faults(direct)", local("direct", "direct")),
     ];
     if let Some(azurite) = azure_support::shared() {
         let loc = open_store(&format!("{}/p", azurite.fresh_uri()), &azurite.options())
@@ -463,4 +489,116 @@ for_each_backend!(list_dir_shows_one_level, |b| {
         "{}",
         b.name
     );
+});
+
+/// The backend under a fault wrapper's name (`faults(file)` -> `file`).
+fn plain_name(b: &Backend) -> &str {
+    b.name
+        .strip_prefix("faults(")
+        .and_then(|n| n.strip_suffix(')'))
+        .unwrap_or(b.name)
+}
+
+for_each_backend!(get_range_view_is_get_range, |b| {
+    let k = key(b, "viewed");
+    // Large enough that file:// maps the range instead of copying it.
+    let data = pattern((1 << 20) + 17, 4);
+    b.store
+        .put(&k, Bytes::from(data.clone()), &PutOptions::default())
+        .await
+        .unwrap();
+    let len = data.len() as u64;
+    for (s, e) in [(0u64, len), (3, (600 << 10) + 3), (len - 5, len + 100), (len, len), (0, 7)] {
+        let got = b.store.get_range_view(&k, s..e).await.unwrap();
+        let want = &data[s as usize..(e as usize).min(data.len())];
+        assert!(got == want, "{}: view {s}..{e}", b.name);
+    }
+    let err = b.store.get_range_view(&k, len + 1..len + 2).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{}: {err}", b.name);
+    let err = b
+        .store
+        .get_range_view(&key(b, "nope"), 0..1)
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{}: {err}", b.name);
+});
+
+// One error for bytes past the end, whichever exact read asks for them.
+for_each_backend!(get_range_into_is_exact_and_past_the_end_is_invalid_input, |b| {
+    let k = key(b, "into");
+    let data = pattern(100_000, 6);
+    b.store
+        .put(&k, Bytes::from(data.clone()), &PutOptions::default())
+        .await
+        .unwrap();
+    for (offset, len) in [(0usize, 100_000usize), (4093, 5), (99_999, 1), (50, 0)] {
+        let mut dst = vec![0u8; len];
+        b.store
+            .get_range_into(&k, offset as u64, &mut dst)
+            .await
+            .unwrap();
+        assert!(dst == data[offset..offset + len], "{}: into at {offset}", b.name);
+    }
+    for offset in [99_995u64, 100_000, 200_000] {
+        let mut dst = vec![0u8; 10];
+        let err = b
+            .store
+            .get_range_into(&k, offset, &mut dst)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidInput(_)),
+            "{}: into past the end at {offset}: {err}",
+            b.name
+        );
+        assert!(err.to_string().contains("into"), "{}: names the object: {err}", b.name);
+        let err = b
+            .store
+            .read_into(&k, offset, &mut [dst.as_mut_slice()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidInput(_)),
+            "{}: read_into past the end at {offset}: {err}",
+            b.name
+        );
+    }
+});
+
+// What a caller may ask a store about itself, the same through a wrapper.
+for_each_backend!(store_capabilities_say_what_the_backend_is, |b| {
+    let opts = PutOptions::default();
+    let (remote, limit) = match plain_name(b) {
+        "s3" => (true, Some(opts.multipart_threshold as u64)),
+        "azure" => (true, None),
+        _ => (false, None),
+    };
+    assert_eq!(b.store.is_remote(), remote, "{}: is_remote", b.name);
+    assert_eq!(b.store.single_put_limit(&opts), limit, "{}: single_put_limit", b.name);
+});
+
+// Writer capabilities: `write_with_crc` writes what `write` does, and the
+// blocking form exists where the backend has one (local files), wrapped
+// or not, and appends what it is handed.
+for_each_backend!(writer_capabilities_write_the_same_bytes, |b| {
+    let k = key(b, "caps/obj");
+    let data = pattern(300_001, 8);
+    let mut w = b.store.writer(&k, &PutOptions::default()).await.unwrap();
+    let (head, tail) = data.split_at(100_000);
+    w.write_with_crc(Bytes::copy_from_slice(head), s3dlio_core::crc::crc32c(head))
+        .await
+        .unwrap();
+    let has_blocking = w.blocking().is_some();
+    assert_eq!(has_blocking, plain_name(b) == "file", "{}: blocking form", b.name);
+    match w.blocking() {
+        Some(blocking) => {
+            blocking.reserve(tail.len() as u64).unwrap();
+            let (a, c) = tail.split_at(77);
+            blocking.write_all_vectored(&[a, &[], c]).unwrap();
+        }
+        None => w.write(Bytes::copy_from_slice(tail)).await.unwrap(),
+    }
+    let meta = w.finish().await.unwrap();
+    assert_eq!(meta.size, data.len() as u64, "{}", b.name);
+    assert_eq!(b.store.get(&k).await.unwrap(), data, "{}", b.name);
 });

@@ -6,44 +6,14 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use s3dlio_core::codec::{check_level, EncodeOptions};
 use s3dlio_core::object::WriteOptions;
-use s3dlio_core::store::azure::AzureOptions;
-use s3dlio_core::store::s3::S3_OPTION_KEYS;
 use s3dlio_core::store::{PutOptions, StoreOptions};
 
 use crate::errors::IntoPyResult;
 
-/// `storage_options={...}` as the core's store options.
+/// `storage_options={...}` as the core's store options (the rules live
+/// in the core: `StoreOptions::from_pairs`).
 pub fn store_options(opts: Option<HashMap<String, String>>) -> PyResult<StoreOptions> {
-    let mut out = StoreOptions::default();
-    for (k, v) in opts.unwrap_or_default() {
-        match k.as_str() {
-            "direct_fallback" => out.direct_fallback = parse_bool(&k, &v)?,
-            other => {
-                // A dict applies to one URI, so a key is given to every
-                // remote backend that knows it (both know `endpoint`).
-                let azure = out.azure.set(other, &v).py()?;
-                let s3 = out.s3.set(other, &v).py()?;
-                if !(azure || s3) {
-                    return Err(PyValueError::new_err(format!(
-                        "unknown storage option '{other}' (known: direct_fallback, {}, {})",
-                        S3_OPTION_KEYS.join(", "),
-                        AzureOptions::KEYS.join(", ")
-                    )));
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn parse_bool(key: &str, v: &str) -> PyResult<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(PyValueError::new_err(format!(
-            "storage option {key} must be true or false, got '{v}'"
-        ))),
-    }
+    StoreOptions::from_pairs(opts.unwrap_or_default()).py()
 }
 
 /// Write options from the Python keywords; validates the level.

@@ -18,7 +18,7 @@
 //! Records written before tags existed (no manifest named) point at
 //! `manifest.json`.
 
-use crate::codec::crc::crc32c;
+use crate::crc::crc32c;
 use crate::error::{Error, Result};
 use crate::store::join_key;
 

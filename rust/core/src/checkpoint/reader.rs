@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::manifest::{Manifest, ShardMeta};
 use super::CheckpointStore;
-use crate::codec::crc::crc32c_append;
+use crate::crc::crc32c_append;
 use crate::codec::ObjectReader;
 use crate::error::{Error, Result};
 use crate::store::join_key;

@@ -62,7 +62,7 @@ fn mib_s(bytes: usize, secs: f64) -> f64 {
 #[ignore = "benchmark; run with --release -- --ignored --nocapture"]
 async fn codec_throughput() {
     let data = Bytes::from(floats(SIZE, 42));
-    let crc = super::crc::crc32c(&data);
+    let crc = crate::crc::crc32c(&data);
     let store = MemoryStore::new();
     let dyn_store: Arc<dyn ObjectStore> = store.clone();
     println!("{} MiB of float-like data", SIZE >> 20);

@@ -2,7 +2,7 @@
 //! through, seekable zstd objects are decompressed frame by frame with every
 //! frame's CRC32C checked before its bytes are handed out. Byte-grouped
 //! frames are decompressed into a scratch buffer and merged back into
-//! elements (see [`super::grouped`]) before the check.
+//! elements (see [`crate::format::grouped`]) before the check.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,12 +12,12 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use zstd::bulk::Decompressor;
 
-use super::crc::{crc32c, crc32c_combine};
-use super::grouped;
-use super::seekable::{parse_tail, Sniff, Trailer};
+use crate::crc::{crc32c, crc32c_combine};
+use crate::format::grouped;
+use crate::format::seekable::{parse_tail, Sniff, Trailer};
 use super::{resolve_threads, Codec};
 use crate::error::{Error, Result};
-use crate::store::ObjectStore;
+use crate::store::{ObjectStore, ObjectStoreExt};
 
 /// First read when sniffing: covers the trailer of objects up to ~5,000
 /// frames (20 GiB at 4 MiB frames); bigger trailers take one more read.
@@ -870,7 +870,7 @@ mod tests {
         // Plain bytes that happen to end with the seekable magic but carry no
         // valid seek table are corrupt, not silently plain.
         let mut fake = b"hello".to_vec();
-        fake.extend_from_slice(&crate::codec::seekable::SEEKABLE_MAGIC.to_le_bytes());
+        fake.extend_from_slice(&crate::format::seekable::SEEKABLE_MAGIC.to_le_bytes());
         store
             .put("fake", Bytes::from(fake), &PutOptions::default())
             .await
@@ -888,7 +888,7 @@ mod tests {
         foreign.extend_from_slice(&7u32.to_le_bytes());
         foreign.extend_from_slice(&1u32.to_le_bytes());
         foreign.push(0);
-        foreign.extend_from_slice(&crate::codec::seekable::SEEKABLE_MAGIC.to_le_bytes());
+        foreign.extend_from_slice(&crate::format::seekable::SEEKABLE_MAGIC.to_le_bytes());
         store
             .put(
                 "foreign.zst",
@@ -1017,8 +1017,8 @@ mod tests {
         put_encoded(&store, "x.zst", &data, Some(1)).await;
         let stored = store.get("x.zst").await.unwrap();
         // Middle of the second frame's compressed bytes.
-        let Ok(crate::codec::seekable::Sniff::Seekable(t)) =
-            crate::codec::seekable::parse_tail(&stored, stored.len() as u64)
+        let Ok(crate::format::seekable::Sniff::Seekable(t)) =
+            crate::format::seekable::parse_tail(&stored, stored.len() as u64)
         else {
             panic!("not seekable")
         };

@@ -3,9 +3,9 @@
 //!
 //! With a level, input is cut into `frame_size` frames that are compressed
 //! on tokio's blocking threads, at most `threads` at a time, and written to
-//! the inner writer in order, followed by the trailer of [`super::seekable`].
+//! the inner writer in order, followed by the trailer of [`crate::format::seekable`].
 //! With a byte group, each frame is split into byte planes first and every
-//! plane is compressed on its own (see [`super::grouped`]).
+//! plane is compressed on its own (see [`crate::format::grouped`]).
 //!
 //! Memory bound per writer (compressed mode): one frame being filled, at
 //! most `threads` frames being compressed (each holding its input and an
@@ -21,12 +21,12 @@ use bytes::{Buf, Bytes};
 use tokio::task::{JoinError, JoinHandle};
 use zstd::bulk::Compressor;
 
-use super::byte_group;
-use super::crc::{crc32c, crc32c_combine};
-use super::grouped::GroupedCompressor;
-use super::out_pool;
-use super::seekable::{FrameEntry, Trailer};
-use super::zstd_raw::LITERAL_PADDING;
+use crate::format::byte_group;
+use crate::crc::{crc32c, crc32c_combine};
+use crate::format::grouped::GroupedCompressor;
+use crate::format::out_pool;
+use crate::format::seekable::{FrameEntry, Trailer};
+use crate::format::zstd_raw::LITERAL_PADDING;
 use super::{check_level, resolve_threads, Codec, EncodeOptions};
 use crate::error::{Error, Result};
 use crate::store::{ObjectMeta, ObjectWriter};
@@ -720,8 +720,8 @@ pub(crate) mod tests {
         let data = floats(10 * 4096 + 123, 4);
         encode(&store, "f.zst", &data, opts(Some(5), 4096, 3), 999).await;
         let stored = store.get("f.zst").await.unwrap();
-        let Ok(super::super::seekable::Sniff::Seekable(t)) =
-            super::super::seekable::parse_tail(&stored, stored.len() as u64)
+        let Ok(crate::format::seekable::Sniff::Seekable(t)) =
+            crate::format::seekable::parse_tail(&stored, stored.len() as u64)
         else {
             panic!("not a seekable object")
         };

@@ -1,7 +1,8 @@
-//! The codec layer between callers and stores: the seekable zstd container
-//! (see [`seekable`] for the byte format), CRC32C over logical bytes, and
-//! the optional byte-grouping filter for float arrays ([`byte_group`],
-//! [`grouped`]).
+//! The streaming codec between callers and stores: it writes and reads
+//! the seekable zstd container (see [`seekable`] for the byte format, and
+//! [`crate::format`] for the other formats it uses), with CRC32C over
+//! logical bytes and the optional byte-grouping filter for float arrays
+//! ([`byte_group`]).
 //!
 //! Writers go through [`EncodingWriter`], readers through [`ObjectReader`];
 //! both are the same for every backend.
@@ -10,41 +11,18 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
-pub mod byte_group;
-pub mod crc;
+/// Kept under its old path for callers that name `codec::crc`.
+pub use crate::crc;
 pub mod decoder;
 pub mod encoder;
-pub(crate) mod grouped;
-pub(crate) mod out_pool;
-mod raw_planes;
-pub mod seekable;
-mod zstd_raw;
 
 #[cfg(test)]
-mod bench;
+pub(crate) mod bench;
 
 pub use decoder::ObjectReader;
 pub use encoder::{EncodedMeta, EncodingWriter};
-
-/// Uncompressed bytes per zstd frame: large enough for a good ratio and few
-/// seek-table entries, small enough that a range read decompresses little
-/// more than it needs and that `threads + 1` frames in flight stay cheap.
-pub const DEFAULT_FRAME_SIZE: usize = 4 << 20;
-
-pub const MIN_LEVEL: i32 = 1;
-pub const MAX_LEVEL: i32 = 22;
-
-/// `Ok(level)` for levels 1-22, else `InvalidInput` (Python `ValueError`).
-pub fn check_level(level: i32) -> Result<i32> {
-    if (MIN_LEVEL..=MAX_LEVEL).contains(&level) {
-        Ok(level)
-    } else {
-        Err(Error::invalid(format!(
-            "compression level {level} is out of range: valid levels are \
-             {MIN_LEVEL}-{MAX_LEVEL} (or None for no compression)"
-        )))
-    }
-}
+/// The formats and limits under their old `codec::` paths.
+pub use crate::format::{byte_group, check_level, seekable, DEFAULT_FRAME_SIZE, MAX_LEVEL, MIN_LEVEL};
 
 /// How an object's stored bytes relate to its logical bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

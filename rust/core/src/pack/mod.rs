@@ -7,7 +7,6 @@
 
 use crate::store::PutOptions;
 
-mod frame;
 pub mod reader;
 pub mod writer;
 
@@ -52,7 +51,7 @@ pub struct GroupRequest {
 /// can restore it exactly. The stored bytes are zstd frames back to back:
 /// one frame for the logical bytes before `start` (when there are any),
 /// then the byte-grouped data frames of the codec's filter (see
-/// `codec::grouped`), one per `frame` logical bytes of `start..start +
+/// `format::grouped`), one per `frame` logical bytes of `start..start +
 /// length`, then one frame for the bytes after it (when there are any).
 /// Any zstd decoder decodes the whole item, but to the planes of the
 /// grouped run, not to its floats: only s3dlio restores it.
@@ -72,7 +71,7 @@ impl Grouping {
     /// decode in an item of `size` logical bytes.
     pub fn check(&self, what: &str, size: u64) -> crate::error::Result<()> {
         let end = self.start.checked_add(self.length);
-        let problem = if !crate::codec::byte_group::supported(self.width) {
+        let problem = if !crate::format::byte_group::supported(self.width) {
             Some(format!("byte-group width {} is not 2, 4 or 8", self.width))
         } else if self.frame == 0 || !self.frame.is_multiple_of(self.width) {
             Some(format!(
@@ -96,7 +95,7 @@ impl Grouping {
 
 /// Logical bytes per byte-grouped data frame: the codec's frame size, for
 /// the same ratio and the same bounded memory per compressing thread.
-pub const GROUP_FRAME: usize = crate::codec::DEFAULT_FRAME_SIZE;
+pub const GROUP_FRAME: usize = crate::format::DEFAULT_FRAME_SIZE;
 
 /// Where one item landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::runtime::Runtime;
 
-use super::frame::FrameDecoder;
+use crate::format::pack_frame::FrameDecoder;
 use super::Grouping;
-use crate::codec::byte_group;
-use crate::codec::crc::{crc32c, crc32c_append, crc32c_combine};
+use crate::format::byte_group;
+use crate::crc::{crc32c, crc32c_append, crc32c_combine};
 use crate::error::{Error, Result};
 use crate::store::ObjectStore;
 
@@ -621,7 +621,7 @@ impl Ctx<'_> {
         input: &[u8],
         out: &mut Output<'_, '_>,
         crc: &mut u32,
-    ) -> Result<super::frame::Decoded> {
+    ) -> Result<crate::format::pack_frame::Decoded> {
         let size = out.size;
         let (buf, kind) = out.current();
         let d = decoder.decode(what, input, buf)?;

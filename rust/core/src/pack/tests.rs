@@ -3,7 +3,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::*;
-use crate::codec::crc::crc32c;
+use crate::crc::crc32c;
 use crate::error::Error;
 use crate::runtime::block_on;
 use crate::store::faults::{Fault, FaultStore};

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::frame::FrameEncoder;
+use crate::format::pack_frame::FrameEncoder;
 use super::{GroupRequest, Grouping, PackOptions, PackedItem, GROUP_FRAME};
-use crate::codec::crc::{crc32c, crc32c_append, crc32c_combine};
-use crate::codec::grouped::GroupedCompressor;
+use crate::crc::{crc32c, crc32c_append, crc32c_combine};
+use crate::format::grouped::GroupedCompressor;
 use crate::error::{Error, Result};
 use crate::store::{BlockingWrite, ObjectMeta, ObjectStore, ObjectWriter};
 
@@ -52,7 +52,7 @@ impl PackWriter {
         let encoder = match opts.level {
             Some(level) => Some(FrameEncoder::new(
                 &uri,
-                crate::codec::check_level(level)?,
+                crate::format::check_level(level)?,
                 opts.zstd_workers,
             )?),
             None => None,
@@ -339,7 +339,7 @@ impl PackWriter {
             crc = head.unwrap_or(0);
         }
         let workers = (self.opts.zstd_workers as usize).max(1);
-        let level = self.opts.level.unwrap_or(crate::codec::MIN_LEVEL);
+        let level = self.opts.level.unwrap_or(crate::format::MIN_LEVEL);
         let mut chunks = (0..run.len())
             .step_by(g.frame)
             .map(|at| run.slice(at..(at + g.frame).min(run.len())));
@@ -365,7 +365,7 @@ impl PackWriter {
             self.grouped.push(compressor);
             let (stored, chunk_crc) = out.map_err(|e| self.codec_failed(e))?;
             crc = crc32c_combine(crc, chunk_crc, len);
-            self.put(crate::codec::out_pool::into_bytes(stored)).await?;
+            self.put(crate::format::out_pool::into_bytes(stored)).await?;
         }
         let tail: u64 = after.iter().map(|s| s.len() as u64).sum();
         if tail > 0 {

@@ -1,6 +1,11 @@
 //! A wrapper that injects failures into any store, so every reliability
 //! test runs against every backend: fail the Nth call of an operation,
 //! truncate or corrupt what reads return, or slow calls down.
+//!
+//! It forwards every method of the store and writer contracts, fast paths
+//! included (`#[deny(clippy::missing_trait_methods)]` keeps it so): a
+//! wrapper that let a default stand in for the inner store's override
+//! would test a path users never take.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
-use super::{ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
+use super::{BlockingWrite, DirListing, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
 use crate::error::{Error, Result};
 
 /// Operations a fault can target.
@@ -106,6 +111,57 @@ impl FaultState {
         Ok(())
     }
 
+    /// `enter` for blocking callers (a delay sleeps the thread).
+    fn enter_blocking(&self, op: Op, uri: &str) -> Result<()> {
+        let n = self.counts[op as usize].fetch_add(1, Ordering::SeqCst) + 1;
+        for fault in self.faults() {
+            match fault {
+                Fault::Delay(d) => std::thread::sleep(d),
+                Fault::FailNth { op: o, nth } if o == op && nth == n => {
+                    return Err(Error::backend(
+                        uri,
+                        format!("injected failure on {op:?} call {n}"),
+                        true,
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The faults for a read into caller memory of `bufs` from `offset`,
+    /// after the inner store filled them: a truncation fails the read as a
+    /// short object does on every backend, a flipped byte is flipped in
+    /// place.
+    fn damage_into(&self, uri: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        for fault in self.faults() {
+            match fault {
+                Fault::TruncateReads { keep } if total > keep => {
+                    return Err(super::ranged::past_end(
+                        uri,
+                        offset,
+                        total as u64,
+                        offset + keep as u64,
+                    ));
+                }
+                Fault::FlipByte { offset: at } if at < total => {
+                    let mut skip = at;
+                    for buf in bufs.iter_mut() {
+                        if skip < buf.len() {
+                            buf[skip] ^= 0xff;
+                            break;
+                        }
+                        skip -= buf.len();
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn damage(&self, data: Bytes) -> Bytes {
         let mut data = data;
         for fault in self.faults() {
@@ -124,6 +180,7 @@ impl FaultState {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl ObjectStore for FaultStore {
     fn uri(&self, key: &str) -> String {
         self.inner.uri(key)
@@ -156,9 +213,20 @@ impl ObjectStore for FaultStore {
         Ok(self.damage(self.inner.get_range(key, range).await?))
     }
 
+    async fn get_range_view(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.enter(Op::Get, key).await?;
+        Ok(self.damage(self.inner.get_range_view(key, range).await?))
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes> {
         self.enter(Op::Get, key).await?;
         Ok(self.damage(self.inner.get(key).await?))
+    }
+
+    async fn read_into(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
+        self.enter(Op::Get, key).await?;
+        self.inner.read_into(key, offset, bufs).await?;
+        self.state.damage_into(&self.inner.uri(key), offset, bufs)
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -169,6 +237,11 @@ impl ObjectStore for FaultStore {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.enter(Op::List, prefix).await?;
         self.inner.list(prefix).await
+    }
+
+    async fn list_dir(&self, prefix: &str) -> Result<DirListing> {
+        self.enter(Op::List, prefix).await?;
+        self.inner.list_dir(prefix).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -189,6 +262,7 @@ struct FaultWriter {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl ObjectWriter for FaultWriter {
     async fn write(&mut self, buf: Bytes) -> Result<()> {
         self.state.enter(Op::Write, &self.uri).await?;
@@ -211,5 +285,35 @@ impl ObjectWriter for FaultWriter {
 
     async fn abort(self: Box<Self>) -> Result<()> {
         self.inner.abort().await
+    }
+
+    /// Blocking when the inner writer is: its writes are counted and
+    /// failed as `Op::Write` like the async ones.
+    fn blocking(&mut self) -> Option<&mut dyn BlockingWrite> {
+        match self.inner.blocking() {
+            Some(_) => Some(self),
+            None => None,
+        }
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+impl BlockingWrite for FaultWriter {
+    fn write_all_vectored(&mut self, bufs: &[&[u8]]) -> Result<()> {
+        self.state.enter_blocking(Op::Write, &self.uri)?;
+        self.inner_blocking()?.write_all_vectored(bufs)
+    }
+
+    fn reserve(&mut self, len: u64) -> Result<()> {
+        self.inner_blocking()?.reserve(len)
+    }
+}
+
+impl FaultWriter {
+    fn inner_blocking(&mut self) -> Result<&mut dyn BlockingWrite> {
+        let uri = self.uri.clone();
+        self.inner
+            .blocking()
+            .ok_or_else(|| Error::invalid(format!("{uri}: the writer has no blocking form")))
     }
 }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use super::{ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
-use crate::codec::crc::{crc32c, crc32c_append};
+use crate::crc::{crc32c, crc32c_append};
 use crate::error::{Error, Result};
 
 type Objects = Arc<Mutex<BTreeMap<String, (Bytes, SystemTime)>>>;

@@ -18,7 +18,10 @@ pub mod faults;
 pub mod local;
 pub(crate) mod mapped;
 pub mod memory;
+pub(crate) mod posix;
+pub(crate) mod ranged;
 pub mod s3;
+pub(crate) mod unique;
 pub(crate) mod upload;
 
 /// What a store knows about one stored object.
@@ -73,6 +76,14 @@ impl Default for PutOptions {
 
 /// A streaming upload. Nothing is visible under the final key before
 /// `finish` succeeds; `abort` (or dropping the writer) leaves nothing behind.
+///
+/// Required: `write`, `finish`, `abort`. Capabilities (defaults that a
+/// wrapper must still forward, see [`ObjectStore`]'s "Wrappers"):
+///
+/// | method | promises | default | overridden by |
+/// |---|---|---|---|
+/// | `write_with_crc` | `write` of a buffer whose CRC32C the caller computed | ignores the CRC, calls `write` | the multipart engine (skips re-reading the bytes), `FaultStore` |
+/// | `blocking` | a [`BlockingWrite`] appending borrowed memory on the calling thread | `None` | local files, `FaultStore` |
 #[async_trait]
 pub trait ObjectWriter: Send {
     async fn write(&mut self, buf: Bytes) -> Result<()>;
@@ -107,6 +118,45 @@ pub trait BlockingWrite {
 }
 
 /// One backend. Keys are `/`-separated and relative to the store root.
+///
+/// # Contract
+///
+/// Every backend implements the required methods with the same meaning,
+/// checked by `tests/conformance.rs` on every backend:
+///
+/// - `put`, `writer`: nothing is visible under `key` until the whole
+///   object is (the writer's `finish`); a failed write leaves nothing.
+/// - `get`, `get_range`: `get_range` clips a range past the end to the
+///   end; a range whose start lies past the end is `InvalidInput`.
+/// - `head`, `list` (sorted by key), `delete` (a missing key is
+///   `NotFound`), `put_if_absent` (`false` when the key existed: the
+///   commit-marker primitive).
+/// - A missing key is `NotFound` for every method that reads it.
+///
+/// # Capabilities
+///
+/// Fast paths with a correct default built on the required methods. A
+/// backend overrides one where it can do better; callers may use any of
+/// them on any store and get the same bytes and errors.
+///
+/// | method | promises | default | overridden by |
+/// |---|---|---|---|
+/// | `get_range_view` | `get_range`, for a caller that only holds the bytes while it decodes them | `get_range` | file:// (maps large ranges) |
+/// | `read_into` | fills caller buffers, in order, with exactly their length of bytes from `offset`; bytes past the end are `InvalidInput` | `get_range` copied out | file://, direct://, s3://, az:// (no staging copy) |
+/// | `list_dir` | one level under a prefix: objects and sub-prefixes | filters `list` | s3://, az:// (delimiter listing) |
+/// | `single_put_limit` | objects below this size go up in one request | `None` (writes are not requests) | s3:// |
+/// | `is_remote` | reads are network requests driven by the runtime | `false` | s3://, az:// |
+///
+/// Helpers that every store gets the same way and no backend overrides
+/// live in [`ObjectStoreExt`].
+///
+/// # Wrappers
+///
+/// A store that wraps another ([`faults::FaultStore`]) forwards every
+/// method, capabilities included, under
+/// `#[deny(clippy::missing_trait_methods)]`: a default left standing would
+/// silently swap the inner store's fast path for the slow one, and a test
+/// through the wrapper would exercise a path users never take.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + Debug {
     /// The URI of `key`, for messages.
@@ -137,24 +187,6 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// copying it (see `mapped`). The default is `get_range`.
     async fn get_range_view(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         self.get_range(key, range).await
-    }
-    /// Fill `dst` with the object's bytes from `offset`; the object must
-    /// hold all of them. The default copies out of `get_range`; backends
-    /// that can receive straight into `dst` (S3) override it.
-    async fn get_range_into(&self, key: &str, offset: u64, dst: &mut [u8]) -> Result<()> {
-        let want = dst.len() as u64;
-        let data = self.get_range(key, offset..offset + want).await?;
-        if data.len() as u64 != want {
-            return Err(Error::corrupt(
-                self.uri(key),
-                format!(
-                    "expected {want} bytes at {offset}, read {} (truncated or changed while reading?)",
-                    data.len()
-                ),
-            ));
-        }
-        dst.copy_from_slice(&data);
-        Ok(())
     }
     async fn get(&self, key: &str) -> Result<Bytes>;
     /// Fill `bufs`, in order, with the bytes of `key` from `offset` on: a
@@ -199,6 +231,20 @@ pub trait ObjectStore: Send + Sync + Debug {
     }
 }
 
+/// Helpers every store gets from its [`ObjectStore`] methods, the same way
+/// on every backend: not part of the contract, so nothing overrides them
+/// and no wrapper has to forward them.
+#[async_trait]
+pub trait ObjectStoreExt: ObjectStore {
+    /// Fill `dst` with the object's bytes from `offset`: `read_into` of
+    /// one buffer (bytes past the end are `InvalidInput`).
+    async fn get_range_into(&self, key: &str, offset: u64, dst: &mut [u8]) -> Result<()> {
+        self.read_into(key, offset, &mut [dst]).await
+    }
+}
+
+impl<T: ObjectStore + ?Sized> ObjectStoreExt for T {}
+
 /// What `list_dir` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirListing {
@@ -217,6 +263,51 @@ pub struct StoreOptions {
     pub azure: azure::AzureOptions,
     /// s3://: endpoint, region, credentials, addressing, retries, part sizes.
     pub s3: s3::S3Options,
+}
+
+impl StoreOptions {
+    /// Options from `storage_options`-style `key: value` pairs (the Python
+    /// API's dict, the CLI's flags): one rule for every binding. A key
+    /// applies to one URI, so it is given to every remote backend that
+    /// knows it (both know `endpoint`); a key no backend knows is
+    /// `InvalidInput` listing the known ones.
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<StoreOptions> {
+        let mut out = StoreOptions::default();
+        for (key, value) in pairs {
+            out.set(key.as_ref(), value.as_ref())?;
+        }
+        Ok(out)
+    }
+
+    /// Set one option (see [`StoreOptions::from_pairs`]).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        if key == "direct_fallback" {
+            self.direct_fallback = parse_bool(key, value)?;
+            return Ok(());
+        }
+        let azure = self.azure.set(key, value)?;
+        let s3 = self.s3.set(key, value)?;
+        if !(azure || s3) {
+            return Err(Error::invalid(format!(
+                "unknown storage option '{key}' (known: direct_fallback, {}, {})",
+                s3::S3_OPTION_KEYS.join(", "),
+                azure::AzureOptions::KEYS.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::invalid(format!(
+            "storage option {key} must be true or false, got '{v}'"
+        ))),
+    }
 }
 
 /// A store and the key a URI names inside it.
@@ -330,4 +421,23 @@ pub(crate) fn check_range(uri: &str, range: &Range<u64>, size: u64) -> Result<()
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_options_from_pairs() {
+        let opts = StoreOptions::from_pairs([("direct_fallback", "Yes"), ("endpoint", "http://127.0.0.1:1")])
+            .unwrap();
+        assert!(opts.direct_fallback);
+        let err = StoreOptions::from_pairs([("colour", "red")]).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)));
+        let msg = err.to_string();
+        assert!(msg.contains("unknown storage option 'colour'"), "{msg}");
+        assert!(msg.contains("direct_fallback") && msg.contains("endpoint_url"), "{msg}");
+        let err = StoreOptions::from_pairs([("direct_fallback", "maybe")]).unwrap_err();
+        assert!(err.to_string().contains("must be true or false, got 'maybe'"), "{err}");
+    }
 }

@@ -1,7 +1,9 @@
-//! The streaming multipart writer shared by the cloud backends. A backend
-//! supplies the wire calls ([`MultipartTarget`]: whole-object PUT, start,
-//! part, complete, abort); this module does the buffering, the parallel part
-//! uploads, the CRC32C of every part and the cleanup on every failure path.
+//! The streaming multipart writer shared by the cloud backends: S3 (parts
+//! of a multipart upload, `s3/target.rs`) and Azure (staged blocks and a
+//! block list, `azure/writer.rs`). A backend supplies the wire calls
+//! ([`MultipartTarget`]: whole-object PUT, start, part, complete, abort);
+//! this module does the buffering, the parallel part uploads, the CRC32C
+//! of every part and the cleanup on every failure path.
 //!
 //! Memory: until `multipart_threshold` bytes have arrived the object is
 //! buffered for a single PUT; after that at most `concurrency` parts are in
@@ -18,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
 use super::{ObjectMeta, ObjectWriter, PutOptions};
-use crate::codec::crc::{crc32c, crc32c_append, crc32c_combine};
+use crate::crc::{crc32c, crc32c_append, crc32c_combine};
 use crate::error::{Error, Result};
 
 /// One part that reached the server.
@@ -77,8 +79,11 @@ pub(crate) struct UploadLimits {
     pub part_size: usize,
     pub concurrency: usize,
     pub multipart_threshold: usize,
-    /// Parts one upload may have (S3: 10,000).
+    /// Parts one upload may have (S3: 10,000; Azure: 50,000 blocks).
     pub max_parts: u32,
+    /// The largest part the service takes (S3: 5 GiB; Azure: 4000 MiB):
+    /// growing part sizes stop there.
+    pub max_part_size: usize,
 }
 
 /// Parts uploaded at the configured size before part sizes start doubling;
@@ -86,12 +91,13 @@ pub(crate) struct UploadLimits {
 const PARTS_PER_DOUBLING: u32 = 1000;
 
 impl UploadLimits {
-    pub fn new(opts: &PutOptions, min_part: usize, max_parts: u32) -> Self {
+    pub fn new(opts: &PutOptions, min_part: usize, max_parts: u32, max_part_size: usize) -> Self {
         UploadLimits {
             part_size: opts.part_size.max(min_part).max(1),
             concurrency: opts.concurrency.max(1),
             multipart_threshold: opts.multipart_threshold.max(1),
             max_parts,
+            max_part_size,
         }
     }
 
@@ -100,7 +106,12 @@ impl UploadLimits {
     /// an object of unknown size never runs out of part numbers.
     pub fn part_size_of(&self, number: u32) -> usize {
         let doublings = ((number.saturating_sub(1)) / PARTS_PER_DOUBLING).min(20);
-        self.part_size.saturating_mul(1 << doublings)
+        let grown = self.part_size.saturating_mul(1 << doublings);
+        if doublings == 0 {
+            grown
+        } else {
+            grown.min(self.max_part_size.max(self.part_size))
+        }
     }
 }
 
@@ -493,6 +504,7 @@ mod tests {
             concurrency: 3,
             multipart_threshold: threshold,
             max_parts: 10_000,
+            max_part_size: 5 << 30,
         }
     }
 

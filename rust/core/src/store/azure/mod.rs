@@ -5,7 +5,8 @@
 //!   `storage_options` and the environment;
 //! - `credential.rs`: our Shared Key signing policy, SAS, Entra ID;
 //! - `client.rs`: one SDK request per method, errors mapped to ours;
-//! - `writer.rs`: streaming block uploads;
+//! - `writer.rs`: streaming block uploads, through the shared multipart
+//!   engine (`store/upload.rs`);
 //! - here: the `ObjectStore` contract, including parallel ranged reads.
 //!
 //! The store root is the container: keys are blob names. Containers are
@@ -18,9 +19,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use azure_core::http::Etag;
 use bytes::Bytes;
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::StreamExt;
 
-use super::{check_range, DirListing, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
+use super::ranged::{self, check_version, Cursor, Opened, RangedGet};
+use super::{DirListing, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
 use crate::error::{Error, Result};
 
 pub mod builder;
@@ -72,48 +74,93 @@ impl AzureStore {
         }
         Ok(())
     }
+}
 
-    /// Read `range` of `key` into `dest` (exactly `dest.len()` bytes),
-    /// retrying a body that breaks off. `first` is a response already in
-    /// hand for this range.
-    async fn fill(
+/// Azure's side of the shared ranged-read driver: ranged Get Blob pinned
+/// with `If-Match`; a body that breaks off is fetched again (whole piece),
+/// up to the configured retries.
+struct Reads<'a>(&'a AzureStore);
+
+#[async_trait]
+impl RangedGet for Reads<'_> {
+    type Body = client::RangeResponse;
+
+    fn uri(&self, key: &str) -> String {
+        self.0.client.uri(key)
+    }
+
+    fn piece_size(&self) -> u64 {
+        READ_PART
+    }
+
+    fn concurrency(&self) -> usize {
+        READ_CONCURRENCY
+    }
+
+    async fn size(&self, key: &str) -> Result<u64> {
+        Ok(self.0.client.head(key).await?.size)
+    }
+
+    async fn open(
         &self,
         key: &str,
         range: Range<u64>,
-        etag: Option<Etag>,
-        dest: &mut [u8],
-        first: Option<client::RangeResponse>,
+        version: Option<&str>,
+    ) -> Result<Option<Opened<Self::Body>>> {
+        let pin = version.map(Etag::from);
+        let Some(r) = self.0.client.get_range(key, range, pin).await? else {
+            return Ok(None);
+        };
+        let got = r.etag.as_ref().map(|e| e.to_string());
+        check_version(&self.uri(key), version, got.as_deref())?;
+        Ok(Some(Opened {
+            total: r.total,
+            version: r.etag.as_ref().map(|e| e.to_string()),
+            body: r,
+        }))
+    }
+
+    async fn fill(
+        &self,
+        key: &str,
+        start: u64,
+        dst: &mut [&mut [u8]],
+        first: Option<Opened<Self::Body>>,
+        version: Option<&str>,
     ) -> Result<()> {
-        let max = self.client.config().max_retries;
+        let client = &self.0.client;
+        let len: u64 = dst.iter().map(|b| b.len() as u64).sum();
+        let range = start..start + len;
+        let max = client.config().max_retries;
         let mut attempt = 0u32;
-        let mut response = first;
+        let mut response = first.map(|o| o.body);
         loop {
             let r = match response.take() {
                 Some(r) => r,
                 None => self
-                    .client
-                    .get_range(key, range.clone(), etag.clone())
+                    .open(key, range.clone(), version)
                     .await?
+                    .map(|o| o.body)
                     .ok_or_else(|| {
                         Error::backend(
-                            self.client.uri(key),
+                            client.uri(key),
                             format!("bytes {}..{} are no longer there", range.start, range.end),
                             false,
                         )
                     })?,
             };
-            let failure = if r.len != dest.len() as u64 {
-                format!("got {} bytes instead of {}", r.len, dest.len())
+            let failure = if r.len != len {
+                format!("got {} bytes instead of {len}", r.len)
             } else {
-                match r.body.collect_into(dest).await {
-                    Ok(n) if n == dest.len() => return Ok(()),
-                    Ok(n) => format!("body ended after {n} of {} bytes", dest.len()),
-                    Err(e) => client::redacted_chain(&e),
+                match collect_into(r.body, dst).await {
+                    Ok(n) if n as u64 == len => return Ok(()),
+                    Ok(n) => format!("body ended after {n} of {len} bytes"),
+                    Err(e) => e,
                 }
             };
             if attempt >= max {
                 return Err(Error::backend(
-                    self.client.uri(key),
+                    client.uri(key),
                     format!(
                         "reading bytes {}..{} failed after {attempt} retries: {failure}",
                         range.start, range.end
@@ -125,6 +172,22 @@ impl AzureStore {
             tokio::time::sleep(backoff(attempt)).await;
         }
     }
+}
+
+/// Copy a body into `dst` (buffers filled in order); the byte count, or
+/// why the body broke off (a body longer than `dst` is one such reason).
+async fn collect_into(
+    mut body: azure_core::http::AsyncResponseBody,
+    dst: &mut [&mut [u8]],
+) -> std::result::Result<usize, String> {
+    let mut cursor = Cursor::at(dst, 0);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| client::redacted_chain(&e))?;
+        if !cursor.put(dst, &chunk) {
+            return Err("the body is longer than the range asked for".into());
+        }
+    }
+    Ok(cursor.got)
 }
 
 /// 100 ms, 200 ms, 400 ms ... capped at 5 s.
@@ -158,61 +221,19 @@ impl ObjectStore for AzureStore {
 
     async fn writer(&self, key: &str, opts: &PutOptions) -> Result<Box<dyn ObjectWriter>> {
         self.check_key(key)?;
-        Ok(Box::new(writer::BlockWriter::new(
-            self.client.clone(),
-            key,
-            opts,
-        )?))
+        writer::block_writer(self.client.clone(), key, opts)
     }
 
     /// The first ranged GET learns the blob's size (Content-Range) and
     /// version (ETag); the rest of a large range follows in parallel
-    /// pieces pinned to that version, each written straight into its part
-    /// of the destination buffer.
+    /// pieces pinned to that version (see [`super::ranged`]), each written
+    /// straight into its part of the destination buffer.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let uri = self.uri(key);
-        if range.start > range.end {
-            check_range(&uri, &range, u64::MAX)?;
-        }
-        if range.start == range.end {
-            let size = self.head(key).await?.size;
-            check_range(&uri, &range, size)?;
-            return Ok(Bytes::new());
-        }
-        let first_end = range.end.min(range.start.saturating_add(READ_PART));
-        let Some(first) = self
-            .client
-            .get_range(key, range.start..first_end, None)
-            .await?
-        else {
-            // Starts at or past the end (or the blob is empty).
-            let size = self.head(key).await?.size;
-            check_range(&uri, &range, size)?;
-            return Ok(Bytes::new());
-        };
-        let end = range.end.min(first.total);
-        let len = usize::try_from(end - range.start).map_err(|_| {
-            Error::invalid(format!(
-                "{uri}: a {}-byte read does not fit in memory",
-                end - range.start
-            ))
-        })?;
-        let mut out = vec![0u8; len];
-        let etag = first.etag.clone();
-        let first_len = (first.len as usize).min(len);
-        let (head, tail) = out.split_at_mut(first_len);
-        let first_range = range.start..range.start + first_len as u64;
-        // Built up front (one small future per piece) rather than lazily:
-        // a lazy stream's closure trips the Send check of async_trait.
-        let mut pieces = vec![self.fill(key, first_range.clone(), etag.clone(), head, Some(first))];
-        for (i, dest) in tail.chunks_mut(READ_PART as usize).enumerate() {
-            let s = first_range.end + i as u64 * READ_PART;
-            let r = s..s + dest.len() as u64;
-            pieces.push(self.fill(key, r, etag.clone(), dest, None));
-        }
-        let pieces = stream::iter(pieces).buffer_unordered(READ_CONCURRENCY);
-        pieces.try_collect::<Vec<()>>().await?;
-        Ok(Bytes::from(out))
+        ranged::get_range(&Reads(self), key, range).await
+    }
+
+    async fn read_into(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
+        ranged::read_exact(&Reads(self), key, offset, bufs).await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {

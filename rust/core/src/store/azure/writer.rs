@@ -1,13 +1,13 @@
-//! Streaming uploads as block blobs.
+//! Streaming uploads as block blobs, through the shared multipart engine
+//! ([`crate::store::upload`]): Azure's side is [`BlockTarget`].
 //!
 //! Data is cut into `part_size` blocks; up to `concurrency` of them are
 //! staged (Put Block) at once, and `finish` commits the list (Put Block
 //! List), which makes the whole object visible atomically. An object that
 //! ends before its first block fills is sent as one Put Blob instead.
 //!
-//! Memory: each block holds a permit of a `concurrency`-sized semaphore
-//! from the moment it starts filling until its upload is done, so at most
-//! `concurrency * part_size` bytes are held, whatever the object size.
+//! Memory: the engine's bound, `(concurrency + 1) * part_size` bytes
+//! whatever the object size.
 //!
 //! A failed, aborted or dropped writer never commits: staged blocks stay
 //! uncommitted (invisible to reads and listings) and the service discards
@@ -16,234 +16,109 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use bytes::Bytes;
 
 use super::client::AzureClient;
 use crate::error::{Error, Result};
+use crate::store::unique::{unique_tag, UniqueTag};
+use crate::store::upload::{MultipartTarget, MultipartWriter, UploadLimits, UploadedPart};
 use crate::store::{ObjectMeta, ObjectWriter, PutOptions};
 
-pub struct BlockWriter {
+/// Put Block takes at most 4000 MiB.
+const MAX_BLOCK: usize = 4000 << 20;
+/// Blocks one blob may have.
+const MAX_BLOCKS: u32 = 50_000;
+
+/// A streaming writer of `key`: the shared engine over [`BlockTarget`].
+pub fn block_writer(
     client: Arc<AzureClient>,
-    key: String,
-    part_size: usize,
-    permits: Arc<Semaphore>,
-    /// The block being filled, and the permit it holds.
-    filling: BytesMut,
-    filling_permit: Option<OwnedSemaphorePermit>,
-    uploads: JoinSet<Result<()>>,
-    /// Block ids in object order; their length must be equal for one blob.
-    block_ids: Vec<Vec<u8>>,
-    /// Distinguishes this writer's blocks from another writer's on the same name.
-    nonce: u64,
-    size: u64,
-    /// Set once anything failed: the writer can only be dropped/aborted then.
-    failed: bool,
+    key: &str,
+    opts: &PutOptions,
+) -> Result<Box<dyn ObjectWriter>> {
+    if opts.part_size == 0 || opts.concurrency == 0 {
+        return Err(Error::invalid(format!(
+            "{}: part size and concurrency must be positive",
+            client.uri(key)
+        )));
+    }
+    if opts.part_size > MAX_BLOCK {
+        return Err(Error::invalid(format!(
+            "{}: part size {} exceeds Azure's block limit of 4000 MiB",
+            client.uri(key),
+            opts.part_size
+        )));
+    }
+    let mut limits = UploadLimits::new(opts, 1, MAX_BLOCKS, MAX_BLOCK);
+    // Blocks are staged as soon as the first one fills: only an object
+    // smaller than one block goes up as a single Put Blob.
+    limits.multipart_threshold = limits.part_size;
+    let target = BlockTarget {
+        client,
+        key: key.to_string(),
+    };
+    Ok(Box::new(MultipartWriter::new(Arc::new(target), limits)))
 }
 
-impl BlockWriter {
-    pub fn new(client: Arc<AzureClient>, key: &str, opts: &PutOptions) -> Result<Self> {
-        if opts.part_size == 0 || opts.concurrency == 0 {
-            return Err(Error::invalid(format!(
-                "{}: part size and concurrency must be positive",
-                client.uri(key)
-            )));
-        }
-        // Put Block takes at most 4000 MiB; 50,000 blocks per blob.
-        const MAX_BLOCK: usize = 4000 << 20;
-        if opts.part_size > MAX_BLOCK {
-            return Err(Error::invalid(format!(
-                "{}: part size {} exceeds Azure's block limit of 4000 MiB",
-                client.uri(key),
-                opts.part_size
-            )));
-        }
-        Ok(BlockWriter {
-            client,
-            key: key.to_string(),
-            part_size: opts.part_size,
-            permits: Arc::new(Semaphore::new(opts.concurrency)),
-            filling: BytesMut::new(),
-            filling_permit: None,
-            uploads: JoinSet::new(),
-            block_ids: Vec::new(),
-            nonce: nonce(),
-            size: 0,
-            failed: false,
-        })
-    }
+/// One blob's block upload. The "upload id" is a per-writer nonce that
+/// prefixes its block ids, so two writers of one name never mix blocks;
+/// nothing is sent to start or abort an upload.
+pub(crate) struct BlockTarget {
+    client: Arc<AzureClient>,
+    key: String,
+}
 
+#[async_trait]
+impl MultipartTarget for BlockTarget {
     fn uri(&self) -> String {
         self.client.uri(&self.key)
     }
 
-    fn check_usable(&self) -> Result<()> {
-        if self.failed {
-            return Err(Error::invalid(format!(
-                "{}: the upload already failed; start a new one",
-                self.uri()
-            )));
-        }
+    async fn put_whole(&self, data: Bytes, _crc32c: u32) -> Result<ObjectMeta> {
+        self.client
+            .put_blob(&self.key, data, false)
+            .await?
+            .ok_or_else(|| Error::backend(self.uri(), "unconditional put refused", false))
+    }
+
+    async fn start(&self) -> Result<String> {
+        let UniqueTag { hash, seq } = unique_tag();
+        Ok(format!("{:016x}", (u64::from(hash) << 32) | (seq & 0xffff_ffff)))
+    }
+
+    async fn put_part(
+        &self,
+        upload_id: &str,
+        number: u32,
+        data: Bytes,
+        crc32c: u32,
+    ) -> Result<UploadedPart> {
+        // Block ids of one blob must all have the same length.
+        let id = format!("{upload_id}-{number:010}");
+        let size = data.len() as u64;
+        self.client
+            .stage_block(&self.key, id.as_bytes(), data)
+            .await?;
+        Ok(UploadedPart {
+            number,
+            tag: id,
+            size,
+            crc32c,
+        })
+    }
+
+    async fn complete(
+        &self,
+        _upload_id: &str,
+        parts: &[UploadedPart],
+        size: u64,
+        _crc32c: u32,
+    ) -> Result<ObjectMeta> {
+        let ids = parts.iter().map(|p| p.tag.clone().into_bytes()).collect();
+        self.client.commit_blocks(&self.key, ids, size).await
+    }
+
+    /// Uncommitted blocks are invisible and the service discards them.
+    async fn abort(&self, _upload_id: &str) -> Result<()> {
         Ok(())
     }
-
-    /// Surface failures of finished block uploads without waiting.
-    fn reap(&mut self) -> Result<()> {
-        while let Some(done) = self.uploads.try_join_next() {
-            self.settle(done)?;
-        }
-        Ok(())
-    }
-
-    fn settle(
-        &mut self,
-        done: std::result::Result<Result<()>, tokio::task::JoinError>,
-    ) -> Result<()> {
-        let res = done.unwrap_or_else(|e| {
-            Err(Error::backend(
-                self.uri(),
-                format!("block upload task failed: {e}"),
-                false,
-            ))
-        });
-        if res.is_err() {
-            self.failed = true;
-        }
-        res
-    }
-
-    async fn permit(&mut self) -> Result<OwnedSemaphorePermit> {
-        // Wait for a slot, noticing failed uploads while we wait.
-        loop {
-            if let Ok(p) = self.permits.clone().try_acquire_owned() {
-                return Ok(p);
-            }
-            match self.uploads.join_next().await {
-                Some(done) => self.settle(done)?,
-                None => {
-                    return self
-                        .permits
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .map_err(|_| Error::backend(self.uri(), "upload slots closed", false))
-                }
-            }
-        }
-    }
-
-    /// Start staging `data` as the next block.
-    fn stage(&mut self, data: Bytes, permit: OwnedSemaphorePermit) {
-        let id = format!("{:016x}-{:010}", self.nonce, self.block_ids.len()).into_bytes();
-        self.block_ids.push(id.clone());
-        let client = self.client.clone();
-        let key = self.key.clone();
-        self.uploads.spawn(async move {
-            let res = client.stage_block(&key, &id, data).await;
-            drop(permit);
-            res
-        });
-    }
-
-    async fn write_inner(&mut self, mut buf: Bytes) -> Result<()> {
-        while !buf.is_empty() {
-            if self.filling_permit.is_none() {
-                self.filling_permit = Some(self.permit().await?);
-            }
-            let room = self.part_size - self.filling.len();
-            if self.filling.is_empty() && buf.len() >= self.part_size {
-                // A whole block in the caller's buffer: no copy.
-                let block = buf.split_to(self.part_size);
-                self.size += block.len() as u64;
-                let permit = self.take_permit()?;
-                self.stage(block, permit);
-                continue;
-            }
-            let take = room.min(buf.len());
-            if self.filling.capacity() == 0 {
-                self.filling.reserve(self.part_size);
-            }
-            self.filling.extend_from_slice(&buf.split_to(take));
-            self.size += take as u64;
-            if self.filling.len() == self.part_size {
-                let block = std::mem::take(&mut self.filling).freeze();
-                let permit = self.take_permit()?;
-                self.stage(block, permit);
-            }
-        }
-        Ok(())
-    }
-
-    fn take_permit(&mut self) -> Result<OwnedSemaphorePermit> {
-        self.filling_permit
-            .take()
-            .ok_or_else(|| Error::backend(self.uri(), "block buffer without a slot", false))
-    }
-
-    async fn finish_inner(&mut self) -> Result<ObjectMeta> {
-        if self.block_ids.is_empty() {
-            // Never filled one block: a single Put Blob.
-            let data = std::mem::take(&mut self.filling).freeze();
-            let meta = self
-                .client
-                .put_blob(&self.key, data, false)
-                .await?
-                .ok_or_else(|| Error::backend(self.uri(), "unconditional put refused", false))?;
-            return Ok(meta);
-        }
-        if !self.filling.is_empty() {
-            let block = std::mem::take(&mut self.filling).freeze();
-            let permit = self.take_permit()?;
-            self.stage(block, permit);
-        }
-        while let Some(done) = self.uploads.join_next().await {
-            self.settle(done)?;
-        }
-        let ids = std::mem::take(&mut self.block_ids);
-        self.client.commit_blocks(&self.key, ids, self.size).await
-    }
-}
-
-#[async_trait]
-impl ObjectWriter for BlockWriter {
-    async fn write(&mut self, buf: Bytes) -> Result<()> {
-        self.check_usable()?;
-        self.reap()?;
-        let res = self.write_inner(buf).await;
-        if res.is_err() {
-            self.failed = true;
-            self.uploads.abort_all();
-        }
-        res
-    }
-
-    async fn finish(mut self: Box<Self>) -> Result<ObjectMeta> {
-        self.check_usable()?;
-        let res = self.finish_inner().await;
-        if res.is_err() {
-            // Never commit a partial list: stop what is still staging.
-            self.uploads.abort_all();
-        }
-        res
-    }
-
-    async fn abort(mut self: Box<Self>) -> Result<()> {
-        self.uploads.abort_all();
-        while self.uploads.join_next().await.is_some() {}
-        Ok(())
-    }
-}
-
-/// A per-writer random-enough tag for block ids.
-fn nonce() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let hi = crate::codec::crc::crc32c(format!("{}-{nanos}-{n}", std::process::id()).as_bytes());
-    (u64::from(hi) << 32) | (n & 0xffff_ffff)
 }

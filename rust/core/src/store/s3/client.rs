@@ -15,6 +15,7 @@ use bytes::Bytes;
 use super::builder::{self, Resolved};
 use super::error::{Context, Failure};
 use crate::error::{Error, Result};
+use crate::store::ranged::{check_version, Cursor};
 use crate::store::upload::UploadedPart;
 use crate::store::{DirListing, ObjectMeta};
 
@@ -35,13 +36,9 @@ pub(crate) struct BucketClient {
     pub endpoint: String,
 }
 
-/// A GET's first response: the body still to read and what it covers.
-pub(crate) struct Opened {
-    pub body: ByteStream,
-    /// Size of the whole object (from Content-Range, else the length).
-    pub total: u64,
-    pub etag: Option<String>,
-}
+/// A GET's response: the body still to read, the object's size (from
+/// Content-Range, else the length) and its ETag.
+pub(crate) type Opened = crate::store::ranged::Opened<ByteStream>;
 
 /// Outcome of a conditional create.
 #[derive(Debug, PartialEq, Eq)]
@@ -210,11 +207,10 @@ impl BucketClient {
                 ))
             }
         };
-        let etag = out.e_tag().map(str::to_string);
         Ok(Opened {
+            version: out.e_tag().map(str::to_string),
             body: out.body,
             total,
-            etag,
         })
     }
 
@@ -240,6 +236,7 @@ impl BucketClient {
                 None => {
                     let range = start + got as u64..start + len as u64;
                     let o = self.open_range(key, range.clone(), etag).await?;
+                    check_version(&uri, etag, o.version.as_deref())?;
                     if o.total < range.end {
                         return Err(Error::corrupt(
                             &uri,
@@ -504,34 +501,19 @@ async fn drain(
     dst: &mut [&mut [u8]],
     got: &mut usize,
 ) -> Result<(), BodyError> {
-    // The buffer holding byte `got`, and the offset inside it.
-    let (mut index, mut within) = (0usize, *got);
-    while index < dst.len() && within >= dst[index].len() {
-        within -= dst[index].len();
-        index += 1;
-    }
-    loop {
+    let mut cursor = Cursor::at(dst, *got);
+    let outcome = loop {
         let data = match body.next().await {
-            None => return Ok(()),
+            None => break Ok(()),
             Some(Ok(data)) => data,
-            Some(Err(e)) => return Err(BodyError::Broken(super::error::chain(&e))),
+            Some(Err(e)) => break Err(BodyError::Broken(super::error::chain(&e))),
         };
-        let mut chunk: &[u8] = &data;
-        while !chunk.is_empty() {
-            while index < dst.len() && within == dst[index].len() {
-                index += 1;
-                within = 0;
-            }
-            let Some(buf) = dst.get_mut(index) else {
-                return Err(BodyError::TooLong);
-            };
-            let n = (buf.len() - within).min(chunk.len());
-            buf[within..within + n].copy_from_slice(&chunk[..n]);
-            within += n;
-            *got += n;
-            chunk = &chunk[n..];
+        if !cursor.put(dst, &data) {
+            break Err(BodyError::TooLong);
         }
-    }
+    };
+    *got = cursor.got;
+    outcome
 }
 
 fn backoff(failures: u32) -> Duration {

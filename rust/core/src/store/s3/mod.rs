@@ -18,28 +18,29 @@ mod target;
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::future::Future;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 use builder::Resolved;
 pub use builder::{Addressing, S3Options, S3_OPTION_KEYS};
 use client::{BucketClient, Created};
 
+use super::ranged::{self, Opened, RangedGet};
 use super::upload::{MultipartWriter, UploadLimits};
-use super::{check_range, DirListing, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
-use crate::codec::crc::crc32c;
+use super::{DirListing, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
+use crate::crc::crc32c;
 use crate::error::{Error, Result};
 
 /// S3 refuses parts below 5 MiB (except the last).
 const MIN_PART_SIZE: usize = 5 << 20;
 /// Parts per multipart upload.
 const MAX_PARTS: u32 = 10_000;
+/// The largest part S3 accepts.
+const MAX_PART_SIZE: usize = 5 << 30;
 /// Reads longer than this become parallel ranged GETs of this size.
 const READ_PIECE: u64 = 8 << 20;
 /// Ranged GETs in flight for one read, unless `max_concurrency` says otherwise.
@@ -102,7 +103,7 @@ impl S3Store {
             multipart_threshold: o.multipart_threshold.unwrap_or(opts.multipart_threshold),
             ..opts.clone()
         };
-        let mut limits = UploadLimits::new(&effective, MIN_PART_SIZE, MAX_PARTS);
+        let mut limits = UploadLimits::new(&effective, MIN_PART_SIZE, MAX_PARTS, MAX_PART_SIZE);
         limits.multipart_threshold = limits.multipart_threshold.min(MAX_SINGLE_PUT);
         limits
     }
@@ -150,15 +151,6 @@ impl S3Store {
         }
     }
 
-    /// Run the ranged reads of one call, `read_concurrency` at a time.
-    async fn run_reads<F: Future<Output = Result<()>>>(&self, reads: Vec<F>) -> Result<()> {
-        stream::iter(reads)
-            .buffer_unordered(self.read_concurrency())
-            .try_collect::<Vec<()>>()
-            .await
-            .map(|_| ())
-    }
-
     fn read_concurrency(&self) -> usize {
         self.config
             .options
@@ -168,28 +160,56 @@ impl S3Store {
     }
 }
 
-/// `bufs` cut into consecutive runs of `size` bytes (the last one
-/// shorter), each run a list of slices of them; empty buffers are dropped.
-fn split_pieces<'a>(bufs: &'a mut [&mut [u8]], size: usize) -> Vec<Vec<&'a mut [u8]>> {
-    let mut pieces: Vec<Vec<&'a mut [u8]>> = vec![Vec::new()];
-    let mut room = size;
-    for buf in bufs.iter_mut() {
-        let mut rest: &'a mut [u8] = buf;
-        while !rest.is_empty() {
-            if room == 0 {
-                pieces.push(Vec::new());
-                room = size;
-            }
-            let take = room.min(rest.len());
-            let (head, tail) = std::mem::take(&mut rest).split_at_mut(take);
-            room -= head.len();
-            if let Some(last) = pieces.last_mut() {
-                last.push(head);
-            }
-            rest = tail;
+/// S3's side of the shared ranged-read driver: GetObject with a Range
+/// header, pinned with `If-Match`; broken bodies resume from the first
+/// missing byte.
+struct Reads<'a>(&'a S3Store);
+
+#[async_trait]
+impl RangedGet for Reads<'_> {
+    type Body = aws_sdk_s3::primitives::ByteStream;
+
+    fn uri(&self, key: &str) -> String {
+        self.0.uri(key)
+    }
+
+    fn piece_size(&self) -> u64 {
+        READ_PIECE
+    }
+
+    fn concurrency(&self) -> usize {
+        self.0.read_concurrency()
+    }
+
+    async fn size(&self, key: &str) -> Result<u64> {
+        Ok(self.0.head_explained(key).await?.size)
+    }
+
+    async fn open(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        version: Option<&str>,
+    ) -> Result<Option<Opened<Self::Body>>> {
+        match self.0.client().await?.open_range(key, range, version).await {
+            Ok(o) => Ok(Some(o)),
+            // 416: the start is at or past the end of the object.
+            Err(Error::InvalidInput(_)) => Ok(None),
+            Err(e) => Err(self.0.explain(e).await),
         }
     }
-    pieces
+
+    async fn fill(
+        &self,
+        key: &str,
+        start: u64,
+        dst: &mut [&mut [u8]],
+        first: Option<Opened<Self::Body>>,
+        version: Option<&str>,
+    ) -> Result<()> {
+        let client = self.0.client().await?;
+        client.read_into(key, start, dst, first, version).await
+    }
 }
 
 #[async_trait]
@@ -235,122 +255,16 @@ impl ObjectStore for S3Store {
         true
     }
 
+    /// Parallel ranged GETs of [`READ_PIECE`] bytes pinned to the first
+    /// one's ETag (see [`super::ranged`]), written straight into one buffer.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let uri = self.uri(key);
-        if range.start >= range.end {
-            // Nothing to fetch, but the object must exist and the start
-            // must lie inside it, as on every backend.
-            let size = self.head_explained(key).await?.size;
-            check_range(&uri, &range, size)?;
-            return Ok(Bytes::new());
-        }
-        let client = self.client().await?.clone();
-        let first_end = range.end.min(range.start.saturating_add(READ_PIECE));
-        let first = match client.open_range(key, range.start..first_end, None).await {
-            Ok(o) => o,
-            // 416: the start is at or past the end of the object.
-            Err(Error::InvalidInput(_)) => {
-                let size = self.head_explained(key).await?.size;
-                check_range(&uri, &range, size)?;
-                return Ok(Bytes::new());
-            }
-            Err(e) => return Err(self.explain(e).await),
-        };
-        let end = range.end.min(first.total.max(range.start));
-        let len = usize::try_from(end - range.start).map_err(|_| {
-            Error::invalid(format!(
-                "{uri}: {} bytes do not fit in memory",
-                end - range.start
-            ))
-        })?;
-        let mut buf = vec![0u8; len];
-        let etag = first.etag.clone();
-        let mut first = Some(first);
-        let pieces = buf
-            .chunks_mut(READ_PIECE as usize)
-            .enumerate()
-            .map(|(i, chunk)| (range.start + i as u64 * READ_PIECE, chunk, first.take()))
-            .collect::<Vec<_>>();
-        // Futures built up front (not in a stream closure): a closure that
-        // borrows `buf` trips the Send check of the async trait method.
-        let (client, etag) = (&client, etag.as_deref());
-        let reads = pieces
-            .into_iter()
-            .map(|(offset, chunk, opened)| async move {
-                client
-                    .read_into(key, offset, &mut [chunk], opened, etag)
-                    .await
-            })
-            .collect::<Vec<_>>();
-        self.run_reads(reads).await?;
-        Ok(Bytes::from(buf))
+        ranged::get_range(&Reads(self), key, range).await
     }
 
-    async fn get_range_into(&self, key: &str, offset: u64, dst: &mut [u8]) -> Result<()> {
-        if dst.is_empty() {
-            return self.get_range(key, offset..offset).await.map(|_| ());
-        }
-        let client = &self.client().await?.clone();
-        let reads = dst
-            .chunks_mut(READ_PIECE as usize)
-            .enumerate()
-            .map(|(i, chunk)| async move {
-                client
-                    .read_into(
-                        key,
-                        offset + i as u64 * READ_PIECE,
-                        &mut [chunk],
-                        None,
-                        None,
-                    )
-                    .await
-            })
-            .collect::<Vec<_>>();
-        self.run_reads(reads).await?;
-        Ok(())
-    }
-
-    /// Parallel ranged GETs of [`READ_PIECE`] bytes whose bodies are
-    /// copied straight into `bufs` (no staging buffer, no second copy).
+    /// As `get_range`, with the bodies copied straight into `bufs` (no
+    /// staging buffer, no second copy).
     async fn read_into(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
-        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-        if total == 0 {
-            return Ok(());
-        }
-        let uri = self.uri(key);
-        let client = self.client().await?.clone();
-        let mut pieces = split_pieces(bufs, READ_PIECE as usize);
-        let first_len: u64 = pieces[0].iter().map(|b| b.len() as u64).sum();
-        let first = match client
-            .open_range(key, offset..offset + first_len, None)
-            .await
-        {
-            Ok(o) => o,
-            Err(e) => return Err(self.explain(e).await),
-        };
-        if first.total < offset + total {
-            return Err(Error::invalid(format!(
-                "{uri}: wanted bytes {offset}..{} but the object ends at {}",
-                offset + total,
-                first.total
-            )));
-        }
-        // Later pieces must come from the object the first one saw.
-        let etag = first.etag.clone();
-        let mut first = Some(first);
-        let mut at = offset;
-        let reads = pieces
-            .iter_mut()
-            .map(|piece| {
-                let start = at;
-                at += piece.iter().map(|b| b.len() as u64).sum::<u64>();
-                let (opened, etag) = (first.take(), etag.as_deref());
-                let client = &client;
-                async move { client.read_into(key, start, piece, opened, etag).await }
-            })
-            .collect::<Vec<_>>();
-        self.run_reads(reads).await?;
-        Ok(())
+        ranged::read_exact(&Reads(self), key, offset, bufs).await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
@@ -413,18 +327,3 @@ impl ObjectStore for S3Store {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::split_pieces;
-
-    #[test]
-    fn pieces_cut_buffers_at_the_size() {
-        let mut owned = [vec![0u8; 5], vec![], vec![0u8; 7], vec![0u8; 1]];
-        let mut bufs: Vec<&mut [u8]> = owned.iter_mut().map(|v| v.as_mut_slice()).collect();
-        let lens: Vec<Vec<usize>> = split_pieces(&mut bufs, 4)
-            .iter()
-            .map(|p| p.iter().map(|b| b.len()).collect())
-            .collect();
-        assert_eq!(lens, vec![vec![4], vec![1, 3], vec![4], vec![1]]);
-    }
-}

@@ -59,7 +59,7 @@
 //! stored size, frame CRCs that do not combine to the object CRC) is a
 //! corrupt object, never silently plain.
 
-use super::crc::crc32c_combine;
+use crate::crc::crc32c_combine;
 
 /// Skippable-frame magic of the s3dlio metadata frame.
 pub const META_MAGIC: u32 = 0x184D_2A51;

@@ -361,7 +361,7 @@ mod tests {
 
     fn roundtrip(c: &mut GroupedCompressor, frame: &[u8], width: usize) -> usize {
         let (stored, crc) = c.compress(frame, width).unwrap();
-        assert_eq!(crc, super::super::crc::crc32c(frame));
+        assert_eq!(crc, crate::crc::crc32c(frame));
         let mut d = zstd::bulk::Decompressor::new().unwrap();
         let mut scratch = Vec::new();
         let mut out = vec![0u8; frame.len()];
@@ -562,7 +562,7 @@ mod timing {
     #[test]
     #[ignore = "timing; needs S3DLIO_BENCH_FILE"]
     fn plane_timing() {
-        let Some((data, width)) = super::super::bench::bench_file() else {
+        let Some((data, width)) = crate::codec::bench::bench_file() else {
             return;
         };
         let frame = 4 << 20;
@@ -616,7 +616,7 @@ mod timing {
             }
             let total = t.elapsed().as_secs_f64() - split_s;
             let crc = Instant::now();
-            let _ = super::super::crc::crc32c(&data);
+            let _ = crate::crc::crc32c(&data);
             let crc_s = crc.elapsed().as_secs_f64();
             let mut out = vec![1u8; frame];
             let m = Instant::now();
@@ -665,7 +665,7 @@ mod timing {
     #[test]
     #[ignore = "timing; needs S3DLIO_BENCH_FILE"]
     fn plane_settings() {
-        let Some((data, width)) = super::super::bench::bench_file() else {
+        let Some((data, width)) = crate::codec::bench::bench_file() else {
             return;
         };
         let frame = 4 << 20;

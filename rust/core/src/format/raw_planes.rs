@@ -17,7 +17,7 @@
 use zstd::bulk::Decompressor;
 
 use super::byte_group;
-use super::crc::crc32c_append;
+use crate::crc::crc32c_append;
 
 /// zstd's largest block: every raw block of a plane but its last.
 const BLOCK: usize = 128 << 10;
@@ -158,8 +158,8 @@ fn raw_blocks(frame: &[u8], n: usize) -> Option<Vec<&[u8]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::crc::crc32c;
-    use crate::codec::grouped::GroupedCompressor;
+    use crate::crc::crc32c;
+    use crate::format::grouped::GroupedCompressor;
 
     use crate::test_rng::fp32_weights as weights;
 

@@ -22,7 +22,7 @@
 //! on the bench's fp32 weights split + CRC32C took 0.13 ms per MB instead
 //! of 0.26, merge ~28 GB/s instead of ~14 (one core).
 
-use super::crc::crc32c_append;
+use crate::crc::crc32c_append;
 
 /// Element widths the filter supports: fp16/bf16, fp32, fp64.
 pub const WIDTHS: [usize; 3] = [2, 4, 8];
@@ -380,7 +380,7 @@ mod tests {
                 let whole = len / w * w;
                 assert_eq!(planes[whole..], src[whole..]);
                 // The fused checksums are those of the logical bytes.
-                let crc = super::super::crc::crc32c(&src);
+                let crc = crate::crc::crc32c(&src);
                 assert_eq!(split_crc(&src, w, &mut planes), crc);
                 assert_eq!(merge_crc(&planes, w, &mut back), crc);
                 assert_eq!(back, src);

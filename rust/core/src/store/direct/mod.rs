@@ -7,7 +7,7 @@
 //! data in aligned buffers and write whole blocks; only the final partial
 //! block is written after clearing O_DIRECT. Reads fetch the aligned span
 //! covering the request and hand back the exact bytes without copying;
-//! reads into caller memory (`read_into`, `get_range_into`) go through a
+//! reads into caller memory (`read_into`) go through a
 //! bounded aligned bounce buffer, since caller buffers and item offsets
 //! are rarely 4 KiB-aligned, so their memory stays small whatever the size.
 //!
@@ -30,63 +30,21 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
-use super::local::{
+mod aligned;
+mod io;
+mod writer;
+
+use aligned::{round_up, ALIGN};
+use io::{is_direct, refused, ReadIo, WriteIo};
+use writer::{DirectWriter, TempGuard};
+
+use crate::store::posix::{
     blocking, check_file_key, delete_async, file_uri, head_async, in_place, key_path, list_async,
     meta_from_fs, sync_parent, temp_path,
 };
-use super::{check_range, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
+use crate::store::ranged::past_end;
+use crate::store::{check_range, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
 use crate::error::{Error, Result};
-
-/// Alignment for buffers, offsets and lengths. 4 KiB satisfies both 512-byte
-/// and 4 KiB logical-sector devices, and equals the page size.
-const ALIGN: usize = 4096;
-
-/// Largest single pread/pwrite; Linux caps one call just below 2 GiB and a
-/// 1 GiB request is already enough to keep a device's queue full.
-const MAX_IO: usize = 1 << 30;
-
-/// Largest bounce buffer one read into caller memory holds: reads of any
-/// size go through it a block-aligned piece at a time.
-const BOUNCE: usize = 4 << 20;
-
-thread_local! {
-    /// The last bounce buffer this thread used, kept for its next read:
-    /// mapping and faulting in 4 MiB per read costs ~10% of a read's time.
-    /// Unmapped when the thread exits (the pack reader's workers live for
-    /// one batch of reads), so memory stays one buffer per reading thread.
-    static SPARE_BOUNCE: std::cell::RefCell<Option<AlignedBuf>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// A bounce buffer of [`BOUNCE`] bytes: this thread's spare, or a new
-/// mapping (whose pages only count once a read touches them, so a small
-/// read costs little more than its own size).
-fn take_bounce() -> io::Result<AlignedBuf> {
-    match SPARE_BOUNCE.with(|s| s.borrow_mut().take()) {
-        Some(mut buf) => {
-            buf.len = 0;
-            Ok(buf)
-        }
-        None => AlignedBuf::mapped(BOUNCE),
-    }
-}
-
-/// Keep `buf` as this thread's spare bounce buffer.
-fn return_bounce(buf: AlignedBuf) {
-    SPARE_BOUNCE.with(|s| *s.borrow_mut() = Some(buf));
-}
-
-fn round_up(n: usize) -> usize {
-    n.div_ceil(ALIGN) * ALIGN
-}
-
-fn refused(path: &Path) -> Error {
-    Error::invalid(format!(
-        "O_DIRECT is not supported on the filesystem holding {} (tmpfs?); \
-         use file:// or pass direct_fallback=True",
-        path.display()
-    ))
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct DirectStore {
@@ -208,15 +166,8 @@ impl DirectStore {
         .await
     }
 
-    /// Fill `bufs` from `offset` on (see `ObjectStore::read_into`); an
-    /// object ending before them is `short(uri, object size)`.
-    fn read_into_bufs(
-        &self,
-        key: &str,
-        offset: u64,
-        bufs: &mut [&mut [u8]],
-        short: impl FnOnce(&str, u64) -> Error,
-    ) -> Result<()> {
+    /// Fill `bufs` from `offset` on (see `ObjectStore::read_into`).
+    fn read_into_bufs(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
         let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         if total == 0 {
             return Ok(());
@@ -234,7 +185,7 @@ impl DirectStore {
             let range = offset..offset + total;
             check_range(&uri, &range, md.len())?;
             if range.end > md.len() {
-                return Err(short(&uri, md.len()));
+                return Err(past_end(&uri, offset, total, md.len()));
             }
             let reader = ReadIo {
                 file: &file,
@@ -305,591 +256,6 @@ fn create_parents(uri: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn is_direct(file: &File) -> io::Result<bool> {
-    // SAFETY: F_GETFL on a descriptor we own has no memory effects.
-    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(flags & libc::O_DIRECT != 0)
-}
-
-/// Clear O_DIRECT on the open file description (shared by every user of it).
-fn clear_direct(file: &File) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own have no memory effects.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if flags & libc::O_DIRECT != 0 {
-        // SAFETY: as above.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-fn is_aligned(data: &[u8], offset: u64) -> bool {
-    (data.as_ptr() as usize).is_multiple_of(ALIGN)
-        && data.len().is_multiple_of(ALIGN)
-        && offset.is_multiple_of(ALIGN as u64)
-}
-
-/// A heap buffer aligned for O_DIRECT. Only the first `len` bytes are ever
-/// exposed, so the rest may stay uninitialised (no memset of large reads).
-struct AlignedBuf {
-    ptr: NonNull<u8>,
-    cap: usize,
-    len: usize,
-    /// Mapped with mmap (see [`AlignedBuf::mapped`]) rather than allocated.
-    mapped: bool,
-}
-
-// SAFETY: AlignedBuf owns its allocation exclusively, like a Vec<u8>.
-unsafe impl Send for AlignedBuf {}
-// SAFETY: shared access only reads the initialised prefix.
-unsafe impl Sync for AlignedBuf {}
-
-impl AlignedBuf {
-    /// `cap` must be a non-zero multiple of ALIGN.
-    fn new(cap: usize) -> io::Result<Self> {
-        debug_assert!(cap > 0 && cap.is_multiple_of(ALIGN));
-        let layout = Layout::from_size_align(cap, ALIGN)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: layout has a non-zero size.
-        let raw = unsafe { alloc::alloc(layout) };
-        let ptr = NonNull::new(raw).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                format!("cannot allocate an aligned {cap}-byte I/O buffer"),
-            )
-        })?;
-        Ok(AlignedBuf {
-            ptr,
-            cap,
-            len: 0,
-            mapped: false,
-        })
-    }
-
-    /// An anonymous mapping of `cap` bytes (page-aligned), unmapped on
-    /// drop. For short-lived buffers made over and over (read bounce
-    /// buffers): once glibc has freed one large block it serves blocks of
-    /// that size from its per-thread heaps, which keep freed memory, so a
-    /// burst of reads on many threads would leave RSS high; a mapping
-    /// hands its pages back to the kernel at once.
-    fn mapped(cap: usize) -> io::Result<Self> {
-        debug_assert!(cap > 0 && cap.is_multiple_of(ALIGN));
-        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
-        let raw = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                cap,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if raw == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(raw.cast::<u8>())
-            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
-        Ok(AlignedBuf {
-            ptr,
-            cap,
-            len: 0,
-            mapped: true,
-        })
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        // SAFETY: the first `len` bytes were written by `append` or `pread`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-
-    fn is_full(&self) -> bool {
-        self.len == self.cap
-    }
-
-    /// Copy as much of `data` as fits; returns how much did.
-    fn append(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(self.cap - self.len);
-        // SAFETY: `len + n <= cap`, and `data` cannot overlap our allocation.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(self.len), n);
-        }
-        self.len += n;
-        n
-    }
-
-    /// pread into the buffer at `at..cap`; grows `len` to cover what arrived.
-    fn pread_at(&mut self, file: &File, at: usize, max: usize, offset: u64) -> io::Result<usize> {
-        let n = max.min(self.cap - at);
-        // SAFETY: the destination lies inside our allocation.
-        let got = unsafe {
-            libc::pread(
-                file.as_raw_fd(),
-                self.ptr.as_ptr().add(at).cast(),
-                n,
-                offset as libc::off_t,
-            )
-        };
-        if got < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let got = got as usize;
-        self.len = self.len.max(at + got);
-        Ok(got)
-    }
-}
-
-impl AsRef<[u8]> for AlignedBuf {
-    fn as_ref(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        if self.mapped {
-            // SAFETY: mapped in `mapped` with exactly this length. A failed
-            // munmap can only leak the mapping; nothing to report it to.
-            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.cap) };
-            return;
-        }
-        // SAFETY: allocated in `new` with exactly this layout.
-        unsafe {
-            alloc::dealloc(
-                self.ptr.as_ptr(),
-                Layout::from_size_align_unchecked(self.cap, ALIGN),
-            )
-        }
-    }
-}
-
-struct ReadIo<'a> {
-    file: &'a File,
-    uri: &'a str,
-    path: &'a Path,
-    fallback: bool,
-}
-
-impl ReadIo<'_> {
-    /// Read the aligned span covering `range` and return exactly `range`.
-    fn read_range(&self, range: Range<u64>) -> Result<Bytes> {
-        if range.is_empty() {
-            return Ok(Bytes::new());
-        }
-        let base = range.start - range.start % ALIGN as u64;
-        let want = (range.end - base) as usize;
-        let mut buf = AlignedBuf::new(round_up(want)).map_err(|e| self.io_err(e))?;
-        self.fill(&mut buf, base, want, range.end)?;
-        let skip = (range.start - base) as usize;
-        Ok(Bytes::from_owner(buf).slice(skip..want))
-    }
-
-    /// Fill `bufs` in order with the bytes from `offset` on (all inside the
-    /// file), one bounce buffer's worth of aligned span at a time.
-    fn read_into(&self, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
-        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-        let end = offset + total;
-        let mut bounce = take_bounce().map_err(|e| self.io_err(e))?;
-        let (mut index, mut within) = (0usize, 0usize);
-        let mut pos = offset;
-        while pos < end {
-            let base = pos - pos % ALIGN as u64;
-            let want = ((end - base) as usize).min(bounce.cap);
-            bounce.len = 0;
-            self.fill(&mut bounce, base, want, base + want as u64)?;
-            let mut chunk = &bounce.as_slice()[(pos - base) as usize..want];
-            pos = base + want as u64;
-            while !chunk.is_empty() {
-                let buf = &mut bufs[index];
-                let take = (buf.len() - within).min(chunk.len());
-                buf[within..within + take].copy_from_slice(&chunk[..take]);
-                chunk = &chunk[take..];
-                within += take;
-                if within == buf.len() {
-                    index += 1;
-                    within = 0;
-                }
-            }
-        }
-        return_bounce(bounce);
-        Ok(())
-    }
-
-    /// pread `want` bytes from the aligned offset `base` into `buf` (empty,
-    /// with room for them); `end` is the end of the bytes the caller wants,
-    /// for the message when the file shrank under us.
-    fn fill(&self, buf: &mut AlignedBuf, base: u64, want: usize, end: u64) -> Result<()> {
-        let mut done = 0usize;
-        while done < want {
-            let direct = is_direct(self.file).map_err(|e| self.io_err(e))?;
-            if direct && !done.is_multiple_of(ALIGN) {
-                // Only a short read can leave us unaligned; finish buffered
-                // rather than fail on alignment.
-                clear_direct(self.file).map_err(|e| self.io_err(e))?;
-            }
-            // Whole blocks up to the end of what is wanted, not the whole buffer.
-            let max = (round_up(want) - done).min(MAX_IO);
-            match buf.pread_at(self.file, done, max, base + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EINVAL)
-                        && direct
-                        && done.is_multiple_of(ALIGN) =>
-                {
-                    if !self.fallback {
-                        return Err(refused(self.path));
-                    }
-                    clear_direct(self.file).map_err(|e| self.io_err(e))?;
-                }
-                Err(e) => return Err(self.io_err(e)),
-            }
-        }
-        if done < want {
-            return Err(Error::backend(
-                self.uri,
-                format!(
-                    "file shrank while being read: wanted bytes up to {end}, it ends at {}",
-                    base + done as u64
-                ),
-                true,
-            ));
-        }
-        Ok(())
-    }
-
-    fn io_err(&self, e: io::Error) -> Error {
-        Error::from_io(self.uri, e)
-    }
-}
-
-/// What in-flight block writes share with the writer.
-struct WriteIo {
-    file: File,
-    uri: String,
-    /// The final path, named in errors instead of the temp name.
-    dest: PathBuf,
-    fallback: bool,
-}
-
-impl WriteIo {
-    fn write_all_at(&self, data: &[u8], offset: u64) -> Result<()> {
-        loop {
-            let err = match pwrite_all(&self.file, data, offset) {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            let direct = is_direct(&self.file).unwrap_or(false);
-            // EINVAL on an aligned O_DIRECT write means the filesystem took
-            // the flag at open but will not honour it.
-            if err.raw_os_error() == Some(libc::EINVAL) && direct && is_aligned(data, offset) {
-                if !self.fallback {
-                    return Err(refused(&self.dest));
-                }
-                clear_direct(&self.file).map_err(|e| Error::from_io(&self.uri, e))?;
-                continue;
-            }
-            return Err(Error::from_io(&self.uri, err));
-        }
-    }
-}
-
-fn pwrite_all(file: &File, mut data: &[u8], mut offset: u64) -> io::Result<()> {
-    while !data.is_empty() {
-        let n = data.len().min(MAX_IO);
-        match file.write_at(&data[..n], offset) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "the device accepted no more bytes",
-                ))
-            }
-            Ok(w) => {
-                data = &data[w..];
-                offset += w as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Removes the temp file when dropped, unless it was published.
-struct TempGuard(Option<PathBuf>);
-
-impl TempGuard {
-    fn take(&mut self) -> TempGuard {
-        TempGuard(self.0.take())
-    }
-
-    fn path(&self) -> Option<&Path> {
-        self.0.as_deref()
-    }
-
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        // unlink is one quick syscall, acceptable even on an async thread.
-        if let Some(p) = self.0.take() {
-            let _ = fs::remove_file(p);
-        }
-    }
-}
-
-/// Streaming O_DIRECT writer. Holds at most `concurrency` staging buffers of
-/// `part_size` (rounded up to 4 KiB); full buffers are written by blocking
-/// tasks while the caller fills the next one.
-struct DirectWriter {
-    io: Arc<WriteIo>,
-    key: String,
-    temp: TempGuard,
-    fsync: bool,
-    part: usize,
-    max_bufs: usize,
-    allocated: usize,
-    /// The buffer being filled; its first byte belongs at `offset`.
-    stage: Option<AlignedBuf>,
-    free: Vec<AlignedBuf>,
-    inflight: VecDeque<JoinHandle<Result<AlignedBuf>>>,
-    offset: u64,
-    /// A block write failed: the file has a hole, nothing may be published.
-    poisoned: bool,
-}
-
-impl DirectWriter {
-    fn uri(&self) -> &str {
-        &self.io.uri
-    }
-
-    fn check_usable(&self) -> Result<()> {
-        if self.poisoned {
-            return Err(Error::backend(
-                self.uri(),
-                "an earlier write failed; this writer can only be aborted",
-                false,
-            ));
-        }
-        if self.temp.path().is_none() {
-            return Err(Error::invalid(format!(
-                "{}: writer already closed",
-                self.uri()
-            )));
-        }
-        Ok(())
-    }
-
-    async fn reap_one(&mut self) -> Result<Option<AlignedBuf>> {
-        let Some(handle) = self.inflight.pop_front() else {
-            return Ok(None);
-        };
-        // If this future is dropped mid-await the block's fate is unknown,
-        // so the writer stays poisoned unless the block is seen to succeed.
-        let was_poisoned = std::mem::replace(&mut self.poisoned, true);
-        let res = match handle.await {
-            Ok(r) => r,
-            Err(e) => Err(Error::backend(
-                self.uri(),
-                format!("I/O task failed: {e}"),
-                false,
-            )),
-        };
-        match res {
-            Ok(mut buf) => {
-                self.poisoned = was_poisoned;
-                buf.len = 0;
-                Ok(Some(buf))
-            }
-            Err(e) => {
-                self.poisoned = true;
-                Err(e)
-            }
-        }
-    }
-
-    async fn next_buffer(&mut self) -> Result<AlignedBuf> {
-        if let Some(buf) = self.free.pop() {
-            return Ok(buf);
-        }
-        if self.allocated < self.max_bufs {
-            let buf = AlignedBuf::new(self.part).map_err(|e| Error::from_io(self.uri(), e))?;
-            self.allocated += 1;
-            return Ok(buf);
-        }
-        match self.reap_one().await? {
-            Some(buf) => Ok(buf),
-            None => Err(Error::backend(
-                self.uri(),
-                "internal error: no staging buffer available",
-                false,
-            )),
-        }
-    }
-
-    fn submit_stage(&mut self) {
-        let Some(buf) = self.stage.take() else {
-            return;
-        };
-        let io = Arc::clone(&self.io);
-        let offset = self.offset;
-        self.offset += buf.len as u64;
-        self.inflight
-            .push_back(tokio::task::spawn_blocking(move || {
-                io.write_all_at(buf.as_slice(), offset)?;
-                Ok(buf)
-            }));
-    }
-
-    /// Wait for every in-flight block; the first failure wins.
-    async fn drain(&mut self) -> Result<()> {
-        let mut first = None;
-        while !self.inflight.is_empty() {
-            match self.reap_one().await {
-                Ok(Some(buf)) => self.free.push(buf),
-                Ok(None) => break,
-                Err(e) => {
-                    first.get_or_insert(e);
-                }
-            }
-        }
-        first.map_or(Ok(()), Err)
-    }
-
-    /// Write the tail, make the data durable and move the temp file to its
-    /// final name. With `exclusive`, an existing object wins: `Ok(false)`.
-    async fn publish(mut self, exclusive: bool) -> Result<(ObjectMeta, bool)> {
-        self.check_usable()?;
-        self.drain().await?;
-        let stage = self.stage.take();
-        let mut temp = self.temp.take();
-        let io = Arc::clone(&self.io);
-        let (key, fsync, offset) = (self.key.clone(), self.fsync, self.offset);
-        // The blocking task owns the temp guard from here on, so a cancelled
-        // `finish` still either publishes a complete file or removes it.
-        blocking(self.uri(), move || {
-            let uri = io.uri.as_str();
-            let mut size = offset;
-            if let Some(buf) = stage {
-                let data = buf.as_slice();
-                let whole = data.len() - data.len() % ALIGN;
-                if whole > 0 {
-                    io.write_all_at(&data[..whole], offset)?;
-                }
-                if whole < data.len() {
-                    // O_DIRECT cannot write a partial block; the tail goes
-                    // through the page cache and the sync below flushes it.
-                    clear_direct(&io.file).map_err(|e| Error::from_io(uri, e))?;
-                    io.write_all_at(&data[whole..], offset + whole as u64)?;
-                }
-                size += data.len() as u64;
-            }
-            let on_disk = io
-                .file
-                .metadata()
-                .map_err(|e| Error::from_io(uri, e))?
-                .len();
-            if on_disk != size {
-                io.file.set_len(size).map_err(|e| Error::from_io(uri, e))?;
-            }
-            // O_DIRECT bypasses the cache but does not persist allocation or
-            // size metadata: sync always, durability is why direct:// exists.
-            let synced = if fsync {
-                io.file.sync_all()
-            } else {
-                io.file.sync_data()
-            };
-            synced.map_err(|e| Error::from_io(uri, e))?;
-            let Some(temp_path) = temp.path().map(Path::to_path_buf) else {
-                return Err(Error::invalid(format!("{uri}: writer already closed")));
-            };
-            let created = if exclusive {
-                // link(2) fails with EEXIST atomically; the guard then
-                // removes the temp name either way.
-                match fs::hard_link(&temp_path, &io.dest) {
-                    Ok(()) => true,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-                    Err(e) => return Err(Error::from_io(uri, e)),
-                }
-            } else {
-                super::local::refuse_special(uri, &io.dest)?;
-                fs::rename(&temp_path, &io.dest).map_err(|e| Error::from_io(uri, e))?;
-                temp.disarm();
-                true
-            };
-            drop(temp);
-            if created {
-                sync_parent(uri, &io.dest)?;
-            }
-            let md = fs::metadata(&io.dest).map_err(|e| Error::from_io(uri, e))?;
-            let mut meta = meta_from_fs(&key, &md);
-            if created {
-                meta.size = size;
-            }
-            Ok((meta, created))
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl ObjectWriter for DirectWriter {
-    async fn write(&mut self, buf: Bytes) -> Result<()> {
-        self.check_usable()?;
-        let mut data = &buf[..];
-        while !data.is_empty() {
-            let mut stage = match self.stage.take() {
-                Some(s) => s,
-                None => self.next_buffer().await?,
-            };
-            let n = stage.append(data);
-            data = &data[n..];
-            let full = stage.is_full();
-            self.stage = Some(stage);
-            if full {
-                self.submit_stage();
-            }
-        }
-        Ok(())
-    }
-
-    async fn finish(self: Box<Self>) -> Result<ObjectMeta> {
-        Ok(self.publish(false).await?.0)
-    }
-
-    async fn abort(mut self: Box<Self>) -> Result<()> {
-        // In-flight blocks may still be writing; wait so nothing touches the
-        // file after abort returns. Their errors no longer matter.
-        let _ = self.drain().await;
-        let mut temp = self.temp.take();
-        let uri = self.uri().to_string();
-        blocking(self.uri(), move || {
-            if let Some(path) = temp.path() {
-                match fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::from_io(uri, e)),
-                }
-            }
-            temp.disarm();
-            Ok(())
-        })
-        .await
-    }
-}
-
 #[async_trait]
 impl ObjectStore for DirectStore {
     fn uri(&self, key: &str) -> String {
@@ -910,31 +276,12 @@ impl ObjectStore for DirectStore {
         self.read(key, Some(range)).await
     }
 
-    async fn get_range_into(&self, key: &str, offset: u64, dst: &mut [u8]) -> Result<()> {
-        let want = dst.len() as u64;
-        self.read_into_bufs(key, offset, &mut [dst], |uri, size| {
-            Error::corrupt(
-                uri,
-                format!(
-                    "expected {want} bytes at {offset}, the object ends at {size} \
-                     (truncated or changed while reading?)"
-                ),
-            )
-        })
-    }
-
     async fn get(&self, key: &str) -> Result<Bytes> {
         self.read(key, None).await
     }
 
     async fn read_into(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
-        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-        self.read_into_bufs(key, offset, bufs, |uri, size| {
-            Error::invalid(format!(
-                "{uri}: wanted bytes {offset}..{} but the object ends at {size}",
-                offset + total
-            ))
-        })
+        self.read_into_bufs(key, offset, bufs)
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -963,6 +310,7 @@ impl ObjectStore for DirectStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ObjectStoreExt;
     use std::time::Instant;
 
     const SIZES: [usize; 6] = [0, 1, 4095, 4096, 4097, (1 << 20) + 3];
@@ -1019,7 +367,7 @@ mod tests {
 
     /// Reads into caller memory larger than the bounce buffer, at
     /// unaligned offsets and buffer edges, come back exact; a read past
-    /// the end is InvalidInput (read_into) or Corrupt (get_range_into).
+    /// the end is InvalidInput (read_into and get_range_into alike).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn read_into_goes_through_bounded_bounce_buffers() {
         let dir = scratch();
@@ -1058,7 +406,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{err}");
         let err = store.get_range_into(&key, at, &mut past).await.unwrap_err();
-        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
     }
 
     #[test]
