@@ -403,7 +403,9 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
                 // NEWOBJ (cls, args) / REDUCE (callable, args).
                 let args = pop(&mut stack)?;
                 let class = pop(&mut stack)?;
-                let args = args.items().ok_or("constructor arguments are not a tuple")?;
+                let args = args
+                    .items()
+                    .ok_or("constructor arguments are not a tuple")?;
                 stack.push(Slot::Val(Value::Object(Rc::new(RefCell::new(Object {
                     class,
                     args,
@@ -414,7 +416,9 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
                 let _kwargs = pop(&mut stack)?;
                 let args = pop(&mut stack)?;
                 let class = pop(&mut stack)?;
-                let args = args.items().ok_or("constructor arguments are not a tuple")?;
+                let args = args
+                    .items()
+                    .ok_or("constructor arguments are not a tuple")?;
                 stack.push(Slot::Val(Value::Object(Rc::new(RefCell::new(Object {
                     class,
                     args,

@@ -70,6 +70,9 @@ mod tests {
         }
         assert!(seconds("t", 0.0, false).is_err());
         assert_eq!(seconds("t", 0.0, true).unwrap(), Duration::ZERO);
-        assert_eq!(seconds("t", 1.5, false).unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            seconds("t", 1.5, false).unwrap(),
+            Duration::from_millis(1500)
+        );
     }
 }

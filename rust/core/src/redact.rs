@@ -123,7 +123,10 @@ mod tests {
     fn secrets_in_every_shape_are_scrubbed() {
         for (input, secret) in [
             ("bad endpoint 'http://user:hunter2@host:9/x'", "hunter2"),
-            ("https://acct.blob/ctr?sv=2020&sig=S3CRETsig%2B&se=1", "S3CRETsig"),
+            (
+                "https://acct.blob/ctr?sv=2020&sig=S3CRETsig%2B&se=1",
+                "S3CRETsig",
+            ),
             (
                 "BlobEndpoint=http://h/x?sig=AbC123;AccountKey=Zm9vYmFy==;",
                 "AbC123",

@@ -170,7 +170,10 @@ async fn secrets_in_bad_endpoints_are_redacted() {
             Err(e) => e.to_string(),
         }
     };
-    messages.push(azure("endpoint", &format!("ftp://me:{PW}@h/acct?sig={SIG}")));
+    messages.push(azure(
+        "endpoint",
+        &format!("ftp://me:{PW}@h/acct?sig={SIG}"),
+    ));
     messages.push(azure("endpoint", &format!("not a url ?sig={SIG}")));
     messages.push(azure(
         "connection_string",
@@ -223,7 +226,11 @@ async fn special_files_are_never_replaced() {
         let loc = open_store(&uri, &opts).unwrap();
         let err = loc
             .store
-            .put(&loc.key, bytes::Bytes::from_static(b"x"), &Default::default())
+            .put(
+                &loc.key,
+                bytes::Bytes::from_static(b"x"),
+                &Default::default(),
+            )
             .await
             .unwrap_err();
         assert!(err.to_string().contains("FIFO"), "{scheme}: {err}");

@@ -242,7 +242,9 @@ async fn verify_dcp(ctx: &Ctx, dcp: &crate::dcp::Checkpoint) -> i32 {
             .map(|c| match (&c.error, &c.note) {
                 (Some(e), _) => format!("{} in {} FAILED: {e}", c.label, c.uri),
                 (None, Some(n)) => format!("{} in {} structure OK ({n})", c.label, c.uri),
-                (None, None) => format!("{} in {} OK ({})", c.label, c.uri, format::size(c.checked)),
+                (None, None) => {
+                    format!("{} in {} OK ({})", c.label, c.uri, format::size(c.checked))
+                }
             })
             .collect();
         lines.push(if code == EXIT_OK {

@@ -123,7 +123,10 @@ impl Manifest {
                 ));
             }
         }
-        let logical = self.shards.iter().try_fold(0u64, |a, s| a.checked_add(s.size));
+        let logical = self
+            .shards
+            .iter()
+            .try_fold(0u64, |a, s| a.checked_add(s.size));
         let stored = self
             .shards
             .iter()

@@ -5,8 +5,8 @@ use bytes::Bytes;
 
 use super::manifest::{Manifest, ShardMeta};
 use super::CheckpointStore;
-use crate::crc::crc32c_append;
 use crate::codec::ObjectReader;
+use crate::crc::crc32c_append;
 use crate::error::{Error, Result};
 use crate::store::join_key;
 

@@ -92,10 +92,10 @@ impl CheckpointWriter {
         // A name of this save's own: a concurrent save of the same step
         // never writes over it.
         let tag = super::layout::save_tag();
-        let name =
-            self.store
-                .layout
-                .shard_name(step, self.rank, self.world_size, &tag, compressed);
+        let name = self
+            .store
+            .layout
+            .shard_name(step, self.rank, self.world_size, &tag, compressed);
         let key = join_key(&self.store.layout.step_dir(step), &name);
         let loc = crate::store::Location {
             store: self.store.loc.store.clone(),
@@ -230,7 +230,8 @@ impl CheckpointWriter {
             });
         }
         if let Some((old, old_name)) = replaced {
-            self.remove_replaced(step, &old, &old_name, &manifest).await?;
+            self.remove_replaced(step, &old, &old_name, &manifest)
+                .await?;
         }
         self.store.write_latest().await?;
         Ok(manifest)
@@ -281,7 +282,10 @@ impl CheckpointWriter {
         let at = self.store.loc.store.uri(&self.store.layout.step_dir(step));
         let mut by_rank: BTreeMap<u32, ShardMeta> = BTreeMap::new();
         for s in shards {
-            crate::keys::check_name(&format!("cannot finalize {at}: shard of rank {}", s.rank), &s.key)?;
+            crate::keys::check_name(
+                &format!("cannot finalize {at}: shard of rank {}", s.rank),
+                &s.key,
+            )?;
             if s.world_size != self.world_size || s.rank >= self.world_size {
                 return Err(Error::invalid(format!(
                     "cannot finalize {at}: shard of rank {} was written for world_size {}, expected {}",

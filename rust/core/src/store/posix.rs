@@ -336,4 +336,3 @@ pub(crate) fn preallocate(uri: &str, file: &File, offset: u64, len: u64) -> Resu
         }
     }
 }
-

@@ -92,8 +92,11 @@ impl AzureOptions {
                         "storage option retry_timeout must be seconds, got '{value}'"
                     ))
                 })?;
-                self.retry_timeout =
-                    Some(crate::limits::seconds("storage option retry_timeout", secs, true)?);
+                self.retry_timeout = Some(crate::limits::seconds(
+                    "storage option retry_timeout",
+                    secs,
+                    true,
+                )?);
             }
             _ => return Ok(false),
         }
