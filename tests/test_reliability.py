@@ -5,6 +5,7 @@ that would leave the base refused, and torch DCP drop-in details."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import pathlib
 from typing import IO
@@ -128,3 +129,42 @@ def test_reader_takes_an_extension_registry_for_custom_transforms(scratch: pathl
     dcp.load(loaded, storage_reader=S3DlioReader(path, _extension_registry=registry))
     for k, v in state.items():
         assert torch.equal(loaded[k], v), k
+
+
+def test_verify_refuses_a_structurally_broken_manifest(scratch: pathlib.Path) -> None:
+    from conftest import run_cli
+
+    base = scratch / "ck"
+    store = s3dlio.PyCheckpointStore(f"file://{base}")
+    store.save(1, 0, "t", b"abc" * 1000)
+    assert run_cli("verify", f"file://{base}", "--json").returncode == 0
+    (manifest,) = (base / "step-000000000001").glob("manifest*.json")
+    text = manifest.read_text().replace('"world_size": 1', '"world_size": 0', 1)
+    manifest.write_text(text)
+    run = run_cli("verify", f"file://{base}", "--json")
+    assert run.returncode != 0, run.stdout
+    assert json.loads(run.stdout)["ok"] is False
+    with pytest.raises(s3dlio.IntegrityError):
+        store.load(1)
+
+
+def test_cli_verifies_a_torch_dcp_checkpoint_item_by_item(scratch: pathlib.Path) -> None:
+    from conftest import run_cli
+
+    path = scratch / "dcp"
+    state = {"w": torch.arange(4096, dtype=torch.float32), "i": torch.arange(999), "x": {"a": 1}}
+    dcp.save(state, storage_writer=S3DlioWriter(path, compression_level=3))
+    run = run_cli("verify", str(path), "--json")
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout)
+    assert report["layout"] == "torch-dcp" and report["ok"]
+    assert report["items_crc_checked"] >= 3, report
+    info = json.loads(run_cli("info", str(path), "--json").stdout)
+    assert info["items"] == report["items_checked"]
+    data = max(path.glob("*.distcp"), key=lambda p: p.stat().st_size)
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    run = run_cli("verify", str(path), "--json")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert not json.loads(run.stdout)["ok"]

@@ -61,7 +61,7 @@ pub(super) struct ReadIo<'a> {
 
 impl ReadIo<'_> {
     /// Read the aligned span covering `range` and return exactly `range`.
-    fn read_range(&self, range: Range<u64>) -> Result<Bytes> {
+    pub(super) fn read_range(&self, range: Range<u64>) -> Result<Bytes> {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
@@ -75,7 +75,7 @@ impl ReadIo<'_> {
 
     /// Fill `bufs` in order with the bytes from `offset` on (all inside the
     /// file), one bounce buffer's worth of aligned span at a time.
-    fn read_into(&self, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
+    pub(super) fn read_into(&self, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
         let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         let end = offset + total;
         let mut bounce = take_bounce().map_err(|e| self.io_err(e))?;

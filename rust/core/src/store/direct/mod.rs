@@ -18,7 +18,6 @@
 use std::alloc::{self, Layout};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -83,7 +82,7 @@ impl DirectStore {
             opts.read(true);
         }
         let first = if self.simulate_refusal {
-            Err(io::Error::from_raw_os_error(libc::EINVAL))
+            Err(std::io::Error::from_raw_os_error(libc::EINVAL))
         } else {
             opts.clone().custom_flags(libc::O_DIRECT).open(path)
         };
