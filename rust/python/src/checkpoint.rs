@@ -273,29 +273,6 @@ impl PyCheckpointStore {
         unreachable!("the last look returns")
     }
 
-    /// The data of `rank` of the checkpoint `manifest` describes.
-    fn load_from<'py>(
-        &self,
-        py: Python<'py>,
-        reader: &s3dlio_core::checkpoint::CheckpointReader,
-        manifest: Manifest,
-        step: u64,
-        rank: Option<i64>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let reader = reader.clone();
-        let rank = match rank {
-            Some(r) => s3dlio_core::checkpoint::layout::check_rank(r, manifest.world_size as i64).py()?.0,
-            None if manifest.world_size == 1 => 0,
-            None => {
-                return Err(PyValueError::new_err(format!(
-                    "checkpoint step {step} has {} ranks: pass rank= (or use reader().read_shard(step, rank))",
-                    manifest.world_size
-                )))
-            }
-        };
-        let handle = run(py, async move { reader.open_shard(&manifest, rank).await })?;
-        read_to_bytes(py, &handle.reader, Some(handle.meta.crc32c))
-    }
 
     fn latest_step(&self, py: Python<'_>) -> PyResult<Option<u64>> {
         let store = self.inner.clone();
@@ -627,5 +604,32 @@ impl PyCheckpointReader {
         let (rank, _) =
             s3dlio_core::checkpoint::layout::check_rank(rank, manifest.world_size as i64).py()?;
         Ok((reader, manifest, rank))
+    }
+}
+
+// Not exposed to Python: a helper of `load`.
+impl PyCheckpointStore {
+    /// The data of `rank` of the checkpoint `manifest` describes.
+    fn load_from<'py>(
+        &self,
+        py: Python<'py>,
+        reader: &s3dlio_core::checkpoint::CheckpointReader,
+        manifest: Manifest,
+        step: u64,
+        rank: Option<i64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let reader = reader.clone();
+        let rank = match rank {
+            Some(r) => s3dlio_core::checkpoint::layout::check_rank(r, manifest.world_size as i64).py()?.0,
+            None if manifest.world_size == 1 => 0,
+            None => {
+                return Err(PyValueError::new_err(format!(
+                    "checkpoint step {step} has {} ranks: pass rank= (or use reader().read_shard(step, rank))",
+                    manifest.world_size
+                )))
+            }
+        };
+        let handle = run(py, async move { reader.open_shard(&manifest, rank).await })?;
+        read_to_bytes(py, &handle.reader, Some(handle.meta.crc32c))
     }
 }
