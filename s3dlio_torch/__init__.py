@@ -18,6 +18,6 @@ from s3dlio._extras import require
 require("torch", "torch")
 
 from s3dlio_torch._reader import S3DlioReader  # noqa: E402
-from s3dlio_torch._writer import S3DlioWriter  # noqa: E402
+from s3dlio_torch._writer import CheckpointExistsError, S3DlioWriter  # noqa: E402
 
-__all__ = ["S3DlioReader", "S3DlioWriter"]
+__all__ = ["CheckpointExistsError", "S3DlioReader", "S3DlioWriter"]

@@ -89,16 +89,20 @@ class S3DlioReader(StorageReader):
         path: checkpoint location.
         thread_count: ranged reads in flight at once (default 8).
         storage_options: backend settings (credentials, endpoints, ...).
+        _extension_registry: stream transforms for items written with
+            torch's ``_extensions`` (as torch's ``FileSystemReader`` takes).
     """
 
     def __init__(
         self,
         path: str | os.PathLike,
+        _extension_registry: ExtensionRegistry | None = None,
         *,
         thread_count: int | None = None,
         storage_options: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
+        self.extension_registry = _extension_registry or ExtensionRegistry()
         _check_positive("thread_count", thread_count)
         self.storage_options = dict(storage_options) if storage_options else None
         self.path = resolve(path, self.storage_options)
@@ -257,12 +261,12 @@ class S3DlioReader(StorageReader):
         for req in reqs:
             _copy_into(req, tensor, planner)
 
-    @staticmethod
     def _decode_foreign(
-        info: _StorageInfo, reqs: list[ReadItem], raw: bytearray, planner: LoadPlanner
+        self, info: _StorageInfo, reqs: list[ReadItem], raw: bytearray, planner: LoadPlanner
     ) -> None:
         stream: IO[bytes] = io.BytesIO(raw)
-        for ext in ExtensionRegistry().from_descriptor_list(info.transform_descriptors or ()):
+        registry = self.extension_registry
+        for ext in registry.from_descriptor_list(info.transform_descriptors or ()):
             if isinstance(ext, StreamTransformExtension):
                 stream = cast(IO[bytes], ext.transform_from(stream))
         if reqs[0].type == LoadItemType.BYTE_IO:

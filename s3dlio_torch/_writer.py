@@ -42,6 +42,13 @@ FRAMING_BYTES = 4 << 10
 BLOB_ROOM = 1 << 20
 
 
+class CheckpointExistsError(FileExistsError, RuntimeError):
+    """A checkpoint is already at the target and ``overwrite=False`` (our
+    default; torch's writers overwrite). A `FileExistsError` and, like the
+    RuntimeError torch raises, a `RuntimeError`, so code matching either
+    (or torch's phrase "Checkpoint already exists") keeps working."""
+
+
 def _check_positive(name: str, value: int | None) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
         raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
@@ -119,6 +126,9 @@ class S3DlioWriter(StorageWriter):
         _check_positive("part_size", part_size)
         self.storage_options = dict(storage_options) if storage_options else None
         self.path = resolve(path, self.storage_options)
+        # What the caller named, recorded as is in storage_meta (as torch's
+        # own writers do); `path` is the canonical URI used for I/O.
+        self.given_id: str | os.PathLike = path
         self.compression_level = compression_level
         self.byte_grouping = byte_grouping
         self.thread_count = thread_count or min(8, os.cpu_count() or 1)
@@ -136,6 +146,7 @@ class S3DlioWriter(StorageWriter):
     def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
         if checkpoint_id:
             self.path = resolve(checkpoint_id, self.storage_options)
+            self.given_id = checkpoint_id
         self.save_id = str(uuid.uuid4())
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
@@ -147,8 +158,9 @@ class S3DlioWriter(StorageWriter):
         if not self.overwrite:
             existing = self._existing_metadata()
             if existing:
-                raise FileExistsError(
-                    f"a checkpoint already exists at {self.path} ({', '.join(existing)}); "
+                raise CheckpointExistsError(
+                    f"Checkpoint already exists at {self.path} ({', '.join(existing)}) "
+                    "and overwrite=False (s3dlio's default, unlike torch's writers); "
                     "pass overwrite=True to replace it"
                 )
         if self.rank is not None and not self.use_collectives:
@@ -218,15 +230,16 @@ class S3DlioWriter(StorageWriter):
             storage_options=self.storage_options,
         )
         if not committed:
-            raise FileExistsError(
-                f"{uri} appeared while this checkpoint was being saved (overwrite=False); "
-                "the checkpoint already there is kept"
+            raise CheckpointExistsError(
+                f"Checkpoint already exists: {uri} appeared while this checkpoint was being "
+                "saved (overwrite=False); the checkpoint already there is kept, "
+                "pass overwrite=True to replace it"
             )
         if replaced is not None:
             self._remove_replaced(replaced, metadata.storage_data, rank)
 
     def storage_meta(self) -> StorageMeta | None:
-        return StorageMeta(checkpoint_id=self.path, save_id=self.save_id)
+        return StorageMeta(checkpoint_id=self.given_id, save_id=self.save_id)
 
     @property
     def checkpoint_id(self) -> str:

@@ -20,7 +20,7 @@ impl CliError {
     pub fn failure(message: impl Into<String>) -> Self {
         CliError {
             code: EXIT_FAILURE,
-            message: message.into(),
+            message: s3dlio_core::redact::redact(&message.into()).into_owned(),
         }
     }
 }
@@ -44,7 +44,7 @@ impl From<s3dlio_core::Error> for CliError {
     fn from(err: s3dlio_core::Error) -> Self {
         CliError {
             code: exit_code(&err),
-            message: err.to_string(),
+            message: err.redacted(),
         }
     }
 }

@@ -7,8 +7,10 @@
 
 mod args;
 mod commands;
+mod dcp;
 mod error;
 mod format;
+mod pickle;
 mod target;
 mod ui;
 

@@ -80,7 +80,7 @@ pub fn println(bar: &ProgressBar, line: &str) {
 pub fn eprintln(bar: &ProgressBar, line: &str) {
     bar.suspend(|| {
         let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{line}");
+        let _ = writeln!(err, "{}", s3dlio_core::redact::redact(line));
     });
 }
 
@@ -97,6 +97,8 @@ pub fn print_lines(lines: &[String]) {
 /// The `--json` document: exactly one per run, on stdout.
 pub fn print_json(value: &serde_json::Value) {
     let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    // Per-object errors inside the JSON echo URIs and messages too.
+    let text = s3dlio_core::redact::redact(&text).into_owned();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}");
 }

@@ -44,23 +44,31 @@ pub enum Error {
 }
 
 impl Error {
+    // Every constructor scrubs credentials: messages echo user input
+    // (endpoints, connection strings) that may carry them.
     pub fn invalid(msg: impl fmt::Display) -> Self {
-        Error::InvalidInput(msg.to_string())
+        Error::InvalidInput(scrub(msg.to_string()))
     }
 
     pub fn corrupt(uri: impl Into<String>, reason: impl fmt::Display) -> Self {
         Error::Corrupt {
-            uri: uri.into(),
-            reason: reason.to_string(),
+            uri: scrub(uri.into()),
+            reason: scrub(reason.to_string()),
         }
     }
 
     pub fn backend(uri: impl Into<String>, reason: impl fmt::Display, retryable: bool) -> Self {
         Error::Backend {
-            uri: uri.into(),
-            reason: reason.to_string(),
+            uri: scrub(uri.into()),
+            reason: scrub(reason.to_string()),
             retryable,
         }
+    }
+
+    /// The message with any credential in it redacted: what every
+    /// boundary (Python, CLI, logs) shows.
+    pub fn redacted(&self) -> String {
+        scrub(self.to_string())
     }
 
     /// Map an OS error on `uri` to the matching variant.
@@ -102,5 +110,12 @@ impl Error {
 
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
+    }
+}
+
+fn scrub(text: String) -> String {
+    match crate::redact::redact(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(clean) => clean,
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! | layer | modules | holds |
 //! |---|---|---|
-//! | 0 leaf | [`error`], [`crc`], [`runtime`] | the error type, CRC32C, the shared tokio runtime |
+//! | 0 leaf | [`error`], [`crc`], [`runtime`], [`keys`], [`limits`], [`redact`] | the error type, CRC32C, the shared tokio runtime, key and range checks, credential redaction |
 //! | 1 formats | [`format`] | byte formats with no I/O: seekable container, byte grouping, raw planes, zstd helpers, pack frames |
 //! | 2 stores | [`uri`], [`store`] | the `ObjectStore` contract and one module per backend |
 //! | 3 streams | [`codec`], [`pack`] | the streaming encoder/decoder and the pack writer/reader, on top of any store |
@@ -22,8 +22,11 @@ pub mod codec;
 pub mod crc;
 pub mod error;
 pub mod format;
+pub mod keys;
+pub mod limits;
 pub mod object;
 pub mod pack;
+pub mod redact;
 pub mod runtime;
 pub mod store;
 pub mod uri;

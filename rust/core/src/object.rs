@@ -26,6 +26,21 @@ pub struct WriteOptions {
 }
 
 impl WriteOptions {
+    /// Refuse out-of-range settings before anything is allocated or
+    /// written: level, compression threads (0 = one per core), part size,
+    /// concurrency.
+    pub fn check(&self) -> Result<()> {
+        if let Some(level) = self.encode.level {
+            crate::codec::check_level(level)?;
+        }
+        if self.encode.threads != 0 {
+            crate::limits::threads("compression_threads", self.encode.threads as u64)?;
+        }
+        crate::limits::part_size("part_size", self.put.part_size as u64)?;
+        crate::limits::threads("concurrency", self.put.concurrency as u64)?;
+        Ok(())
+    }
+
     pub fn with_level(level: Option<i32>) -> Self {
         WriteOptions {
             encode: EncodeOptions {
@@ -39,9 +54,7 @@ impl WriteOptions {
 
 /// A streaming encoded writer on `loc`.
 pub async fn open_writer(loc: &Location, opts: &WriteOptions) -> Result<EncodingWriter> {
-    if let Some(level) = opts.encode.level {
-        crate::codec::check_level(level)?;
-    }
+    opts.check()?;
     let inner = loc.store.writer(&loc.key, &opts.put).await?;
     EncodingWriter::new(inner, loc.uri(), opts.encode.clone())
 }

@@ -38,6 +38,15 @@ impl StoreUri {
             return Err(Error::invalid("empty URI"));
         }
         let Some((scheme, rest)) = uri.split_once("://") else {
+            // `file:/x` or `s3:bkt` is a mistyped URI, not a relative path
+            // named `file:` (which would silently write under the cwd).
+            if let Some((scheme, _)) = uri.split_once(':') {
+                if matches!(scheme, "file" | "direct" | "s3" | "az" | "memory") {
+                    return Err(Error::invalid(format!(
+                        "{uri}: expected {scheme}:// followed by the location (e.g. file:///abs/path)"
+                    )));
+                }
+            }
             // A plain path, as torch and numpy users write them.
             return Ok(StoreUri::File {
                 path: absolute(uri, uri)?,
@@ -55,6 +64,7 @@ impl StoreUri {
                 if bucket.is_empty() {
                     return Err(Error::invalid(format!("{uri}: missing bucket name")));
                 }
+                crate::keys::check_key(uri, key)?;
                 Ok(StoreUri::S3 {
                     bucket: bucket.to_string(),
                     key: key.to_string(),
@@ -68,6 +78,7 @@ impl StoreUri {
                         "{uri}: expected az://<account>/<container>/<path>"
                     )));
                 }
+                crate::keys::check_key(uri, key)?;
                 Ok(StoreUri::Azure {
                     account: account.to_string(),
                     container: container.to_string(),
@@ -79,6 +90,7 @@ impl StoreUri {
                 if name.is_empty() {
                     return Err(Error::invalid(format!("{uri}: missing memory store name")));
                 }
+                crate::keys::check_key(uri, key)?;
                 Ok(StoreUri::Memory {
                     name: name.to_string(),
                     key: key.to_string(),
@@ -201,5 +213,17 @@ mod tests {
         assert!(msg("az://acct").contains("az://<account>/<container>"));
         assert!(msg("file://").contains("empty path"));
         assert!(msg("").contains("empty URI"));
+        assert!(msg("file:/x").contains("expected file://"));
+        assert!(msg("s3:bkt/k").contains("expected s3://"));
+        // Dot segments are refused, never collapsed: the Azure client
+        // would otherwise address another container.
+        for u in [
+            "az://acct/ctrone/x/../../ctrtwo/evil",
+            "s3://bkt/a/../../b",
+            "s3://bkt//abs",
+            "memory://m/a/./b",
+        ] {
+            assert!(msg(u).contains("never normalised"), "{u} accepted");
+        }
     }
 }

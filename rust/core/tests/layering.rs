@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
     ("crc", 0),
+    ("keys", 0),
+    ("limits", 0),
+    ("redact", 0),
     ("runtime", 0),
     ("format", 1),
     ("uri", 2),

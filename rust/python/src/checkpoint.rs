@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use s3dlio_core::checkpoint::{
@@ -228,22 +228,29 @@ impl PyCheckpointStore {
         rank: Option<i64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let step = check_step(step)?;
-        let reader = self.inner.reader();
-        let r2 = reader.clone();
-        let manifest = run(py, async move { r2.manifest(step).await })?;
-        let rank = match rank {
-            Some(r) => s3dlio_core::checkpoint::layout::check_rank(r, manifest.world_size as i64).py()?.0,
-            None if manifest.world_size == 1 => 0,
-            None => {
-                return Err(PyValueError::new_err(format!(
-                    "checkpoint step {step} has {} ranks: pass rank= (or use reader().read_shard(step, rank))",
-                    manifest.world_size
-                )))
+        // An overwrite committing mid-read removes the shard being read:
+        // read the step again from its new generation (a bounded number of
+        // times), so the caller gets the old data or the new, never
+        // FileNotFoundError.
+        const LOOKS: usize = 4;
+        for look in 1..=LOOKS {
+            let reader = self.inner.reader();
+            let r2 = reader.clone();
+            let manifest = run(py, async move { r2.manifest(step).await })?;
+            match self.load_from(py, &reader, manifest.clone(), step, rank) {
+                Err(e) if look < LOOKS && e.is_instance_of::<PyFileNotFoundError>(py) => {
+                    let again = reader.clone();
+                    let replaced = run(py, async move { again.replaced(&manifest).await })?;
+                    if !replaced {
+                        return Err(e);
+                    }
+                }
+                other => return other,
             }
-        };
-        let handle = run(py, async move { reader.open_shard(&manifest, rank).await })?;
-        read_to_bytes(py, &handle.reader, Some(handle.meta.crc32c))
+        }
+        unreachable!("the last look returns")
     }
+
 
     fn latest_step(&self, py: Python<'_>) -> PyResult<Option<u64>> {
         let store = self.inner.clone();
@@ -367,11 +374,7 @@ impl PyCheckpointWriter {
         timeout: f64,
     ) -> PyResult<CheckpointInfo> {
         let (step, epoch) = (check_step(step)?, check_epoch(epoch)?);
-        if !(timeout.is_finite() && timeout >= 0.0) {
-            return Err(PyValueError::new_err(
-                "timeout must be a non-negative number of seconds",
-            ));
-        }
+        let wait = s3dlio_core::limits::seconds("timeout", timeout, true).py()?;
         let shards = match shard_metas {
             Some(list) => Some(
                 list.iter()
@@ -383,7 +386,6 @@ impl PyCheckpointWriter {
         let meta = to_json(user_meta)?;
         let writer = self.inner.clone();
         let framework = framework.to_string();
-        let wait = Duration::from_secs_f64(timeout);
         let manifest = run(py, async move {
             writer
                 .finalize(step, epoch, &framework, shards, meta, wait)
@@ -580,5 +582,32 @@ impl PyCheckpointReader {
         let (rank, _) =
             s3dlio_core::checkpoint::layout::check_rank(rank, manifest.world_size as i64).py()?;
         Ok((reader, manifest, rank))
+    }
+}
+
+// Not exposed to Python: a helper of `load`.
+impl PyCheckpointStore {
+    /// The data of `rank` of the checkpoint `manifest` describes.
+    fn load_from<'py>(
+        &self,
+        py: Python<'py>,
+        reader: &s3dlio_core::checkpoint::CheckpointReader,
+        manifest: Manifest,
+        step: u64,
+        rank: Option<i64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let reader = reader.clone();
+        let rank = match rank {
+            Some(r) => s3dlio_core::checkpoint::layout::check_rank(r, manifest.world_size as i64).py()?.0,
+            None if manifest.world_size == 1 => 0,
+            None => {
+                return Err(PyValueError::new_err(format!(
+                    "checkpoint step {step} has {} ranks: pass rank= (or use reader().read_shard(step, rank))",
+                    manifest.world_size
+                )))
+            }
+        };
+        let handle = run(py, async move { reader.open_shard(&manifest, rank).await })?;
+        read_to_bytes(py, &handle.reader, Some(handle.meta.crc32c))
     }
 }

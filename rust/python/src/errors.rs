@@ -14,7 +14,8 @@ create_exception!(
 );
 
 pub fn to_py(err: Error) -> PyErr {
-    let msg = err.to_string();
+    // Redacted again here: variants built without a constructor too.
+    let msg = err.redacted();
     match err {
         Error::NotFound { .. } => PyFileNotFoundError::new_err(msg),
         Error::AlreadyExists { .. } => PyFileExistsError::new_err(msg),

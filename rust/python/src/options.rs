@@ -30,10 +30,7 @@ pub fn write_options(
         ..Default::default()
     };
     if let Some(p) = part_size {
-        if p == 0 {
-            return Err(PyValueError::new_err("part size must be positive"));
-        }
-        put.part_size = p;
+        put.part_size = s3dlio_core::limits::part_size("part_size", p as u64).py()?;
     }
     Ok(WriteOptions {
         encode: EncodeOptions {
@@ -52,7 +49,7 @@ pub fn compression_threads(threads: Option<usize>) -> PyResult<usize> {
         Some(0) => Err(PyValueError::new_err(
             "compression_threads must be at least 1 (or None for one per core)",
         )),
-        Some(n) => Ok(n),
+        Some(n) => s3dlio_core::limits::threads("compression_threads", n as u64).py(),
     }
 }
 

@@ -77,6 +77,9 @@ impl PackWriter {
         storage_options: Option<HashMap<String, String>>,
     ) -> PyResult<Self> {
         let write = write_options(compression_level, part_size, fsync)?;
+        if zstd_workers > 0 {
+            s3dlio_core::limits::threads("zstd_workers", u64::from(zstd_workers)).py()?;
+        }
         let loc = locate(uri, storage_options)?;
         let opts = PackOptions {
             level: compression_level,
@@ -297,13 +300,9 @@ pub fn read_items(
         threads: thread_count,
         ..Default::default()
     };
+    opts.threads = s3dlio_core::limits::threads("thread_count", thread_count as u64).py()?;
     if let Some(p) = part_size {
-        opts.part_size = p;
-    }
-    if opts.threads == 0 || opts.part_size == 0 {
-        return Err(PyValueError::new_err(
-            "thread_count and part_size must be positive",
-        ));
+        opts.part_size = s3dlio_core::limits::part_size("part_size", p as u64).py()?;
     }
     let mut buffers: Vec<BorrowedBuffer> = Vec::new();
     let mut parsed = Vec::with_capacity(items.len());

@@ -17,6 +17,16 @@ pub async fn run(ctx: &Ctx, args: InfoArgs) -> CliResult<i32> {
     if let Some(code) = super::orbax::info(ctx, &args.uri, args.step).await? {
         return Ok(code);
     }
+    if args.step.is_none() {
+        if let Some(dcp) = crate::dcp::open(&args.uri, &ctx.store).await? {
+            if ctx.ui.json {
+                ui::print_json(&dcp.info_json());
+            } else {
+                ui::print_lines(&dcp.info_lines());
+            }
+            return Ok(EXIT_OK);
+        }
+    }
     let store = open_checkpoints(&args.uri, ctx)?;
     match args.step {
         Some(step) => {

@@ -33,6 +33,11 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> CliResult<i32> {
     if let Some(code) = super::orbax::verify(ctx, &args.uri, args.step).await? {
         return Ok(code);
     }
+    if args.step.is_none() {
+        if let Some(dcp) = crate::dcp::open(&args.uri, &ctx.store).await? {
+            return Ok(verify_dcp(ctx, &dcp).await);
+        }
+    }
     let store = open_checkpoints(&args.uri, ctx)?;
     let steps = match args.step {
         Some(step) => vec![step],
@@ -202,4 +207,63 @@ fn step_json(report: &StepReport) -> serde_json::Value {
             "error": s.error,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A torch DCP checkpoint: every item's structure, and its bytes against
+/// the CRC32C s3dlio recorded.
+async fn verify_dcp(ctx: &Ctx, dcp: &crate::dcp::Checkpoint) -> i32 {
+    let checks = dcp.verify().await;
+    let failed = checks.iter().filter(|c| c.error.is_some()).count();
+    let code = if checks.iter().any(|c| c.damaged) {
+        EXIT_INTEGRITY
+    } else if failed > 0 {
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
+    };
+    let crc_checked = checks
+        .iter()
+        .filter(|c| c.error.is_none() && c.note.is_none())
+        .count();
+    if ctx.ui.json {
+        ui::print_json(&json!({
+            "uri": dcp.uri(),
+            "layout": "torch-dcp",
+            "ok": code == EXIT_OK,
+            "items_checked": checks.len(),
+            "items_crc_checked": crc_checked,
+            "items_failed": failed,
+            "items": checks.iter().map(|c| json!({
+                "item": c.label, "uri": c.uri, "size": c.checked,
+                "ok": c.error.is_none(), "error": c.error, "note": c.note,
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        let mut lines: Vec<String> = checks
+            .iter()
+            .filter(|c| !ctx.ui.quiet || c.error.is_some())
+            .map(|c| match (&c.error, &c.note) {
+                (Some(e), _) => format!("{} in {} FAILED: {e}", c.label, c.uri),
+                (None, Some(n)) => format!("{} in {} structure OK ({n})", c.label, c.uri),
+                (None, None) => {
+                    format!("{} in {} OK ({})", c.label, c.uri, format::size(c.checked))
+                }
+            })
+            .collect();
+        lines.push(if code == EXIT_OK {
+            format!(
+                "verified {} items of the DCP checkpoint {} ({crc_checked} by CRC32C): all OK",
+                checks.len(),
+                dcp.uri()
+            )
+        } else {
+            format!(
+                "verify FAILED for the DCP checkpoint {}: {failed} of {} items failed",
+                dcp.uri(),
+                checks.len()
+            )
+        });
+        ui::print_lines(&lines);
+    }
+    code
 }

@@ -8,9 +8,15 @@
 //! <base>/latest                                            highest committed step
 //! ```
 //!
-//! A save that replaces a committed step (`overwrite`) writes generation
-//! `g > 0` shards (`rank-…g<g>.bin`) beside the old ones, so the old
-//! checkpoint stays whole until the new manifest replaces it.
+//! Every save names its objects with a tag of its own
+//! (`rank-00000-of-00004.<tag>.bin`, `manifest.<tag>.json`), so two saves
+//! of one step never write the same object. What commits a save is one
+//! `put_if_absent` of its generation's commit record: `COMMITTED` for
+//! generation 0, `COMMITTED.g<generation>` for an overwrite. The record
+//! names the manifest (with its size and CRC32C), so exactly one save of
+//! each generation wins, and the old checkpoint stays whole until it has.
+//! Records written before tags existed (no manifest named) point at
+//! `manifest.json`.
 
 use crate::crc::crc32c;
 use crate::error::{Error, Result};
@@ -65,6 +71,37 @@ impl Layout {
         join_key(&self.base, LATEST)
     }
 
+    /// The record that commits `generation` of `step`.
+    pub fn commit_record(&self, step: u64, generation: u64) -> String {
+        if generation == 0 {
+            self.committed(step)
+        } else {
+            join_key(
+                &self.step_dir(step),
+                &format!("{COMMITTED}.g{generation:012}"),
+            )
+        }
+    }
+
+    /// A save's own manifest name inside the step directory.
+    pub fn manifest_name(tag: &str) -> String {
+        format!("manifest.{tag}.json")
+    }
+
+    /// The generation a commit record's name (inside a step directory)
+    /// commits; None for any other object.
+    pub fn generation_of_record(name: &str) -> Option<u64> {
+        let rest = name.strip_prefix(COMMITTED)?;
+        if rest.is_empty() {
+            return Some(0);
+        }
+        let digits = rest.strip_prefix(".g")?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
+    }
+
     pub fn shard_record(&self, step: u64, rank: u32, world_size: u32) -> String {
         join_key(
             &self.step_dir(step),
@@ -78,16 +115,11 @@ impl Layout {
         step: u64,
         rank: u32,
         world_size: u32,
-        generation: u64,
+        tag: &str,
         compressed: bool,
     ) -> String {
-        let gen = if generation == 0 {
-            String::new()
-        } else {
-            format!(".g{generation}")
-        };
         let ext = if compressed { ".bin.zst" } else { ".bin" };
-        let name = format!("rank-{rank:05}-of-{world_size:05}{gen}{ext}");
+        let name = format!("rank-{rank:05}-of-{world_size:05}.{tag}{ext}");
         match self.strategy {
             Strategy::Flat => name,
             Strategy::Hashed => {
@@ -108,6 +140,26 @@ impl Layout {
         }
         digits.parse().ok()
     }
+}
+
+/// A tag no other save picks: 64 random bits from the OS (time, process
+/// and a counter when the OS has none to give).
+pub fn save_tag() -> String {
+    let mut buf = [0u8; 8];
+    // SAFETY: getrandom writes at most `buf.len()` bytes into `buf`.
+    let got = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if got != buf.len() as isize {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mixed = nanos ^ (u64::from(std::process::id()) << 40) ^ n.rotate_left(20);
+        buf = mixed.to_le_bytes();
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Check `rank` against `world_size`.
@@ -141,20 +193,32 @@ mod tests {
         assert_eq!(l.step_of_dir("run/step-+42/"), None);
         assert_eq!(l.step_of_dir("run/other/"), None);
         assert_eq!(
-            l.shard_name(1, 2, 4, 0, true),
-            "rank-00002-of-00004.bin.zst"
+            l.shard_name(1, 2, 4, "ab12", true),
+            "rank-00002-of-00004.ab12.bin.zst"
         );
         assert_eq!(
-            l.shard_name(1, 2, 4, 3, false),
-            "rank-00002-of-00004.g3.bin"
+            l.shard_name(1, 2, 4, "cd", false),
+            "rank-00002-of-00004.cd.bin"
         );
+        assert_eq!(l.commit_record(7, 0), "run/step-000000000007/COMMITTED");
+        assert_eq!(
+            l.commit_record(7, 3),
+            "run/step-000000000007/COMMITTED.g000000000003"
+        );
+        assert_eq!(Layout::generation_of_record("COMMITTED"), Some(0));
+        assert_eq!(
+            Layout::generation_of_record("COMMITTED.g000000000003"),
+            Some(3)
+        );
+        assert_eq!(Layout::generation_of_record("COMMITTED.tmp"), None);
+        assert_ne!(save_tag(), save_tag());
         let h = Layout {
             base: "run".into(),
             strategy: Strategy::Hashed,
         };
         assert!(h
-            .shard_name(1, 2, 4, 0, false)
-            .ends_with("-rank-00002-of-00004.bin"));
+            .shard_name(1, 2, 4, "t", false)
+            .ends_with("-rank-00002-of-00004.t.bin"));
     }
 
     #[test]

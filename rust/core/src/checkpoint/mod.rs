@@ -7,7 +7,7 @@ use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::object::WriteOptions;
-use crate::store::{open_store, Location, StoreOptions};
+use crate::store::{join_key, open_store, Location, StoreOptions};
 
 pub mod layout;
 pub mod manifest;
@@ -15,7 +15,7 @@ pub mod reader;
 pub mod writer;
 
 pub use layout::{Layout, Strategy};
-pub use manifest::{Manifest, ShardMeta};
+pub use manifest::{CommitRecord, Manifest, ShardMeta};
 pub use reader::{CheckpointReader, ShardHandle};
 pub use writer::{CheckpointWriter, ShardStream};
 
@@ -43,9 +43,7 @@ impl CheckpointStore {
 
     /// Checkpoints under an already opened location (e.g. a wrapped store).
     pub fn at(loc: Location, strategy: Strategy, write: WriteOptions) -> Result<Self> {
-        if let Some(level) = write.encode.level {
-            crate::codec::check_level(level)?;
-        }
+        write.check()?;
         let layout = Layout {
             base: loc.key.trim_end_matches('/').to_string(),
             strategy,
@@ -122,9 +120,88 @@ impl CheckpointStore {
                 ),
             });
         }
-        let key = self.layout.manifest(step);
+        Ok(self.committed_manifest(step).await?.0)
+    }
+
+    /// The manifest of committed `step` and the name of its file. An
+    /// overwrite that commits between finding the record and reading the
+    /// manifest removes the manifest found: look again (the new one is
+    /// then there), a bounded number of times.
+    pub(crate) async fn committed_manifest(&self, step: u64) -> Result<(Manifest, String)> {
+        const LOOKS: usize = 4;
+        let mut last = None;
+        for _ in 0..LOOKS {
+            match self.read_committed_manifest(step).await {
+                Err(e) if e.is_not_found() => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::NotFound { uri: self.uri() }))
+    }
+
+    /// The newest commit record of `step` (the highest generation), if any.
+    pub(crate) async fn newest_record(&self, step: u64) -> Result<Option<(String, CommitRecord)>> {
+        let dir = format!("{}/", self.layout.step_dir(step));
+        let listing = self.loc.store.list_dir(dir.trim_start_matches('/')).await?;
+        let newest = listing
+            .objects
+            .iter()
+            .filter_map(|o| {
+                let name = o.key.rsplit('/').next()?;
+                Some((Layout::generation_of_record(name)?, o.key.clone()))
+            })
+            .max();
+        let Some((generation, key)) = newest else {
+            return Ok(None);
+        };
+        let uri = self.loc.store.uri(&key);
+        let record = CommitRecord::from_json(&uri, &self.loc.store.get(&key).await?)?;
+        if record.step != step || (record.manifest.is_some() && record.generation != generation) {
+            return Err(Error::corrupt(
+                uri,
+                format!(
+                    "commit record says step {} generation {}, its name says step {step} generation {generation}",
+                    record.step, record.generation
+                ),
+            ));
+        }
+        Ok(Some((key, record)))
+    }
+
+    async fn read_committed_manifest(&self, step: u64) -> Result<(Manifest, String)> {
+        let Some((record_key, record)) = self.newest_record(step).await? else {
+            return Err(Error::NotFound {
+                uri: format!("{} (no committed checkpoint at step {step})", self.uri()),
+            });
+        };
+        let name = record
+            .manifest
+            .clone()
+            .unwrap_or_else(|| layout::MANIFEST.to_string());
+        let key = join_key(&self.layout.step_dir(step), &name);
+        let uri = self.loc.store.uri(&key);
         let bytes = self.loc.store.get(&key).await?;
-        Manifest::from_json(&self.loc.store.uri(&key), &bytes)
+        if let (Some(size), Some(crc)) = (record.manifest_size, record.manifest_crc32c) {
+            let actual = crate::codec::crc::crc32c(&bytes);
+            if bytes.len() as u64 != size || actual != crc {
+                return Err(Error::corrupt(
+                    uri,
+                    format!(
+                        "manifest has {} bytes with CRC32C {actual:08x}, its commit record {} says {size} bytes with {crc:08x}",
+                        bytes.len(),
+                        self.loc.store.uri(&record_key)
+                    ),
+                ));
+            }
+        }
+        let manifest = Manifest::from_json(&uri, &bytes)?;
+        if manifest.step != step {
+            return Err(Error::corrupt(
+                uri,
+                format!("manifest is for step {}, not {step}", manifest.step),
+            ));
+        }
+        Ok((manifest, name))
     }
 
     /// The highest committed step, if any.

@@ -5,8 +5,8 @@ use bytes::Bytes;
 
 use super::manifest::{Manifest, ShardMeta};
 use super::CheckpointStore;
-use crate::crc::crc32c_append;
 use crate::codec::ObjectReader;
+use crate::crc::crc32c_append;
 use crate::error::{Error, Result};
 use crate::store::join_key;
 
@@ -86,10 +86,31 @@ impl CheckpointReader {
     }
 
     /// A rank's whole shard, verified.
+    /// An overwrite committing while this reads removes the shards read
+    /// from: the step is then read again, whole, from the new generation,
+    /// so a reader gets the old data or the new, never `NotFound`.
     pub async fn read_shard(&self, step: u64, rank: u32) -> Result<Bytes> {
-        let manifest = self.manifest(step).await?;
-        let h = self.open_shard(&manifest, rank).await?;
-        h.reader.read_all(Some(h.meta.crc32c)).await
+        const LOOKS: usize = 4;
+        let mut last = None;
+        for _ in 0..LOOKS {
+            let manifest = self.manifest(step).await?;
+            let read = async {
+                let h = self.open_shard(&manifest, rank).await?;
+                h.reader.read_all(Some(h.meta.crc32c)).await
+            };
+            match read.await {
+                Err(e) if e.is_not_found() && self.replaced(&manifest).await? => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::NotFound {
+            uri: self.store.uri(),
+        }))
+    }
+
+    /// Whether a newer generation of `manifest`'s step has committed since.
+    pub async fn replaced(&self, manifest: &Manifest) -> Result<bool> {
+        Ok(self.store.manifest(manifest.step).await?.generation != manifest.generation)
     }
 
     /// Re-read every shard of `step` and check its CRC32C.

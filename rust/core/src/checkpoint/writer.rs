@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::layout::check_rank;
-use super::manifest::{Manifest, ShardMeta, FORMAT};
+use super::layout::Layout;
+use super::manifest::{CommitRecord, Manifest, ShardMeta, FORMAT};
 use super::CheckpointStore;
 use crate::codec::{Codec, EncodeOptions, EncodingWriter};
 use crate::error::{Error, Result};
@@ -51,7 +52,7 @@ impl CheckpointWriter {
     /// The generation a new save of `step` gets: 0, or one past the
     /// committed one when overwriting. Refuses an existing step unless
     /// overwriting, before anything is written.
-    async fn next_generation(&self, step: u64) -> Result<(u64, Option<Manifest>)> {
+    async fn next_generation(&self, step: u64) -> Result<(u64, Option<(Manifest, String)>)> {
         if !self.store.is_committed(step).await? {
             return Ok((0, None));
         }
@@ -63,8 +64,8 @@ impl CheckpointWriter {
                 ),
             });
         }
-        let current = self.store.manifest(step).await?;
-        Ok((current.generation + 1, Some(current)))
+        let current = self.store.committed_manifest(step).await?;
+        Ok((current.0.generation + 1, Some(current)))
     }
 
     /// Open this rank's object for `step`; write with `ShardStream::write*`.
@@ -88,10 +89,13 @@ impl CheckpointWriter {
         }
         let (generation, _) = self.next_generation(step).await?;
         let compressed = self.store.write.encode.level.is_some();
-        let name =
-            self.store
-                .layout
-                .shard_name(step, self.rank, self.world_size, generation, compressed);
+        // A name of this save's own: a concurrent save of the same step
+        // never writes over it.
+        let tag = super::layout::save_tag();
+        let name = self
+            .store
+            .layout
+            .shard_name(step, self.rank, self.world_size, &tag, compressed);
         let key = join_key(&self.store.layout.step_dir(step), &name);
         let loc = crate::store::Location {
             store: self.store.loc.store.clone(),
@@ -195,29 +199,39 @@ impl CheckpointWriter {
             fsync: true,
             ..Default::default()
         };
-        // The manifest replace is the commit point of an overwrite; for a
-        // new step the marker below is.
+        // The manifest goes under a name of this save's own; the one
+        // put_if_absent of this generation's commit record decides which
+        // save of the step wins.
+        let manifest_bytes = manifest.to_json()?;
+        let manifest_name = Layout::manifest_name(&super::layout::save_tag());
+        let dir = layout.step_dir(step);
+        let manifest_key = join_key(&dir, &manifest_name);
+        let record = CommitRecord {
+            step,
+            generation,
+            manifest: Some(manifest_name.clone()),
+            manifest_size: Some(manifest_bytes.len() as u64),
+            manifest_crc32c: Some(crate::codec::crc::crc32c(&manifest_bytes)),
+        };
         store
-            .put(
-                &layout.manifest(step),
-                Bytes::from(manifest.to_json()?),
-                &fsync,
-            )
+            .put(&manifest_key, Bytes::from(manifest_bytes), &fsync)
             .await?;
-        let marker = serde_json::json!({ "step": step, "generation": generation }).to_string();
+        let record_key = layout.commit_record(step, generation);
         let created = store
-            .put_if_absent(&layout.committed(step), Bytes::from(marker))
+            .put_if_absent(&record_key, Bytes::from(record.to_json()?))
             .await?;
-        if !created && replaced.is_none() {
+        if !created {
+            self.remove_lost(step, &manifest, &manifest_name).await;
             return Err(Error::AlreadyExists {
                 uri: format!(
-                    "{} (another save committed step {step} at the same time)",
-                    store.uri(&layout.committed(step))
+                    "{} (another save committed step {step} (generation {generation}) at the same time; this save was not committed, the other one is kept)",
+                    store.uri(&record_key)
                 ),
             });
         }
-        if let Some(old) = replaced {
-            self.remove_replaced(step, &old, &manifest).await?;
+        if let Some((old, old_name)) = replaced {
+            self.remove_replaced(step, &old, &old_name, &manifest)
+                .await?;
         }
         self.store.write_latest().await?;
         Ok(manifest)
@@ -268,6 +282,10 @@ impl CheckpointWriter {
         let at = self.store.loc.store.uri(&self.store.layout.step_dir(step));
         let mut by_rank: BTreeMap<u32, ShardMeta> = BTreeMap::new();
         for s in shards {
+            crate::keys::check_name(
+                &format!("cannot finalize {at}: shard of rank {}", s.rank),
+                &s.key,
+            )?;
             if s.world_size != self.world_size || s.rank >= self.world_size {
                 return Err(Error::invalid(format!(
                     "cannot finalize {at}: shard of rank {} was written for world_size {}, expected {}",
@@ -316,14 +334,46 @@ impl CheckpointWriter {
         Ok(by_rank.into_values().collect())
     }
 
-    /// After an overwrite committed, drop the replaced generation's objects.
-    async fn remove_replaced(&self, step: u64, old: &Manifest, new: &Manifest) -> Result<()> {
+    /// A save that lost the race for its commit record: remove what only
+    /// it wrote (its manifest, its shards the winner does not use). Best
+    /// effort: the loss is what the caller is told about, and leftovers
+    /// are invisible to readers.
+    async fn remove_lost(&self, step: u64, lost: &Manifest, manifest_name: &str) {
         let dir = self.store.layout.step_dir(step);
-        for s in &old.shards {
-            if new.shards.iter().any(|n| n.key == s.key) {
-                continue;
+        let store = &self.store.loc.store;
+        let _ = store.delete(&join_key(&dir, manifest_name)).await;
+        let Ok((winner, _)) = self.store.committed_manifest(step).await else {
+            return;
+        };
+        for s in &lost.shards {
+            if !winner.shards.iter().any(|w| w.key == s.key) {
+                let _ = store.delete(&join_key(&dir, &s.key)).await;
             }
-            match self.store.loc.store.delete(&join_key(&dir, &s.key)).await {
+        }
+    }
+
+    /// After an overwrite committed, drop the replaced generation's objects.
+    async fn remove_replaced(
+        &self,
+        step: u64,
+        old: &Manifest,
+        old_manifest: &str,
+        new: &Manifest,
+    ) -> Result<()> {
+        let dir = self.store.layout.step_dir(step);
+        let mut keys: Vec<&str> = old
+            .shards
+            .iter()
+            .filter(|s| !new.shards.iter().any(|n| n.key == s.key))
+            .map(|s| s.key.as_str())
+            .collect();
+        // A manifest named by its save is this generation's alone; the
+        // shared `manifest.json` of older records is left alone.
+        if old_manifest != super::layout::MANIFEST {
+            keys.push(old_manifest);
+        }
+        for key in keys {
+            match self.store.loc.store.delete(&join_key(&dir, key)).await {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {

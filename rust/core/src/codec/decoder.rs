@@ -85,6 +85,48 @@ struct Part<'a> {
     dst: &'a mut [u8],
 }
 
+/// A zeroed buffer of `len` bytes, or an error (never an abort) when the
+/// memory is not there: `len` comes from stored bytes.
+fn zeroed(uri: &str, len: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| {
+        Error::invalid(format!(
+            "{uri}: cannot allocate {len} bytes for this read; read a smaller range"
+        ))
+    })?;
+    out.resize(len, 0);
+    Ok(out)
+}
+
+/// An object named `*.zst` that starts with a zstd frame written the way
+/// ours are (content size, no zstd checksum) but has no valid s3dlio
+/// trailer was truncated or had its footer damaged: corrupt, never handed
+/// back as its raw bytes.
+async fn refuse_headless_zstd(
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    uri: &str,
+    size: u64,
+    tail: &Bytes,
+) -> Result<()> {
+    if !key.ends_with(".zst") || size < 6 {
+        return Ok(());
+    }
+    let head = if tail.len() as u64 == size {
+        tail.slice(..6)
+    } else {
+        store.get_range(key, 0..6).await?
+    };
+    if super::seekable::looks_like_our_frame(&head) {
+        return Err(Error::corrupt(
+            uri,
+            "starts with a zstd frame but has no s3dlio seek table at its end \
+             (truncated or its footer damaged)",
+        ));
+    }
+    Ok(())
+}
+
 impl ObjectReader {
     /// `head`s the object and reads its tail to tell a seekable zstd object
     /// (by its trailer) from a plain one.
@@ -110,7 +152,10 @@ impl ObjectReader {
                 ));
             }
             match parse_tail(&tail, size).map_err(|reason| Error::corrupt(&uri, reason))? {
-                Sniff::Plain => return Ok(Self::plain(store, key, uri, size)),
+                Sniff::Plain => {
+                    refuse_headless_zstd(&store, key, &uri, size, &tail).await?;
+                    return Ok(Self::plain(store, key, uri, size));
+                }
                 Sniff::Seekable(trailer) => {
                     return Ok(Self::seekable(store, key, uri, size, trailer))
                 }
@@ -260,7 +305,7 @@ impl ObjectReader {
             let skip = (range.start - frames[i].logical_off) as usize;
             return Ok(data.slice(skip..skip + len));
         }
-        let mut out = vec![0u8; len];
+        let mut out = zeroed(&self.inner.uri, len)?;
         self.fill(range.start, &mut out).await?;
         Ok(Bytes::from(out))
     }
@@ -286,7 +331,7 @@ impl ObjectReader {
                         self.inner.uri
                     ))
                 })?;
-                let mut out = vec![0u8; len];
+                let mut out = zeroed(&self.inner.uri, len)?;
                 self.read_into(&mut out, expected).await?;
                 Ok(Bytes::from(out))
             }

@@ -288,6 +288,32 @@ pub fn parse_tail(tail: &[u8], object_size: u64) -> Result<Sniff, String> {
     Ok(Sniff::Seekable(trailer))
 }
 
+/// zstd's frame magic.
+const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+/// Uncompressed bytes of one zstd block at most: every block costs at
+/// least 4 stored bytes (3 of header, 1 for an RLE byte), which bounds how
+/// many logical bytes a frame of given stored size can hold.
+const MAX_BLOCK: u64 = 128 << 10;
+const MIN_BLOCK_COST: u64 = 4;
+
+/// The least stored bytes a zstd frame (or run of frames) holding
+/// `logical` bytes can take.
+pub fn min_stored(logical: u64) -> u64 {
+    logical.div_ceil(MAX_BLOCK) * MIN_BLOCK_COST
+}
+
+/// The first bytes of an object look like a data frame our encoder
+/// writes: zstd magic, a frame content size, no zstd checksum.
+pub fn looks_like_our_frame(head: &[u8]) -> bool {
+    if head.len() < 5 || u32_at(head, 0) != ZSTD_MAGIC {
+        return false;
+    }
+    let descriptor = head[4];
+    let checksum = descriptor & 0x04 != 0;
+    let has_size = descriptor >> 6 != 0 || descriptor & 0x20 != 0;
+    has_size && !checksum
+}
+
 /// A seek table not preceded by our metadata: a foreign seekable archive
 /// (plain to us) unless our tag shows up in the tail, which means our own
 /// trailer was damaged.
@@ -335,6 +361,14 @@ fn validate(t: &Trailer, object_size: u64) -> Result<(), String> {
             return Err(format!(
                 "frame {i} holds {} bytes, frame size is {}",
                 f.decompressed_size, t.frame_size
+            ));
+        }
+        // A lying trailer must not size an allocation: no frame holds more
+        // than zstd's best ratio allows for its stored bytes.
+        if u64::from(f.compressed_size) < min_stored(u64::from(f.decompressed_size)) {
+            return Err(format!(
+                "frame {i} claims {} bytes in {} stored bytes, more than zstd can hold",
+                f.decompressed_size, f.compressed_size
             ));
         }
         logical += f.decompressed_size as u64;

@@ -86,7 +86,7 @@ fn check_key(store: &MemoryStore, key: &str) -> Result<()> {
             store.uri(key)
         )));
     }
-    Ok(())
+    crate::keys::check_key(&store.uri(key), key)
 }
 
 #[async_trait]

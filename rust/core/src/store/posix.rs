@@ -41,7 +41,33 @@ pub(crate) fn check_file_key(uri: &str, key: &str) -> Result<()> {
             "{uri}: an object path must name a file, not a directory"
         )));
     }
-    Ok(())
+    crate::keys::check_key(uri, key)?;
+    refuse_special(uri, &key_path(key))
+}
+
+/// Refuse to write over anything but a regular file (or a symlink, which
+/// the rename replaces, not its target): replacing `/dev/null`, a FIFO or a
+/// socket by a regular file would break whatever uses it.
+pub(crate) fn refuse_special(uri: &str, path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let ty = match fs::symlink_metadata(path) {
+        Ok(md) => md.file_type(),
+        Err(_) => return Ok(()),
+    };
+    let what = if ty.is_char_device() {
+        "a character device"
+    } else if ty.is_block_device() {
+        "a block device"
+    } else if ty.is_fifo() {
+        "a FIFO"
+    } else if ty.is_socket() {
+        "a socket"
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid(format!(
+        "{uri}: refusing to write over {what}; only regular files are replaced"
+    )))
 }
 
 pub(crate) fn create_parent(uri: &str, path: &Path) -> Result<()> {
@@ -76,6 +102,11 @@ pub(crate) fn publish(uri: &str, temp: &Path, dest: &Path, exclusive: bool) -> R
         fs::remove_file(temp).map_err(|e| Error::from_io(uri, e))?;
         Ok(linked)
     } else {
+        // Checked again here: it may have appeared since the writer opened.
+        if let Err(e) = refuse_special(uri, dest) {
+            let _ = fs::remove_file(temp);
+            return Err(e);
+        }
         fs::rename(temp, dest).map_err(|e| {
             let _ = fs::remove_file(temp);
             Error::from_io(uri, e)
@@ -305,4 +336,3 @@ pub(crate) fn preallocate(uri: &str, file: &File, offset: u64, len: u64) -> Resu
         }
     }
 }
-

@@ -92,12 +92,11 @@ impl AzureOptions {
                         "storage option retry_timeout must be seconds, got '{value}'"
                     ))
                 })?;
-                if !(secs.is_finite() && secs >= 0.0) {
-                    return Err(Error::invalid(format!(
-                        "storage option retry_timeout must be >= 0 seconds, got '{value}'"
-                    )));
-                }
-                self.retry_timeout = Some(Duration::from_secs_f64(secs));
+                self.retry_timeout = Some(crate::limits::seconds(
+                    "storage option retry_timeout",
+                    secs,
+                    true,
+                )?);
             }
             _ => return Ok(false),
         }

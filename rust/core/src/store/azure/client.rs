@@ -156,6 +156,9 @@ impl AzureClient {
     }
 
     fn blob(&self, key: &str) -> Result<BlobClient> {
+        // The URL layer collapses dot segments: a `..` here would address
+        // another container while our messages name this one.
+        crate::keys::check_key(&self.uri(key), key)?;
         BlobClient::new(
             self.blob_url(key),
             self.token.clone(),

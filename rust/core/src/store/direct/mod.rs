@@ -17,7 +17,6 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io;
 use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -79,7 +78,7 @@ impl DirectStore {
             opts.read(true);
         }
         let first = if self.simulate_refusal {
-            Err(io::Error::from_raw_os_error(libc::EINVAL))
+            Err(std::io::Error::from_raw_os_error(libc::EINVAL))
         } else {
             opts.clone().custom_flags(libc::O_DIRECT).open(path)
         };

@@ -218,6 +218,7 @@ impl DirectWriter {
                     Err(e) => return Err(Error::from_io(uri, e)),
                 }
             } else {
+                crate::store::posix::refuse_special(uri, &io.dest)?;
                 fs::rename(&temp_path, &io.dest).map_err(|e| Error::from_io(uri, e))?;
                 temp.disarm();
                 true

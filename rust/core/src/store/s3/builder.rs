@@ -88,9 +88,12 @@ impl S3Options {
     pub fn set(&mut self, key: &str, value: &str) -> Result<bool> {
         let text = || Some(value.to_string());
         match key {
-            "endpoint_url" | "endpoint" | "aws_endpoint_url" => {
+            "endpoint_url" | "aws_endpoint_url" => {
                 self.endpoint_url = Some(check_endpoint(value)?)
             }
+            // `endpoint` is shared with Azure (a dict applies to one URI of
+            // either kind): checked when an S3 store is opened, not here.
+            "endpoint" => self.endpoint_url = Some(value.trim().trim_end_matches('/').to_string()),
             "region" | "region_name" | "aws_region" => self.region = text(),
             "aws_access_key_id" | "access_key_id" => self.access_key_id = text(),
             "aws_secret_access_key" | "secret_access_key" => self.secret_access_key = text(),
@@ -131,6 +134,24 @@ impl S3Options {
     }
 }
 
+/// Default connect timeout (the SDK's own default is 3.1 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default wait for a response once a request is sent (its body
+/// included): long enough for a part upload on a slow link, short enough
+/// that a server that never answers is reported.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl S3Options {
+    /// Connect and read timeouts: the `storage_options` given, else the
+    /// defaults above.
+    pub fn timeouts(&self) -> (Duration, Duration) {
+        (
+            self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            self.read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT),
+        )
+    }
+}
+
 impl fmt::Debug for S3Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let hidden = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
@@ -165,6 +186,12 @@ fn parse_bool(key: &str, v: &str) -> Result<bool> {
 
 fn parse_count(key: &str, v: &str) -> Result<usize> {
     match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 && key.contains("concurrency") => {
+            crate::limits::threads(&format!("storage option {key}"), n as u64)
+        }
+        Ok(n) if n > 0 && (key.contains("chunksize") || key == "part_size") => {
+            crate::limits::part_size(&format!("storage option {key}"), n as u64)
+        }
         Ok(n) if n > 0 => Ok(n),
         _ => Err(Error::invalid(format!(
             "storage option {key} must be a positive integer, got '{v}'"
@@ -174,7 +201,7 @@ fn parse_count(key: &str, v: &str) -> Result<usize> {
 
 fn parse_seconds(key: &str, v: &str) -> Result<Duration> {
     match v.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+        Ok(s) => crate::limits::seconds(&format!("storage option {key}"), s, false),
         _ => Err(Error::invalid(format!(
             "storage option {key} must be a positive number of seconds, got '{v}'"
         ))),
@@ -231,7 +258,7 @@ pub(crate) struct Resolved {
 impl Resolved {
     pub fn new(options: &S3Options) -> Result<Self> {
         let endpoint = match &options.endpoint_url {
-            Some(e) => Some(e.clone()),
+            Some(e) => Some(check_endpoint(e)?),
             None => env_nonempty("AWS_ENDPOINT_URL_S3")
                 .or_else(|| env_nonempty("AWS_ENDPOINT_URL"))
                 .map(|e| check_endpoint(&e))
@@ -371,14 +398,15 @@ async fn build(cfg: &Resolved) -> Result<aws_sdk_s3::Client> {
     if let Some(n) = o.max_attempts {
         loader = loader.retry_config(RetryConfig::standard().with_max_attempts(n.max(1)));
     }
-    if o.connect_timeout.is_some() || o.read_timeout.is_some() {
-        let mut t = TimeoutConfig::builder();
-        t = t.connect_timeout(o.connect_timeout.unwrap_or(Duration::from_millis(3100)));
-        if let Some(r) = o.read_timeout {
-            t = t.read_timeout(r);
-        }
-        loader = loader.timeout_config(t.build());
-    }
+    // Always set: the SDK has no read timeout by default, so a server that
+    // accepts and never answers would hang a request forever.
+    let (connect, read) = o.timeouts();
+    loader = loader.timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(connect)
+            .read_timeout(read)
+            .build(),
+    );
     if let Some(e) = &cfg.endpoint {
         loader = loader.endpoint_url(e);
     }

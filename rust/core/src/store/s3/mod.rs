@@ -115,7 +115,7 @@ impl S3Store {
                 self.uri(key)
             )));
         }
-        Ok(())
+        crate::keys::check_key(&self.uri(key), key)
     }
 
     /// A bare 404 (HEAD has no body) may mean a missing bucket: say so
