@@ -21,14 +21,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_args
-from orbax.checkpoint._src.futures import future as orbax_future
-from orbax.checkpoint._src.handlers import handler_registration
+from s3dlio._extras import require
 
-from s3dlio_jax._args import S3DlioRestore, S3DlioSave
-from s3dlio_jax._handler import S3DlioCheckpointHandler
-from s3dlio_jax._path import S3DlioPath, path
+require("jax", "jax")
+require("orbax.checkpoint", "jax")
+
+import orbax.checkpoint as ocp  # noqa: E402
+from orbax.checkpoint import checkpoint_args  # noqa: E402
+from orbax.checkpoint._src.futures import future as orbax_future  # noqa: E402
+from orbax.checkpoint._src.handlers import handler_registration  # noqa: E402
+
+from s3dlio_jax._args import S3DlioRestore, S3DlioSave  # noqa: E402
+from s3dlio_jax._handler import S3DlioCheckpointHandler  # noqa: E402
+from s3dlio_jax._path import S3DlioPath, path  # noqa: E402
 
 __all__ = [
     "S3DlioCheckpointHandler",

@@ -13,6 +13,9 @@ import re
 import threading
 
 from s3dlio import _native
+from s3dlio._extras import require
+
+require("tensorflow", "tf")
 
 __all__ = ["SCHEMES", "SchemeTakenError", "configure", "register", "registered"]
 

@@ -9,6 +9,7 @@ reason on stderr, at the first thing that does not work.
 
 from __future__ import annotations
 
+import importlib
 import pathlib
 import shutil
 import subprocess
@@ -58,13 +59,14 @@ def main(scratch: pathlib.Path) -> None:
     out = run(exe, "verify", base)
     check(out.returncode == 1, f"verify of a damaged checkpoint: {out}")
 
-    # No torch here: the adapter says which extra installs it.
-    try:
-        import s3dlio_torch  # noqa: F401
-    except ImportError as err:
-        check("s3dlio[torch]" in str(err), f"s3dlio_torch without torch: {err}")
-    else:
-        check(False, "s3dlio_torch imported without torch installed")
+    # No framework here: each adapter says which extra installs it.
+    for adapter, extra in (("s3dlio_torch", "torch"), ("s3dlio_jax", "jax"), ("s3dlio_tf", "tf")):
+        try:
+            importlib.import_module(adapter)
+        except ImportError as err:
+            check(f"s3dlio[{extra}]" in str(err), f"{adapter} without its framework: {err}")
+        else:
+            check(False, f"{adapter} imported without its framework installed")
     print(
         f"wheel smoke check passed: s3dlio {s3dlio.__version__} on Python {sys.version.split()[0]}"
     )

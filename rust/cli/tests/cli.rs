@@ -70,12 +70,23 @@ fn make_checkpoint(base: &Path, level: Option<i32>, data: &[u8]) -> PathBuf {
             .unwrap();
     })
     .unwrap();
-    let name = if level.is_some() {
-        "rank-00000-of-00001.bin.zst"
-    } else {
-        "rank-00000-of-00001.bin"
-    };
-    base.join("step-000000000001").join(name)
+    // Each save names its shard with a tag of its own:
+    // rank-00000-of-00001.<tag>.bin[.zst].
+    let suffix = if level.is_some() { ".bin.zst" } else { ".bin" };
+    let step = base.join("step-000000000001");
+    let shards: Vec<_> = std::fs::read_dir(&step)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| is_shard_name(&p.file_name().unwrap().to_string_lossy(), suffix))
+        .collect();
+    assert_eq!(shards.len(), 1, "one shard in {step:?}: {shards:?}");
+    shards.into_iter().next().unwrap()
+}
+
+fn is_shard_name(name: &str, suffix: &str) -> bool {
+    name.starts_with("rank-00000-of-00001.")
+        && name.ends_with(suffix)
+        && !name.ends_with(&format!("{suffix}.zst"))
 }
 
 fn flip_byte(path: &Path, at: usize) {
@@ -259,10 +270,11 @@ fn info_and_verify_a_checkpoint() {
     let step = json(&["info", &uri, "--step", "1", "--json"]);
     assert_eq!(step["shards"][0]["rank"], 0);
     assert_eq!(step["shards"][0]["codec"], "zstd-seekable");
-    assert_eq!(step["shards"][0]["key"], "rank-00000-of-00001.bin.zst");
+    let shard_key = step["shards"][0]["key"].as_str().unwrap().to_string();
+    assert!(is_shard_name(&shard_key, ".bin.zst"), "{shard_key}");
     let text = s3dlio(&["info", &uri, "--step", "1"]);
     assert!(
-        text.stdout.contains("rank-00000-of-00001.bin.zst"),
+        text.stdout.contains(&shard_key),
         "{}",
         text.stdout
     );

@@ -40,8 +40,12 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     if !has_userinfo && !has_key {
         return Cow::Borrowed(text);
     }
-    let step = redact_userinfo(text);
-    Cow::Owned(redact_keys(&step))
+    let scrubbed = redact_keys(&redact_userinfo(text));
+    if scrubbed == text {
+        // A key's name inside a word ("design=") or a URL without user info.
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(scrubbed)
 }
 
 /// Characters that end a URL authority or a key's value.
@@ -81,19 +85,18 @@ fn redact_keys(text: &str) -> String {
     let mut i = 0;
     while i < text.len() {
         let at_boundary = i == 0 || !is_key_char(bytes[i - 1]);
-        let key = at_boundary
+        let value_start = at_boundary
             .then(|| {
-                SECRET_KEYS.iter().find(|k| {
-                    lower[i..].starts_with(*k)
-                        && matches!(bytes.get(i + k.len()), Some(b'=') | Some(b':'))
-                })
+                SECRET_KEYS
+                    .iter()
+                    .filter(|k| lower[i..].starts_with(*k))
+                    .find_map(|k| separator_end(bytes, i + k.len()))
             })
             .flatten();
-        let Some(key) = key else {
+        let Some(value_start) = value_start else {
             i += text[i..].chars().next().map_or(1, char::len_utf8);
             continue;
         };
-        let value_start = i + key.len() + 1;
         // A value may be quoted (`"password": "x"`) or bare.
         let mut v = value_start;
         while v < text.len() && matches!(bytes[v], b' ' | b'"' | b'\'') {
@@ -109,6 +112,17 @@ fn redact_keys(text: &str) -> String {
     }
     out.push_str(&text[copied..]);
     out
+}
+
+/// Where a key's value starts, when `at` (just past a key's name) holds
+/// its separator: `=` or `:`, also after the quote that closes a quoted
+/// key (`"password": "x"` in JSON).
+fn separator_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let at = match bytes.get(at) {
+        Some(b'"' | b'\'') => at + 1,
+        _ => at,
+    };
+    matches!(bytes.get(at), Some(b'=' | b':')).then_some(at + 1)
 }
 
 fn is_key_char(b: u8) -> bool {

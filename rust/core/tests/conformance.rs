@@ -601,6 +601,10 @@ for_each_backend!(writer_capabilities_write_the_same_bytes, |b| {
     let meta = w.finish().await.unwrap();
     assert_eq!(meta.size, data.len() as u64, "{}", b.name);
     assert_eq!(b.store.get(&k).await.unwrap(), data, "{}", b.name);
+});
+
+// `copy` replaces the target whole and leaves the source as it was; a
+// missing source is NotFound.
 for_each_backend!(copy_replaces_the_target_and_keeps_the_source, |b| {
     let (src, dst) = (key(b, "copy-src"), key(b, "copy-dst"));
     let data = Bytes::from(pattern((9 << 20) + 5, 11));

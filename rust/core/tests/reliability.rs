@@ -161,7 +161,7 @@ async fn secrets_in_bad_endpoints_are_redacted() {
     const PW: &str = "PWSECRETzz";
     const KEY: &str = "S0VZU0VDUkVU";
     let mut messages = Vec::new();
-    let mut azure = |k: &str, v: &str| {
+    let azure = |k: &str, v: &str| {
         let mut o = StoreOptions::default();
         o.azure.set(k, v).unwrap();
         o.azure.set("account_key", KEY).unwrap();

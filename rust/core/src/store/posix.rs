@@ -158,12 +158,22 @@ pub(crate) fn list_files(uri: &str, prefix: &str) -> Result<Vec<ObjectMeta>> {
             if !(child.starts_with(prefix) || prefix.starts_with(&format!("{child}/"))) {
                 continue;
             }
-            let ft = entry.file_type().map_err(|e| Error::from_io(uri, e))?;
+            // An entry removed since readdir (a losing save cleaning up its
+            // own objects, an overwrite dropping an old generation) is
+            // simply no longer there: not an error of the whole listing.
+            let ft = match entry.file_type() {
+                Ok(ft) => ft,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::from_io(uri, e)),
+            };
             if ft.is_dir() {
                 stack.push((entry.path(), child));
             } else if child.starts_with(prefix) && !name.contains(TEMP_MARKER) {
-                let md = entry.metadata().map_err(|e| Error::from_io(uri, e))?;
-                out.push(meta_from_fs(&child, &md));
+                match entry.metadata() {
+                    Ok(md) => out.push(meta_from_fs(&child, &md)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::from_io(uri, e)),
+                }
             }
         }
     }
