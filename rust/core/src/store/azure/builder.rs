@@ -119,9 +119,11 @@ pub struct AzureConfig {
     pub list_page_size: Option<u32>,
 }
 
-/// Defaults of the SDK's exponential retry policy, kept explicit so the
-/// bounds are ours to state: about a minute before a request gives up.
-pub const DEFAULT_MAX_RETRIES: u32 = 8;
+/// Bounds of the SDK's exponential retry policy (200 ms doubling), ours to
+/// state: five retries ride out a throttled or restarting service (about
+/// 6 s of backoff), and a refused connection is reported in seconds, not
+/// the 43 s that eight retries took; `retry_timeout` caps slow attempts.
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
 pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The parts of a connection string we use.
@@ -354,13 +356,15 @@ pub fn resolve(
 /// `<endpoint>/<container>`; the endpoint may carry a path (Azurite's
 /// `/devstoreaccount1`) but no query.
 fn container_url(shown: &str, endpoint: &str, container: &str) -> Result<Url> {
-    let mut url = Url::parse(endpoint.trim())
-        .map_err(|e| Error::invalid(format!("{shown}: bad blob endpoint '{endpoint}': {e}")))?;
+    let bad = |why: String| {
+        Error::invalid(format!(
+            "{shown}: blob endpoint {} {why}",
+            crate::redact::show_bad_url(endpoint.trim())
+        ))
+    };
+    let mut url = Url::parse(endpoint.trim()).map_err(|e| bad(format!("is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-        return Err(Error::invalid(format!(
-            "{shown}: blob endpoint '{}' must be an http(s) URL",
-            display_url(&url)
-        )));
+        return Err(bad("must be an http(s) URL".to_string()));
     }
     url.set_query(None);
     url.set_fragment(None);
