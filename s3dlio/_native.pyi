@@ -270,9 +270,12 @@ def get_object(uri: str, storage_options: StorageOptions | None = None) -> bytes
 def check_encoding(compression_level: int | None, byte_grouping: bool | None) -> None:
     """The core's rule for encoding settings: ValueError unless the level is
     1-22 (or None) and byte_grouping=True comes with a level."""
+
 # TensorFlow filesystem plugin (this library also exports TF_InitPlugin; see s3dlio_tf).
 TF_COMPRESSION_ENV: str
+
 def tf_configure(compression_level: int | None = None) -> None:
     """Compression level (1-22, or None) of the files the TF plugin writes."""
+
 def tf_abi_layout() -> list[tuple[str, int]]:
     """Sizes and field offsets of the plugin's mirrored TF C tables."""

@@ -66,9 +66,7 @@ def _allowed(
     """Versions of `step` that may load: saves reported committed, the save
     in flight now, and saves in flight at earlier kills (killed after their
     commit point but before they could report it)."""
-    return {v for s, v in committed if s == step} | {
-        v for s, v in killed | {flight} if s == step
-    }
+    return {v for s, v in committed if s == step} | {v for s, v in killed | {flight} if s == step}
 
 
 def _check_seed(

@@ -151,7 +151,9 @@ def test_no_secret_in_any_error_repr_log_or_cli_output(scratch) -> None:
             ["verify", uri.rsplit("/", 1)[0], "--json"],
             ["info", uri.rsplit("/", 1)[0], "--json"],
         ):
-            run = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=120)
+            run = subprocess.run(
+                [*CLI, *args], capture_output=True, text=True, env=env, timeout=120
+            )
             cli_runs += 1
             assert run.returncode != 0, (args, run.stdout)
             both = run.stdout + run.stderr

@@ -273,11 +273,7 @@ fn info_and_verify_a_checkpoint() {
     let shard_key = step["shards"][0]["key"].as_str().unwrap().to_string();
     assert!(is_shard_name(&shard_key, ".bin.zst"), "{shard_key}");
     let text = s3dlio(&["info", &uri, "--step", "1"]);
-    assert!(
-        text.stdout.contains(&shard_key),
-        "{}",
-        text.stdout
-    );
+    assert!(text.stdout.contains(&shard_key), "{}", text.stdout);
 
     let missing = s3dlio(&["info", &uri, "--step", "9"]);
     assert_eq!(missing.code, 2);

@@ -56,7 +56,10 @@ pub fn show_bad_url(text: &str) -> String {
     if text.contains("://") {
         format!("'{}'", redact(text))
     } else {
-        format!("of {} characters without '://' (not shown)", text.chars().count())
+        format!(
+            "of {} characters without '://' (not shown)",
+            text.chars().count()
+        )
     }
 }
 

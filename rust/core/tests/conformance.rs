@@ -508,12 +508,22 @@ for_each_backend!(get_range_view_is_get_range, |b| {
         .await
         .unwrap();
     let len = data.len() as u64;
-    for (s, e) in [(0u64, len), (3, (600 << 10) + 3), (len - 5, len + 100), (len, len), (0, 7)] {
+    for (s, e) in [
+        (0u64, len),
+        (3, (600 << 10) + 3),
+        (len - 5, len + 100),
+        (len, len),
+        (0, 7),
+    ] {
         let got = b.store.get_range_view(&k, s..e).await.unwrap();
         let want = &data[s as usize..(e as usize).min(data.len())];
         assert!(got == want, "{}: view {s}..{e}", b.name);
     }
-    let err = b.store.get_range_view(&k, len + 1..len + 2).await.unwrap_err();
+    let err = b
+        .store
+        .get_range_view(&k, len + 1..len + 2)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{}: {err}", b.name);
     let err = b
         .store
@@ -524,46 +534,57 @@ for_each_backend!(get_range_view_is_get_range, |b| {
 });
 
 // One error for bytes past the end, whichever exact read asks for them.
-for_each_backend!(get_range_into_is_exact_and_past_the_end_is_invalid_input, |b| {
-    let k = key(b, "into");
-    let data = pattern(100_000, 6);
-    b.store
-        .put(&k, Bytes::from(data.clone()), &PutOptions::default())
-        .await
-        .unwrap();
-    for (offset, len) in [(0usize, 100_000usize), (4093, 5), (99_999, 1), (50, 0)] {
-        let mut dst = vec![0u8; len];
+for_each_backend!(
+    get_range_into_is_exact_and_past_the_end_is_invalid_input,
+    |b| {
+        let k = key(b, "into");
+        let data = pattern(100_000, 6);
         b.store
-            .get_range_into(&k, offset as u64, &mut dst)
+            .put(&k, Bytes::from(data.clone()), &PutOptions::default())
             .await
             .unwrap();
-        assert!(dst == data[offset..offset + len], "{}: into at {offset}", b.name);
+        for (offset, len) in [(0usize, 100_000usize), (4093, 5), (99_999, 1), (50, 0)] {
+            let mut dst = vec![0u8; len];
+            b.store
+                .get_range_into(&k, offset as u64, &mut dst)
+                .await
+                .unwrap();
+            assert!(
+                dst == data[offset..offset + len],
+                "{}: into at {offset}",
+                b.name
+            );
+        }
+        for offset in [99_995u64, 100_000, 200_000] {
+            let mut dst = vec![0u8; 10];
+            let err = b
+                .store
+                .get_range_into(&k, offset, &mut dst)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidInput(_)),
+                "{}: into past the end at {offset}: {err}",
+                b.name
+            );
+            assert!(
+                err.to_string().contains("into"),
+                "{}: names the object: {err}",
+                b.name
+            );
+            let err = b
+                .store
+                .read_into(&k, offset, &mut [dst.as_mut_slice()])
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidInput(_)),
+                "{}: read_into past the end at {offset}: {err}",
+                b.name
+            );
+        }
     }
-    for offset in [99_995u64, 100_000, 200_000] {
-        let mut dst = vec![0u8; 10];
-        let err = b
-            .store
-            .get_range_into(&k, offset, &mut dst)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::InvalidInput(_)),
-            "{}: into past the end at {offset}: {err}",
-            b.name
-        );
-        assert!(err.to_string().contains("into"), "{}: names the object: {err}", b.name);
-        let err = b
-            .store
-            .read_into(&k, offset, &mut [dst.as_mut_slice()])
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::InvalidInput(_)),
-            "{}: read_into past the end at {offset}: {err}",
-            b.name
-        );
-    }
-});
+);
 
 // What a caller may ask a store about itself, the same through a wrapper.
 for_each_backend!(store_capabilities_say_what_the_backend_is, |b| {
@@ -574,7 +595,12 @@ for_each_backend!(store_capabilities_say_what_the_backend_is, |b| {
         _ => (false, None),
     };
     assert_eq!(b.store.is_remote(), remote, "{}: is_remote", b.name);
-    assert_eq!(b.store.single_put_limit(&opts), limit, "{}: single_put_limit", b.name);
+    assert_eq!(
+        b.store.single_put_limit(&opts),
+        limit,
+        "{}: single_put_limit",
+        b.name
+    );
 });
 
 // Writer capabilities: `write_with_crc` writes what `write` does, and the
@@ -589,7 +615,12 @@ for_each_backend!(writer_capabilities_write_the_same_bytes, |b| {
         .await
         .unwrap();
     let has_blocking = w.blocking().is_some();
-    assert_eq!(has_blocking, plain_name(b) == "file", "{}: blocking form", b.name);
+    assert_eq!(
+        has_blocking,
+        plain_name(b) == "file",
+        "{}: blocking form",
+        b.name
+    );
     match w.blocking() {
         Some(blocking) => {
             blocking.reserve(tail.len() as u64).unwrap();

@@ -90,7 +90,10 @@ fn library_part(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let mut end = lines.len();
     for (i, pair) in lines.windows(2).enumerate() {
-        if pair[0].trim() == "#[cfg(test)]" && pair[1].trim_start().starts_with("mod ") && pair[1].trim_end().ends_with('{') {
+        if pair[0].trim() == "#[cfg(test)]"
+            && pair[1].trim_start().starts_with("mod ")
+            && pair[1].trim_end().ends_with('{')
+        {
             end = i;
             break;
         }
@@ -190,7 +193,11 @@ fn an_upward_import_is_caught() {
          #[cfg(test)]\nmod tests {\n    use crate::checkpoint::Manifest;\n}\n",
     )
     .unwrap();
-    fs::write(dir.path().join("format.rs"), "fn f() { crate::store::join_key(\"a\", \"b\"); }\n").unwrap();
+    fs::write(
+        dir.path().join("format.rs"),
+        "fn f() { crate::store::join_key(\"a\", \"b\"); }\n",
+    )
+    .unwrap();
     let found = violations(dir.path());
     assert_eq!(found.len(), 2, "{found:#?}");
     assert!(found[0].starts_with("format.rs: `format` (layer 1) imports `store` (layer 2)"));

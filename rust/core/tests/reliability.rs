@@ -221,8 +221,10 @@ async fn special_files_are_never_replaced() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     for scheme in ["file", "direct"] {
         let uri = format!("{scheme}://{}", fifo.display());
-        let mut opts = StoreOptions::default();
-        opts.direct_fallback = true;
+        let opts = StoreOptions {
+            direct_fallback: true,
+            ..Default::default()
+        };
         let loc = open_store(&uri, &opts).unwrap();
         let err = loc
             .store

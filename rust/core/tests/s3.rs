@@ -429,7 +429,11 @@ async fn an_object_overwritten_between_ranged_gets_is_an_error_not_a_mix() {
         let via = open("s3://pinned/obj", &opts);
         let mut dst = vec![0u8; old.len()];
         let result = match read {
-            "get_range" => via.store.get_range(&via.key, 0..old.len() as u64).await.map(|b| b.to_vec()),
+            "get_range" => via
+                .store
+                .get_range(&via.key, 0..old.len() as u64)
+                .await
+                .map(|b| b.to_vec()),
             "read_into" => via
                 .store
                 .read_into(&via.key, 0, &mut [dst.as_mut_slice()])
@@ -441,7 +445,10 @@ async fn an_object_overwritten_between_ranged_gets_is_an_error_not_a_mix() {
                 .await
                 .map(|_| dst.clone()),
         };
-        assert!(proxy.fired.load(Ordering::SeqCst), "{read}: the overwrite happened mid-read");
+        assert!(
+            proxy.fired.load(Ordering::SeqCst),
+            "{read}: the overwrite happened mid-read"
+        );
         match result {
             Err(e) => assert!(e.to_string().contains("s3://pinned/obj"), "{read}: {e}"),
             Ok(got) => panic!(

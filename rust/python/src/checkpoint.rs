@@ -251,7 +251,6 @@ impl PyCheckpointStore {
         unreachable!("the last look returns")
     }
 
-
     fn latest_step(&self, py: Python<'_>) -> PyResult<Option<u64>> {
         let store = self.inner.clone();
         run(py, async move { store.latest_step().await })

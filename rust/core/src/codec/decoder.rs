@@ -12,11 +12,11 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use zstd::bulk::Decompressor;
 
+use super::{resolve_threads, Codec};
 use crate::crc::{crc32c, crc32c_combine};
+use crate::error::{Error, Result};
 use crate::format::grouped;
 use crate::format::seekable::{parse_tail, Sniff, Trailer};
-use super::{resolve_threads, Codec};
-use crate::error::{Error, Result};
 use crate::store::{ObjectStore, ObjectStoreExt};
 
 /// First read when sniffing: covers the trailer of objects up to ~5,000

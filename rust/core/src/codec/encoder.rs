@@ -21,14 +21,14 @@ use bytes::{Buf, Bytes};
 use tokio::task::{JoinError, JoinHandle};
 use zstd::bulk::Compressor;
 
-use crate::format::byte_group;
+use super::{check_level, resolve_threads, Codec, EncodeOptions};
 use crate::crc::{crc32c, crc32c_combine};
+use crate::error::{Error, Result};
+use crate::format::byte_group;
 use crate::format::grouped::GroupedCompressor;
 use crate::format::out_pool;
 use crate::format::seekable::{FrameEntry, Trailer};
 use crate::format::zstd_raw::LITERAL_PADDING;
-use super::{check_level, resolve_threads, Codec, EncodeOptions};
-use crate::error::{Error, Result};
 use crate::store::{ObjectMeta, ObjectWriter};
 
 /// Largest accepted frame: the seek table stores sizes as u32, and a

@@ -19,10 +19,12 @@ pub mod encoder;
 #[cfg(test)]
 pub(crate) mod bench;
 
+/// The formats and limits under their old `codec::` paths.
+pub use crate::format::{
+    byte_group, check_level, seekable, DEFAULT_FRAME_SIZE, MAX_LEVEL, MIN_LEVEL,
+};
 pub use decoder::ObjectReader;
 pub use encoder::{EncodedMeta, EncodingWriter};
-/// The formats and limits under their old `codec::` paths.
-pub use crate::format::{byte_group, check_level, seekable, DEFAULT_FRAME_SIZE, MAX_LEVEL, MIN_LEVEL};
 
 /// The encoding settings every binding accepts: a level 1-22 or none, and
 /// `byte_grouping=True` only with a level (the filter feeds zstd).
@@ -224,9 +226,16 @@ mod tests {
     fn encoding_checks() {
         check_encoding(None, None).unwrap();
         check_encoding(Some(3), Some(true)).unwrap();
-        assert!(check_encoding(Some(0), None).unwrap_err().to_string().contains("compression level 0 is out of range"));
+        assert!(check_encoding(Some(0), None)
+            .unwrap_err()
+            .to_string()
+            .contains("compression level 0 is out of range"));
         let err = check_encoding(None, Some(true)).unwrap_err();
-        assert!(err.to_string().contains("byte_grouping=True needs compression"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("byte_grouping=True needs compression"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -235,16 +244,31 @@ mod tests {
             level: Some(3),
             ..Default::default()
         };
-        let off = base.with_byte_grouping(Some(false), Some(2), Some("bfloat16")).unwrap();
+        let off = base
+            .with_byte_grouping(Some(false), Some(2), Some("bfloat16"))
+            .unwrap();
         assert_eq!(off.byte_group, None);
-        let auto = base.with_byte_grouping(None, Some(4), Some("float32")).unwrap();
+        let auto = base
+            .with_byte_grouping(None, Some(4), Some("float32"))
+            .unwrap();
         assert_eq!((auto.byte_group, auto.byte_group_auto), (Some(4), true));
         let auto_int = base.with_byte_grouping(None, None, Some("int64")).unwrap();
         assert_eq!(auto_int.byte_group, None);
-        let forced = base.with_byte_grouping(Some(true), Some(8), Some("float64")).unwrap();
-        assert_eq!((forced.byte_group, forced.byte_group_auto), (Some(8), false));
-        let err = base.with_byte_grouping(Some(true), None, Some("int8")).unwrap_err();
-        assert!(err.to_string().contains("needs a 2-, 4- or 8-byte float dtype; int8 is not one"), "{err}");
+        let forced = base
+            .with_byte_grouping(Some(true), Some(8), Some("float64"))
+            .unwrap();
+        assert_eq!(
+            (forced.byte_group, forced.byte_group_auto),
+            (Some(8), false)
+        );
+        let err = base
+            .with_byte_grouping(Some(true), None, Some("int8"))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("needs a 2-, 4- or 8-byte float dtype; int8 is not one"),
+            "{err}"
+        );
         let err = base.with_byte_grouping(Some(true), None, None).unwrap_err();
         assert!(err.to_string().contains("needs dtype="), "{err}");
     }

@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::runtime::Runtime;
 
-use crate::format::pack_frame::FrameDecoder;
 use super::Grouping;
-use crate::format::byte_group;
 use crate::crc::{crc32c, crc32c_append, crc32c_combine};
 use crate::error::{Error, Result};
+use crate::format::byte_group;
+use crate::format::pack_frame::FrameDecoder;
 use crate::store::ObjectStore;
 
 /// Where a run of an item's logical bytes goes.

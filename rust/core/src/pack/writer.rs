@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::format::pack_frame::FrameEncoder;
 use super::{GroupRequest, Grouping, PackOptions, PackedItem, GROUP_FRAME};
 use crate::crc::{crc32c, crc32c_append, crc32c_combine};
-use crate::format::grouped::GroupedCompressor;
 use crate::error::{Error, Result};
+use crate::format::grouped::GroupedCompressor;
+use crate::format::pack_frame::FrameEncoder;
 use crate::store::{BlockingWrite, ObjectMeta, ObjectStore, ObjectWriter};
 
 /// Pieces at least this large get their CRC32C computed on a blocking
@@ -365,7 +365,8 @@ impl PackWriter {
             self.grouped.push(compressor);
             let (stored, chunk_crc) = out.map_err(|e| self.codec_failed(e))?;
             crc = crc32c_combine(crc, chunk_crc, len);
-            self.put(crate::format::out_pool::into_bytes(stored)).await?;
+            self.put(crate::format::out_pool::into_bytes(stored))
+                .await?;
         }
         let tail: u64 = after.iter().map(|s| s.len() as u64).sum();
         if tail > 0 {

@@ -15,8 +15,8 @@ use super::mapped::MappedRange;
 pub use super::posix::TEMP_MARKER;
 use super::posix::{
     blocking, check_file_key, create_parent, delete_async, file_uri, head_async, in_place,
-    key_path, list_async, meta_from_fs, preadv_exact, preallocate, publish, sync_parent,
-    temp_path, writev_all,
+    key_path, list_async, meta_from_fs, preadv_exact, preallocate, publish, sync_parent, temp_path,
+    writev_all,
 };
 use super::{check_range, BlockingWrite, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
 use crate::error::{Error, Result};

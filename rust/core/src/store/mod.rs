@@ -492,16 +492,26 @@ mod tests {
 
     #[test]
     fn storage_options_from_pairs() {
-        let opts = StoreOptions::from_pairs([("direct_fallback", "Yes"), ("endpoint", "http://127.0.0.1:1")])
-            .unwrap();
+        let opts = StoreOptions::from_pairs([
+            ("direct_fallback", "Yes"),
+            ("endpoint", "http://127.0.0.1:1"),
+        ])
+        .unwrap();
         assert!(opts.direct_fallback);
         let err = StoreOptions::from_pairs([("colour", "red")]).unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)));
         let msg = err.to_string();
         assert!(msg.contains("unknown storage option 'colour'"), "{msg}");
-        assert!(msg.contains("direct_fallback") && msg.contains("endpoint_url"), "{msg}");
+        assert!(
+            msg.contains("direct_fallback") && msg.contains("endpoint_url"),
+            "{msg}"
+        );
         let err = StoreOptions::from_pairs([("direct_fallback", "maybe")]).unwrap_err();
-        assert!(err.to_string().contains("must be true or false, got 'maybe'"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("must be true or false, got 'maybe'"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -511,7 +521,10 @@ mod tests {
         for bad in ["", "/abs", "a//b", "./a", "a/..", "../x", "a/"] {
             let err = loc.child_checked(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidInput(_)), "{bad:?}");
-            assert!(err.to_string().contains("not a plain relative path"), "{err}");
+            assert!(
+                err.to_string().contains("not a plain relative path"),
+                "{err}"
+            );
         }
     }
 }

@@ -80,9 +80,7 @@ pub(crate) fn check_version(uri: &str, pinned: Option<&str>, got: Option<&str>) 
     match (pinned, got) {
         (Some(want), Some(got)) if want != got => Err(Error::backend(
             uri,
-            format!(
-                "the object changed while it was being read (version {want} became {got})"
-            ),
+            format!("the object changed while it was being read (version {want} became {got})"),
             false,
         )),
         _ => Ok(()),
@@ -90,7 +88,11 @@ pub(crate) fn check_version(uri: &str, pinned: Option<&str>, got: Option<&str>) 
 }
 
 /// `ObjectStore::get_range`: bytes `range` of `key`, clipped to its end.
-pub(crate) async fn get_range<S: RangedGet>(src: &S, key: &str, range: Range<u64>) -> Result<Bytes> {
+pub(crate) async fn get_range<S: RangedGet>(
+    src: &S,
+    key: &str,
+    range: Range<u64>,
+) -> Result<Bytes> {
     let uri = src.uri(key);
     if range.start > range.end {
         check_range(&uri, &range, u64::MAX)?;
@@ -303,7 +305,11 @@ mod tests {
             }
             let (etag, data) = versions[0].clone();
             if version.is_some_and(|v| v != etag) {
-                return Err(Error::backend(self.uri(key), "412 precondition failed", false));
+                return Err(Error::backend(
+                    self.uri(key),
+                    "412 precondition failed",
+                    false,
+                ));
             }
             let end = (range.end as usize).min(data.len());
             Ok(Some(Opened {
@@ -365,7 +371,9 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{err}");
-        assert!(err.to_string().contains("wanted bytes 8..16 but the object ends at 12"));
+        assert!(err
+            .to_string()
+            .contains("wanted bytes 8..16 but the object ends at 12"));
         // get_range clips instead.
         let src = overwritten();
         assert_eq!(&get_range(&src, "k", 10..100).await.unwrap()[..], b"aa");

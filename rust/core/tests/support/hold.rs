@@ -5,6 +5,9 @@
 //! while that request waits, so the hook's effect is complete before the
 //! server sees it.
 
+// Included by several test crates; each uses only some of its fields.
+#![allow(dead_code)]
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

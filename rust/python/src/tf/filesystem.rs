@@ -243,9 +243,7 @@ pub fn children(uri: &str) -> OpResult<Vec<String>> {
 /// component, as in TF's own matcher). Object stores answer from ONE
 /// listing of the pattern's literal prefix, never a directory walk.
 pub fn matching_paths(pattern: &str) -> OpResult<Vec<String>> {
-    let literal_end = pattern
-        .find(|c| matches!(c, '*' | '?' | '[' | '\\'))
-        .unwrap_or(pattern.len());
+    let literal_end = pattern.find(['*', '?', '[', '\\']).unwrap_or(pattern.len());
     let literal = &pattern[..literal_end];
     // The directory holding the literal part is where candidates start.
     let dir = match literal.rfind('/') {

@@ -82,7 +82,10 @@ impl MultipartTarget for BlockTarget {
 
     async fn start(&self) -> Result<String> {
         let UniqueTag { hash, seq } = unique_tag();
-        Ok(format!("{:016x}", (u64::from(hash) << 32) | (seq & 0xffff_ffff)))
+        Ok(format!(
+            "{:016x}",
+            (u64::from(hash) << 32) | (seq & 0xffff_ffff)
+        ))
     }
 
     async fn put_part(

@@ -142,7 +142,13 @@ impl AlignedBuf {
     }
 
     /// pread into the buffer at `at..cap`; grows `len` to cover what arrived.
-    pub(super) fn pread_at(&mut self, file: &File, at: usize, max: usize, offset: u64) -> io::Result<usize> {
+    pub(super) fn pread_at(
+        &mut self,
+        file: &File,
+        at: usize,
+        max: usize,
+        offset: u64,
+    ) -> io::Result<usize> {
         let n = max.min(self.cap - at);
         // SAFETY: the destination lies inside our allocation.
         let got = unsafe {

@@ -33,13 +33,13 @@ use aligned::round_up;
 use engine::{refused, ReadIo, WriteIo};
 use writer::{DirectWriter, TempGuard};
 
+use crate::error::{Error, Result};
 use crate::store::posix::{
     blocking, check_file_key, delete_async, file_uri, head_async, in_place, key_path, list_async,
     sync_parent, temp_path,
 };
 use crate::store::ranged::past_end;
 use crate::store::{check_range, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
-use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Default)]
 pub struct DirectStore {
@@ -306,9 +306,9 @@ impl ObjectStore for DirectStore {
 mod tests {
     use super::aligned::{ALIGN, BOUNCE};
     use super::engine::is_direct;
-    use std::os::fd::AsRawFd;
     use super::*;
     use crate::store::ObjectStoreExt;
+    use std::os::fd::AsRawFd;
     use std::time::Instant;
 
     const SIZES: [usize; 6] = [0, 1, 4095, 4096, 4097, (1 << 20) + 3];

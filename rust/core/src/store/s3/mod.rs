@@ -337,4 +337,3 @@ impl ObjectStore for S3Store {
         ))
     }
 }
-
