@@ -55,7 +55,8 @@ SCRIPT = textwrap.dedent(
          "max_retries": "0"},
         {"connection_string": f"BlobEndpoint=http://127.0.0.1:1/acct;SharedAccessSignature=sv=1&sig={sig}",
          "max_retries": "0"},
-        {"connection_string": f"AccountName=acct;AccountKey={key};BlobEndpoint=not a url?sig={sig}"},
+        {"connection_string":
+            f"AccountName=acct;AccountKey={key};BlobEndpoint=not a url?sig={sig}"},
         {"connection_string": f"AccountName=acct;AccountKey={key};BlobEndpoint=ftp://u:{pw}@h/x"},
         {"endpoint": f"http://me:{pw}@127.0.0.1:1/acct?sig={sig}", "account_key": key,
          "max_retries": "0"},
@@ -68,7 +69,8 @@ SCRIPT = textwrap.dedent(
         ("get_bytes", lambda u, o: s3dlio.get_bytes(u + "/obj", o)),
         ("stat", lambda u, o: s3dlio.stat(u + "/obj", o)),
         ("list", lambda u, o: s3dlio.list(u + "/", o)),
-        ("checkpoint", lambda u, o: s3dlio.PyCheckpointStore(u + "/ck", storage_options=o).reader().latest_step()),
+        ("checkpoint", lambda u, o: s3dlio.PyCheckpointStore(
+            u + "/ck", storage_options=o).reader().latest_step()),
     ]
     out = []
     def attempt(uri, opts):
