@@ -33,6 +33,10 @@ def numpy_pin() -> str:
     raise RuntimeError("requirements.txt pins no numpy")
 
 
+# The wheel's own numpy requirement (pyproject.toml's dependencies).
+WHEEL_NUMPY = "numpy>=1.26"
+
+
 def find_python(version: str) -> pathlib.Path | None:
     """A working CPython `version` (\"3.12\"): pyenv's newest patch release, else PATH's."""
     pyenv = pathlib.Path(os.environ.get("PYENV_ROOT", pathlib.Path.home() / ".pyenv"))
@@ -63,9 +67,16 @@ def run(argv: list[str | os.PathLike[str]], **kwargs: object) -> None:
 def venv_with_wheel(python: pathlib.Path, dist: pathlib.Path, venv: pathlib.Path) -> pathlib.Path:
     """`venv` (created once) holding numpy and the s3dlio wheel from `dist` that fits `python`."""
     vpy = venv / "bin" / "python"
-    if not vpy.exists():
+    ready = venv / ".numpy-installed"
+    if not ready.exists():
         run([python, "-m", "venv", "--clear", venv])
-        run([vpy, "-m", "pip", "install", "-q", numpy_pin()])
+        try:
+            run([vpy, "-m", "pip", "install", "-q", numpy_pin()])
+        except RuntimeError:
+            # The dev venv's numpy is newer than this Python supports (numpy
+            # 2.3+ needs 3.11): take what the wheel itself asks for.
+            run([vpy, "-m", "pip", "install", "-q", WHEEL_NUMPY])
+        ready.touch()
     run([vpy, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", "--no-index",
          "--find-links", dist, "s3dlio"])  # fmt: skip
     return vpy
