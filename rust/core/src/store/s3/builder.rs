@@ -216,7 +216,7 @@ fn check_endpoint(url: &str) -> Result<String> {
     match host {
         Some(h) if !h.is_empty() => Ok(url.to_string()),
         _ => Err(Error::invalid(format!(
-            "S3 endpoint {} must start with http:// or https:// and name a host",
+            "S3 endpoint_url {} must start with http:// or https:// and name a host",
             crate::redact::show_bad_url(url)
         ))),
     }
