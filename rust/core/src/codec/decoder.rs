@@ -101,9 +101,7 @@ fn zeroed(uri: &str, len: usize) -> Result<Vec<u8>> {
 /// An object named `*.zst` that starts with a zstd frame written the way
 /// ours are (content size, no zstd checksum) but has no valid s3dlio
 /// trailer was truncated or had its footer damaged: corrupt, never handed
-/// back as its raw bytes. One that still ends with zstd's seek-table magic
-/// is a whole foreign seekable archive (its seek table parsed, no metadata
-/// of ours in it): plain, as it always was.
+/// back as its raw bytes.
 async fn refuse_headless_zstd(
     store: &Arc<dyn ObjectStore>,
     key: &str,
@@ -111,7 +109,7 @@ async fn refuse_headless_zstd(
     size: u64,
     tail: &Bytes,
 ) -> Result<()> {
-    if !key.ends_with(".zst") || size < 6 || ends_with_seek_table(tail) {
+    if !key.ends_with(".zst") || size < 6 {
         return Ok(());
     }
     let head = if tail.len() as u64 == size {
@@ -127,11 +125,6 @@ async fn refuse_headless_zstd(
         ));
     }
     Ok(())
-}
-
-fn ends_with_seek_table(tail: &[u8]) -> bool {
-    tail.len() >= 4
-        && tail[tail.len() - 4..] == crate::format::seekable::SEEKABLE_MAGIC.to_le_bytes()
 }
 
 impl ObjectReader {
@@ -163,6 +156,8 @@ impl ObjectReader {
                     refuse_headless_zstd(&store, key, &uri, size, &tail).await?;
                     return Ok(Self::plain(store, key, uri, size));
                 }
+                // A whole archive of another writer: its bytes, as they are.
+                Sniff::Foreign => return Ok(Self::plain(store, key, uri, size)),
                 Sniff::Seekable(trailer) => {
                     return Ok(Self::seekable(store, key, uri, size, trailer))
                 }

@@ -102,7 +102,11 @@ pub struct Trailer {
 /// What the tail of an object says it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sniff {
+    /// No seek table at the end.
     Plain,
+    /// A whole zstd seekable archive that is not ours (its seek table
+    /// parses, no s3dlio metadata before it): plain bytes to us.
+    Foreign,
     Seekable(Trailer),
     /// The trailer is longer than the tail given: read this many bytes from
     /// the end of the object and parse again.
@@ -314,14 +318,14 @@ pub fn looks_like_our_frame(head: &[u8]) -> bool {
     has_size && !checksum
 }
 
-/// A seek table not preceded by our metadata: a foreign seekable archive
-/// (plain to us) unless our tag shows up in the tail, which means our own
+/// A seek table not preceded by our metadata: a foreign seekable archive,
+/// unless our tag shows up in the tail, which means our own
 /// trailer was damaged.
 fn foreign_or_garbled(tail: &[u8]) -> Result<Sniff, String> {
     if tail.windows(6).any(|w| w == &META_TAG[..6]) {
         return Err("s3dlio metadata frame before the seek table is damaged".to_string());
     }
-    Ok(Sniff::Plain)
+    Ok(Sniff::Foreign)
 }
 
 /// Internal consistency of a parsed trailer against the stored size.
