@@ -69,6 +69,22 @@ def _allowed(
     return {v for s, v in committed if s == step} | {v for s, v in killed | {flight} if s == step}
 
 
+def _check_loaded(
+    step: int,
+    data: bytes,
+    committed: list[tuple[int, int]],
+    flight: tuple[int, int],
+    killed: set[tuple[int, int]],
+) -> int:
+    """`data` loaded for `step` is whole and one of the versions that may
+    load there; returns its version."""
+    got = kw.decode_header(data)
+    assert data == kw.payload(*got), f"step {step}: bytes do not match their header"
+    allowed = _allowed(step, committed, flight, killed)
+    assert got[0] == step and got[1] in allowed, (step, got, allowed)
+    return got[1]
+
+
 def _check_seed(
     base: str,
     committed: list[tuple[int, int]],
@@ -84,14 +100,10 @@ def _check_seed(
     if latest is None:
         return -1
     for step in {latest} | {s for s, _ in committed[-3:]}:
-        data = store.load(step)
-        got = kw.decode_header(data)
-        assert data == kw.payload(*got), f"step {step}: bytes do not match their header"
-        allowed = _allowed(step, committed, flight, killed)
+        version = _check_loaded(step, store.load(step), committed, flight, killed)
         newest_logged = max((v for s, v in committed if s == step), default=-1)
-        assert got[0] == step and got[1] in allowed, (step, got, allowed)
         # A save reported committed is never replaced by an older one.
-        assert got[1] >= newest_logged or got[1] == flight[1], (step, got, newest_logged)
+        assert version >= newest_logged or version == flight[1], (step, version, newest_logged)
     return latest
 
 
@@ -119,11 +131,7 @@ def _check_dcp(
             # version.
             assert step == flight[0] and not any(s == step for s, _ in committed), step
             continue
-        data = bytes(state["data"].numpy())
-        got = kw.decode_header(data)
-        assert data == kw.payload(*got)
-        allowed = _allowed(step, committed, flight, killed)
-        assert got[0] == step and got[1] in allowed, (step, got, allowed)
+        _check_loaded(step, bytes(state["data"].numpy()), committed, flight, killed)
     return max((s for s, _ in committed), default=-1)
 
 
