@@ -80,6 +80,29 @@ class Bench:
         )
 
 
+def speed_row(
+    group: str,
+    operation: str,
+    nbytes: int,
+    ours: Timing,
+    peer_name: str,
+    peer: Timing,
+    notes: str = "",
+) -> Row:
+    """A MB/s row from two `interleaved` timings of the same `nbytes`."""
+    return Row(
+        group,
+        operation,
+        mb_per_s(nbytes, ours.seconds),
+        peer_name,
+        mb_per_s(nbytes, peer.seconds),
+        "MB/s",
+        ours_rss_mib=ours.rss_mib,
+        peer_rss_mib=peer.rss_mib,
+        notes=notes,
+    )
+
+
 def fmt(x: float | None) -> str:
     if x is None:
         return "n/a"

@@ -37,13 +37,24 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-from _common import OUT_DIR, Bench, Row, cpu_seconds, peak_rss
+from _common import OUT_DIR, Bench
+from _transfer import (
+    MIB,
+    RAW_CURL,
+    Result,
+    measured,
+    measured_curl,
+    peer_rows,
+    random_file,
+    report,
+    run_child,
+    show,
+    split_file,
+)
 
-MIB = 1 << 20
 # s3dlio's defaults (PutOptions: 8 MiB parts, 4 in flight; reads: 8 MiB
 # ranges, 8 in flight); the SDK and curl get the same.
 PART = 8 * MIB
@@ -190,40 +201,18 @@ WORKERS = {
 def worker_main(argv: list[str]) -> None:
     peer, op, blob, path = argv[:4]
     srv = Server()
-    if peer == "raw-curl":
+    size = os.path.getsize(path) if op == "upload" or peer == RAW_CURL else 0
+    if peer == RAW_CURL:
         blocks = json.loads(argv[4]) if op == "upload" else []
-        start, cpu0 = time.perf_counter(), cpu_seconds()
-        work_raw_curl(srv, op, blob, path, blocks)
-        seconds = time.perf_counter() - start
-        # The work is in the curl children: their CPU, and the largest curl
-        # process's peak RSS (not a growth).
-        import resource
-
-        r = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = r.ru_utime + r.ru_stime + cpu_seconds() - cpu0
-        rss = r.ru_maxrss / 1024
-    else:
-        with peak_rss() as m:
-            start, cpu0 = time.perf_counter(), cpu_seconds()
-            WORKERS[peer](srv, op, blob, path)
-            seconds = time.perf_counter() - start
-            cpu = cpu_seconds() - cpu0
-        rss = m["mib"]
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "rss_mib": rss}))
+        report(measured_curl(size, lambda: work_raw_curl(srv, op, blob, path, blocks)))
+        return
+    with measured(size) as r:
+        WORKERS[peer](srv, op, blob, path)
+    r["bytes"] = os.path.getsize(path)
+    report(r)
 
 
 # --- driver ----------------------------------------------------------------
-
-
-def run_worker(peer: str, op: str, blob: str, path: str, *extra: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", peer, op, blob, path, *extra],
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"{peer} {op} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def digest(path: pathlib.Path) -> str:
@@ -234,28 +223,8 @@ def digest(path: pathlib.Path) -> str:
     return h.hexdigest()
 
 
-def make_data(path: pathlib.Path, size: int) -> None:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 64 * MIB)
-            f.write(rng.bytes(n))
-            left -= n
-
-
-def split_blocks(src: pathlib.Path, into: pathlib.Path) -> list[str]:
-    """The source cut into block files beforehand (curl uploads whole files)."""
-    into.mkdir(parents=True, exist_ok=True)
-    out = []
-    with open(src, "rb") as f:
-        while chunk := f.read(PART):
-            p = into / f"block-{len(out):05d}"
-            p.write_bytes(chunk)
-            out.append(str(p))
-    return out
+def run_worker(peer: str, op: str, blob: str, path: str, *extra: str) -> Result:
+    return run_child(__file__, ["--worker", peer, op, blob, path, *extra], f"{peer} {op}")
 
 
 def main() -> None:
@@ -273,7 +242,7 @@ def main() -> None:
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-azure-", dir=OUT_DIR))
     try:
         src = work / "src.bin"
-        make_data(src, size)
+        random_file(src, size)
         want = digest(src)
         print(
             f"{size / MIB:.0f} MiB of random data, Azurite on {srv.endpoint}, "
@@ -282,16 +251,16 @@ def main() -> None:
         )
         # One round: Azurite frees a deleted blob's space only every 10
         # minutes, so each extra round would hold another copy per peer.
-        results: dict[str, dict[str, dict]] = {}
+        results: dict[str, dict[str, Result]] = {}
         for peer in PEERS:
             blob = f"{peer}.bin"
             dst = work / f"{peer}.out"
             extra: list[str] = []
-            if peer == "raw-curl":  # cut beforehand, not timed
-                extra = [json.dumps(split_blocks(src, work / "blocks"))]
+            if peer == RAW_CURL:  # cut beforehand, not timed
+                extra = [json.dumps(split_file(src, PART, work / "blocks"))]
             up = run_worker(peer, "upload", blob, str(src), *extra)
             shutil.rmtree(work / "blocks", ignore_errors=True)
-            if peer == "raw-curl":
+            if peer == RAW_CURL:
                 down = run_worker(peer, "download", blob, str(src))
                 # curl discards the bodies; check the blob it built instead.
                 with open(dst, "wb") as f:
@@ -304,40 +273,18 @@ def main() -> None:
             container.get_blob_client(blob).delete_blob()
             results[peer] = {"upload": up, "download": down}
             for op, r in results[peer].items():
-                print(
-                    f"  {peer:15s} {op:9s} {r['seconds']:7.2f} s "
-                    f"{size / 1e6 / r['seconds']:7.0f} MB/s  CPU {r['cpu']:6.2f} s  "
-                    f"peak RSS {r['rss_mib']:6.0f} MiB",
-                    flush=True,
-                )
-        ours = results["s3dlio"]
+                show(peer, op, r)
         for op, what in [("upload", "upload (file to blob)"), ("download", "download")]:
-            for peer in PEERS[1:]:
-                theirs = results[peer][op]
-                bench.add(
-                    Row(
-                        "azure",
-                        f"{what} {size // MIB} MiB",
-                        size / 1e6 / ours[op]["seconds"],
-                        PEER_NAMES[peer],
-                        size / 1e6 / theirs["seconds"],
-                        "MB/s",
-                        ours_rss_mib=ours[op]["rss_mib"],
-                        peer_rss_mib=theirs["rss_mib"],
-                        notes=(
-                            f"Azurite on 127.0.0.1; blocks {PART // MIB} MiB, "
-                            f"concurrency {UPLOAD_CONCURRENCY} up / {DOWNLOAD_CONCURRENCY} "
-                            f"down; client CPU {ours[op]['cpu']:.1f} s vs "
-                            f"{theirs['cpu']:.1f} s; one run each"
-                            + (
-                                "; curl sends pre-cut block files / discards GET bodies, "
-                                "its RSS is the largest curl process's peak"
-                                if peer == "raw-curl"
-                                else ""
-                            )
-                        ),
-                    )
-                )
+            peer_rows(
+                bench,
+                "azure",
+                f"{what} {size // MIB} MiB",
+                results["s3dlio"][op],
+                {peer: results[peer][op] for peer in PEERS[1:]},
+                PEER_NAMES,
+                f"Azurite on 127.0.0.1; blocks {PART // MIB} MiB, concurrency "
+                f"{UPLOAD_CONCURRENCY} up / {DOWNLOAD_CONCURRENCY} down; one run each",
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

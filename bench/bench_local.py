@@ -18,7 +18,7 @@ import os
 import time
 
 import numpy as np
-from _common import OUT_DIR, Bench, Row, interleaved, mb_per_s
+from _common import OUT_DIR, Bench, Row, interleaved, speed_row
 
 import s3dlio
 
@@ -54,22 +54,18 @@ def durable_writes(bench: Bench) -> None:
     ]:
         path.unlink(missing_ok=True)
     what = f"durable write of {size >> 20} MiB"
-    d = runs["direct"]
     for key, peer in [
         ("file", "s3dlio file:// + fsync"),
         ("python", "Python open().write() + os.fsync()"),
     ]:
-        p = runs[key]
         bench.add(
-            Row(
+            speed_row(
                 "local",
                 f"{what}: direct://",
-                mb_per_s(size, d.seconds),
+                size,
+                runs["direct"],
                 peer,
-                mb_per_s(size, p.seconds),
-                "MB/s",
-                ours_rss_mib=d.rss_mib,
-                peer_rss_mib=p.rss_mib,
+                runs[key],
                 notes="work disk (see machine); best of interleaved runs",
             )
         )
@@ -89,17 +85,14 @@ def threads_scaling(bench: Bench) -> None:
                 2 if bench.quick else 3,
             )
             s3dlio.delete(uri)
-            a, o = runs["all"], runs["one"]
             bench.add(
-                Row(
+                speed_row(
                     "local",
                     f"compress {n >> 20} MiB float32, L{level} {label}: all {CORES} cores",
-                    mb_per_s(n, a.seconds),
+                    n,
+                    runs["all"],
                     "same, compression_threads=1",
-                    mb_per_s(n, o.seconds),
-                    "MB/s",
-                    ours_rss_mib=a.rss_mib,
-                    peer_rss_mib=o.rss_mib,
+                    runs["one"],
                     notes="into memory://; ours/peer is the speed-up from parallel frames",
                 )
             )

@@ -32,13 +32,25 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from _common import OUT_DIR, Bench, Row, cpu_seconds, peak_rss
+from _common import OUT_DIR, Bench
+from _transfer import (
+    MIB,
+    RAW_CURL,
+    Result,
+    add,
+    keep_best,
+    measured,
+    measured_curl,
+    peer_rows,
+    report,
+    run_child,
+    show,
+    split_file,
+)
 
-MIB = 1 << 20
 FULL_SIZES = [1024, 512, 256, 64, 64, 64, 64]  # MiB, 2 GiB in all
 QUICK_SIZES = [128, 64, 64]
 PART = 8 * MIB
@@ -228,18 +240,6 @@ def curl(target: str, extra: list[str]) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
-def split_parts(path: str, size: int, part: int, into: pathlib.Path) -> list[str]:
-    """The source cut into part files beforehand (curl uploads whole files)."""
-    into.mkdir(parents=True, exist_ok=True)
-    out = []
-    with open(path, "rb") as f:
-        for n, _ in enumerate(range(0, size, part), start=1):
-            p = into / f"part-{n}"
-            p.write_bytes(f.read(part))
-            out.append(str(p))
-    return out
-
-
 def raw_multipart(pool: ThreadPoolExecutor, key: str, parts: list[str]) -> None:
     """The request pattern of a multipart upload, with curl sending the part
     files as they are (no client-side buffering or hashing)."""
@@ -300,52 +300,33 @@ def child(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     objects = json.loads(args.objects)
     total = sum(size for _, size, _ in objects)
-    if args.peer == "raw-curl":
+    if args.peer == RAW_CURL:
         parts_of = {}
         if args.direction == "put":  # not timed, like loading the others' buffers
             scratch = pathlib.Path(objects[0][2]).parent.parent / "raw-parts"
-            parts_of = {
-                name: split_parts(path, size, PART, scratch / name) for name, size, path in objects
-            }
-        start, cpu0 = time.perf_counter(), cpu_seconds()
-        raw_curl(args.direction, objects, PART, CONCURRENCY, parts_of)
-        elapsed = time.perf_counter() - start
-        # The work is in the curl children: count their CPU, not ours, and
-        # their memory: the largest curl process's peak (not a growth).
-        import resource
-
-        r = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = r.ru_utime + r.ru_stime + cpu_seconds() - cpu0
-        report(elapsed, cpu, total, r.ru_maxrss / 1024)
+            parts_of = {name: split_file(path, PART, scratch / name) for name, _, path in objects}
+        work = lambda: raw_curl(args.direction, objects, PART, CONCURRENCY, parts_of)  # noqa: E731
+        report(measured_curl(total, work))
         return
     put, get = make_peer(args.peer, PART, CONCURRENCY)
-    elapsed = cpu = rss = 0.0
+    result: Result | None = None
     for name, size, path in objects:
         key = f"{args.peer}/{name}"
         if args.direction == "put":
             src = np.fromfile(path, dtype=np.uint8)  # loading is not timed
-            with peak_rss() as m:
-                start, cpu0 = time.perf_counter(), cpu_seconds()
+            with measured(size) as r:
                 put(key, memoryview(src))
-                elapsed += time.perf_counter() - start
-                cpu += cpu_seconds() - cpu0
         else:
             buf = np.empty(size, dtype=np.uint8)
             buf.fill(0)  # the destination's pages exist before timing, for every peer
-            with peak_rss() as m:
-                start, cpu0 = time.perf_counter(), cpu_seconds()
+            with measured(size) as r:
                 get(key, buf)
-                elapsed += time.perf_counter() - start
-                cpu += cpu_seconds() - cpu0
-        rss = max(rss, m["mib"])
-        if args.direction == "get" and not same_as_file(buf, path):
-            raise SystemExit(f"{args.peer}: {key} came back different")
+            if not same_as_file(buf, path):
+                raise SystemExit(f"{args.peer}: {key} came back different")
+        result = add(result, r)
         src = buf = None
-    report(elapsed, cpu, total, rss)
-
-
-def report(seconds: float, cpu: float, total: int, rss_mib: float) -> None:
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "bytes": total, "rss_mib": rss_mib}))
+    assert result is not None
+    report(result)
 
 
 # ---------------------------------------------------------------- parent
@@ -374,22 +355,9 @@ def delete_prefix(prefix: str) -> None:
             client.delete_object(Bucket=bucket, Key=obj["Key"])
 
 
-def run_child(peer: str, direction: str, objects) -> dict:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        "--peer",
-        peer,
-        "--direction",
-        direction,
-        "--objects",
-        json.dumps(objects),
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"{peer} {direction} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def run_peer(peer: str, direction: str, objects) -> Result:
+    args = ["--child", "--peer", peer, "--direction", direction, "--objects", json.dumps(objects)]
+    return run_child(__file__, args, f"{peer} {direction}")
 
 
 def main() -> None:
@@ -411,55 +379,28 @@ def main() -> None:
             f"{PART // MIB} MiB, concurrency {CONCURRENCY}; {os.cpu_count()} CPUs; "
             f"best of {rounds} interleaved rounds"
         )
-        best: dict[tuple[str, str], dict] = {}
+        best: dict[tuple[str, str], Result] = {}
         for _ in range(rounds):
             # Interleaved, so a burst of load hits all alike; each peer's
             # objects are deleted after its get, so the disk holds one copy.
             for peer in PEERS:
                 for direction in ("put", "get"):
-                    r = run_child(peer, direction, objects)
-                    mbps = r["bytes"] / 1e6 / r["seconds"]
-                    print(
-                        f"  {direction:3} {peer:17} {r['seconds']:7.2f} s {mbps:8.1f} MB/s  "
-                        f"client CPU {r['cpu']:6.2f} s  peak RSS {r['rss_mib']:7.0f} MiB",
-                        flush=True,
-                    )
-                    kept = best.get((peer, direction))
-                    if kept is None or r["seconds"] < kept["seconds"]:
-                        if kept is not None:
-                            r["rss_mib"] = max(kept["rss_mib"], r["rss_mib"])
-                        best[(peer, direction)] = r
-                    else:
-                        kept["rss_mib"] = max(kept["rss_mib"], r["rss_mib"])
+                    r = run_peer(peer, direction, objects)
+                    show(peer, direction, r)
+                    keep_best(best, (peer, direction), r)
                 delete_prefix(f"{peer}/")
         what = f"{total // MIB} MiB in {len(objects)} objects"
         for direction, verb in [("put", "put_bytes"), ("get", "read_into")]:
-            ours = best[("s3dlio", direction)]
-            for peer in PEERS[1:]:
-                theirs = best[(peer, direction)]
-                bench.add(
-                    Row(
-                        "s3",
-                        f"{direction} {what} ({verb})",
-                        ours["bytes"] / 1e6 / ours["seconds"],
-                        PEER_NAMES[peer],
-                        theirs["bytes"] / 1e6 / theirs["seconds"],
-                        "MB/s",
-                        ours_rss_mib=ours["rss_mib"],
-                        peer_rss_mib=theirs["rss_mib"],
-                        notes=(
-                            f"s3s-fs on 127.0.0.1; part {PART // MIB} MiB, concurrency "
-                            f"{CONCURRENCY}; client CPU {ours['cpu']:.1f} s vs "
-                            f"{theirs['cpu']:.1f} s; best of {rounds}"
-                            + (
-                                "; curl sends pre-split part files / discards GET bodies, "
-                                "its RSS is the largest curl process's peak"
-                                if peer == "raw-curl"
-                                else ""
-                            )
-                        ),
-                    )
-                )
+            peer_rows(
+                bench,
+                "s3",
+                f"{direction} {what} ({verb})",
+                best[("s3dlio", direction)],
+                {peer: best[(peer, direction)] for peer in PEERS[1:]},
+                PEER_NAMES,
+                f"s3s-fs on 127.0.0.1; part {PART // MIB} MiB, concurrency {CONCURRENCY}; "
+                f"best of {rounds}",
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
