@@ -271,6 +271,11 @@ def check_encoding(compression_level: int | None, byte_grouping: bool | None) ->
     """The core's rule for encoding settings: ValueError unless the level is
     1-22 (or None) and byte_grouping=True comes with a level."""
 
+def byte_group_width(dtype: Any) -> int | None:
+    """The core's byte-grouping rule: the element width (2, 4 or 8) the
+    filter uses for data of `dtype` (numpy, ml_dtypes or torch dtype, or a
+    name), None where it does not apply; ValueError for what is not a dtype."""
+
 # TensorFlow filesystem plugin (this library also exports TF_InitPlugin; see s3dlio_tf).
 TF_COMPRESSION_ENV: str
 

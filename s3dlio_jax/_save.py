@@ -19,14 +19,11 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from s3dlio import _native
 from s3dlio_jax import _layout
 from s3dlio_jax._layout import Box
-
-GROUP_WIDTHS = (2, 4, 8)
 
 
 @dataclasses.dataclass
@@ -152,9 +149,7 @@ def _stage_jax(
 
 
 def group_width(dtype: np.dtype) -> int | None:
-    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize in GROUP_WIDTHS:
-        return dtype.itemsize
-    return None
+    return _native.byte_group_width(dtype)
 
 
 class Writers:

@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 # torch's own writer records this version in `.metadata`.
 DCP_VERSION = "1.0.0"
 # Element sizes the byte-grouping filter handles (fp16/bf16, fp32, fp64).
-GROUP_WIDTHS = (2, 4, 8)
 # Items handed to the pack writer in one call when it writes in place: a
 # native call per item (and the GIL hand-over around it) costs more than
 # writing a small tensor; the bound keeps the other data files' threads
@@ -355,13 +354,10 @@ class S3DlioWriter(StorageWriter):
     def _byte_group(self, tensor: _framing.TensorLayout | None) -> tuple[int, int] | None:
         """`(segment, width)` asking the pack writer to byte-group a float
         tensor's storage bytes (segment 1 of `_segments`), or None."""
-        if self.byte_grouping is False or tensor is None:
+        if self.byte_grouping is False or tensor is None or tensor.nbytes == 0:
             return None
-        dtype = tensor.torch_dtype
-        width = dtype.itemsize
-        if not dtype.is_floating_point or width not in GROUP_WIDTHS or tensor.nbytes == 0:
-            return None
-        return (1, width)
+        width = _native.byte_group_width(tensor.torch_dtype)
+        return None if width is None else (1, width)
 
     # -- commit ------------------------------------------------------------
 

@@ -187,6 +187,28 @@ def test_numpy_arrays_are_grouped_by_their_dtype(scratch: pathlib.Path) -> None:
     )
 
 
+def test_byte_group_width_is_the_cores_rule_for_every_dtype() -> None:
+    # What the JAX and torch adapters ask per leaf instead of repeating it:
+    # floats of 2, 4 and 8 bytes, bfloat16 included, and nothing else.
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from s3dlio import _native
+
+    grouped = {
+        np.float16: 2,
+        np.float32: 4,
+        np.float64: 8,
+        ml_dtypes.bfloat16: 2,
+        "bfloat16": 2,
+        "<f4": 4,
+    }
+    for dtype, width in grouped.items():
+        assert _native.byte_group_width(dtype) == width, dtype
+    for dtype in (np.int8, np.int32, np.uint16, np.bool_, np.complex64, ml_dtypes.float8_e4m3fn):
+        assert _native.byte_group_width(dtype) is None, dtype
+    with pytest.raises(ValueError, match="not a dtype"):
+        _native.byte_group_width("no-such-dtype")
+
+
 TORCH_DTYPES = """
 import sys, torch, s3dlio
 base = sys.argv[1]
@@ -198,6 +220,14 @@ back = torch.frombuffer(bytearray(s3dlio.get_bytes(f"{base}/t.zst")), dtype=torc
 assert torch.equal(back.view(torch.int16), t.view(torch.int16))
 meta = s3dlio.put_bytes(f"{base}/i.zst", raw, compression_level=1, dtype=torch.int16)
 assert meta["byte_group"] is None, meta
+# The rule the DCP writer asks per tensor, for torch's own dtypes.
+from s3dlio import _native
+widths = {d: _native.byte_group_width(d) for d in
+          (torch.bfloat16, torch.float16, torch.float32, torch.float64, torch.int32,
+           torch.bool, torch.complex64, torch.float8_e4m3fn, torch.uint8)}
+assert widths == {torch.bfloat16: 2, torch.float16: 2, torch.float32: 4, torch.float64: 8,
+                  torch.int32: None, torch.bool: None, torch.complex64: None,
+                  torch.float8_e4m3fn: None, torch.uint8: None}, widths
 print("ok")
 """
 

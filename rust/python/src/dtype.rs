@@ -11,17 +11,19 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
+use s3dlio_core::format::byte_group::width_for;
+
 /// Names numpy does not know but users and torch write.
 fn named_width(name: &str) -> Option<Option<usize>> {
     let name = name.trim().to_ascii_lowercase();
     let name = name.strip_prefix("torch.").unwrap_or(&name);
-    match name {
-        "bfloat16" | "bf16" => Some(Some(2)),
-        "float16" | "half" => Some(Some(2)),
-        "float32" | "float" => Some(Some(4)),
-        "float64" | "double" => Some(Some(8)),
-        _ => None,
-    }
+    let itemsize = match name {
+        "bfloat16" | "bf16" | "float16" | "half" => 2,
+        "float32" | "float" => 4,
+        "float64" | "double" => 8,
+        _ => return None,
+    };
+    Some(width_for(true, itemsize))
 }
 
 /// The byte-grouping width for `dtype`: `Some(w)` for 2-, 4- and 8-byte
@@ -53,10 +55,15 @@ pub fn float_width(dtype: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
     let itemsize: usize = dt.getattr("itemsize")?.extract()?;
     let name: String = dt.getattr("name")?.extract()?;
     let is_float = kind == "f" || (kind == "V" && name == "bfloat16");
-    Ok(match itemsize {
-        2 | 4 | 8 if is_float => Some(itemsize),
-        _ => None,
-    })
+    Ok(width_for(is_float, itemsize))
+}
+
+/// `byte_group_width(dtype)`: the element width byte grouping uses for
+/// data of `dtype` (2, 4 or 8 for floats of those sizes), or None where it
+/// does not apply. Adapters ask this rather than repeat the rule.
+#[pyfunction]
+pub fn byte_group_width(dtype: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+    float_width(dtype)
 }
 
 #[cfg(test)]

@@ -32,6 +32,14 @@ pub fn supported(width: usize) -> bool {
     WIDTHS.contains(&width)
 }
 
+/// The element width the filter gets for data of one dtype: floats of a
+/// supported width are grouped; integers, bools and 1-byte floats are not
+/// (their bytes have no sign/exponent plane to gather). Every binding and
+/// adapter asks this instead of repeating the rule.
+pub fn width_for(is_float: bool, itemsize: usize) -> Option<usize> {
+    (is_float && supported(itemsize)).then_some(itemsize)
+}
+
 /// Elements handled per step: the step's logical bytes (at most 32 KiB)
 /// are checksummed while they are still in cache.
 const STEP_ELEMENTS: usize = 4096;
@@ -331,6 +339,16 @@ fn merge8([p0, p1, p2, p3, p4, p5, p6, p7]: [&[u8]; 8], dst: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_floats_of_a_supported_width_are_grouped() {
+        assert_eq!(width_for(true, 2), Some(2));
+        assert_eq!(width_for(true, 4), Some(4));
+        assert_eq!(width_for(true, 8), Some(8));
+        assert_eq!(width_for(true, 1), None);
+        assert_eq!(width_for(true, 16), None);
+        assert_eq!(width_for(false, 4), None);
+    }
 
     fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         let mut rng = crate::test_rng::XorShift64::new(seed);
