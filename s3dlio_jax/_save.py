@@ -247,16 +247,17 @@ class Writers:
                         width = group_width(piece.data.dtype)
                         group = (0, width) if width else None
                     flat = piece.data.reshape(-1).view(np.uint8)
-                    offset, length, logical, crc, grouping = writer.write_item([flat], group)
-                    written += length
+                    placed = writer.write_item([flat], group)
+                    written += placed.length
+                    grouping = placed.grouping
                     encoding: Any = list(grouping) if grouping else self.level is not None
                     record = {
                         "box": piece.box,
                         "file": name,
-                        "offset": offset,
-                        "length": length,
-                        "size": logical,
-                        "crc32c": crc,
+                        "offset": placed.offset,
+                        "length": placed.length,
+                        "size": placed.size,
+                        "crc32c": placed.crc32c,
                         "encoding": encoding,
                     }
                     with self._lock:

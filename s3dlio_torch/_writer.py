@@ -335,21 +335,20 @@ class S3DlioWriter(StorageWriter):
         self,
         name: str,
         item: WriteItem,
-        placed: tuple[int, int, int, int | None, Any],
+        placed: _native.PackedItem,
         tensor: _framing.TensorLayout | None,
     ) -> WriteResult:
-        """The WriteResult of one item the pack writer placed in `name`
-        (a `write_item` / `write_items` tuple)."""
-        offset, length, size, crc, grouping = placed
+        """The WriteResult of one item the pack writer placed in `name`."""
+        grouping = placed.grouping
         if grouping is not None:
             descriptors = [_layout.GROUPED_DESCRIPTOR]
         elif self.compression_level is not None:
             descriptors = [_layout.ZSTD_DESCRIPTOR]
         else:
             descriptors = None
-        info = _StorageInfo(name, offset, length, transform_descriptors=descriptors)
-        ItemRecord(size, crc, tensor, grouping).attach(info)
-        return WriteResult(index=item.index, size_in_bytes=length, storage_data=info)
+        info = _StorageInfo(name, placed.offset, placed.length, transform_descriptors=descriptors)
+        ItemRecord(placed.size, placed.crc32c, tensor, grouping).attach(info)
+        return WriteResult(index=item.index, size_in_bytes=placed.length, storage_data=info)
 
     def _byte_group(self, tensor: _framing.TensorLayout | None) -> tuple[int, int] | None:
         """`(segment, width)` asking the pack writer to byte-group a float

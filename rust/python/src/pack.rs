@@ -103,9 +103,8 @@ impl PackWriter {
     /// Append one item made of `segments` (any buffers, written from their
     /// memory without a copy). `byte_group=(segment, width)` stores that
     /// segment (a float array of `width`-byte elements) byte-grouped.
-    /// Returns `(offset, length, size, crc32c, grouping)`: the stored byte
-    /// range, the logical size, the CRC32C of the logical bytes (None when
-    /// checksums are off) and, for a byte-grouped item, the
+    /// Returns a `PackedItem`: the stored byte range, the logical size,
+    /// the CRC32C of the logical bytes and, for a byte-grouped item, the
     /// `(start, length, width, frame)` `read_items` needs to restore it.
     #[pyo3(signature = (segments, byte_group=None))]
     fn write_item(
@@ -113,12 +112,12 @@ impl PackWriter {
         py: Python<'_>,
         segments: &Bound<'_, PyList>,
         byte_group: Option<(usize, usize)>,
-    ) -> PyResult<PlacedItem> {
+    ) -> PyResult<PyPackedItem> {
         let bytes = shared_segments(segments)?;
         let mut guard = self.lock()?;
         let writer = guard.as_mut().ok_or_else(|| self.closed())?;
         let group = byte_group.map(|(segment, width)| GroupRequest { segment, width });
-        Ok(placed_tuple(run(py, writer.write_item(bytes, group))?))
+        Ok(placed_item(run(py, writer.write_item(bytes, group))?))
     }
 
     /// Whether `write_items` writes from the buffers on the calling thread
@@ -131,17 +130,21 @@ impl PackWriter {
     }
 
     /// Append several items, each a list of segments as for `write_item`
-    /// (no byte grouping); returns one `write_item` tuple per item. One
+    /// (no byte grouping); returns one `PackedItem` per item. One
     /// call for many items: fewer crossings into native code, and on
     /// file:// small items share one vectored write.
-    fn write_items(&self, py: Python<'_>, items: &Bound<'_, PyList>) -> PyResult<Vec<PlacedItem>> {
+    fn write_items(
+        &self,
+        py: Python<'_>,
+        items: &Bound<'_, PyList>,
+    ) -> PyResult<Vec<PyPackedItem>> {
         let mut guard = self.lock()?;
         let writer = guard.as_mut().ok_or_else(|| self.closed())?;
         if !writer.writes_in_place() {
             let mut out = Vec::with_capacity(items.len());
             for item in items.iter() {
                 let bytes = shared_segments(segment_list(&item)?)?;
-                out.push(placed_tuple(run(py, writer.write_item(bytes, None))?));
+                out.push(placed_item(run(py, writer.write_item(bytes, None))?));
             }
             return Ok(out);
         }
@@ -160,7 +163,7 @@ impl PackWriter {
             .map(|segs| segs.iter().map(BorrowedBuffer::as_slice).collect())
             .collect();
         let placed = py.detach(|| writer.write_items_in_place(&slices)).py()?;
-        Ok(placed.into_iter().map(placed_tuple).collect())
+        Ok(placed.into_iter().map(placed_item).collect())
     }
 
     /// Publish the object; returns its stored size.
@@ -217,16 +220,49 @@ fn shared_segments(segments: &Bound<'_, PyList>) -> PyResult<Vec<Bytes>> {
         .collect()
 }
 
-fn placed_tuple(placed: pack::PackedItem) -> PlacedItem {
-    (
-        placed.offset,
-        placed.length,
-        placed.size,
-        placed.crc32c,
-        placed
+/// Where `PackWriter.write_item` placed one item: what an adapter records
+/// so that `read_items` can fetch and check it again.
+#[pyclass(frozen, get_all, name = "PackedItem", module = "s3dlio._native")]
+pub struct PyPackedItem {
+    /// Stored byte range inside the object.
+    offset: u64,
+    length: u64,
+    /// Logical (uncompressed) size.
+    size: u64,
+    /// CRC32C of the logical bytes; None when checksums are off.
+    crc32c: Option<u32>,
+    /// A byte-grouped item's `(start, length, width, frame)`, else None.
+    /// A plain tuple: adapters store it in their own metadata as it is.
+    grouping: Option<GroupTuple>,
+}
+
+#[pymethods]
+impl PyPackedItem {
+    fn __repr__(&self) -> String {
+        let crc = self
+            .crc32c
+            .map_or_else(|| "None".to_string(), |c| format!("0x{c:08x}"));
+        let grouping = self.grouping.map_or_else(
+            || "None".to_string(),
+            |(s, l, w, f)| format!("({s}, {l}, {w}, {f})"),
+        );
+        format!(
+            "PackedItem(offset={}, length={}, size={}, crc32c={crc}, grouping={grouping})",
+            self.offset, self.length, self.size
+        )
+    }
+}
+
+fn placed_item(placed: pack::PackedItem) -> PyPackedItem {
+    PyPackedItem {
+        offset: placed.offset,
+        length: placed.length,
+        size: placed.size,
+        crc32c: placed.crc32c,
+        grouping: placed
             .grouping
             .map(|g| (g.start, g.length, g.width, g.frame)),
-    )
+    }
 }
 
 /// `name` under `base`, refusing names that would leave it (the rule is
@@ -237,9 +273,6 @@ fn child_key(base: &Location, name: &str) -> PyResult<String> {
 
 /// `(start, length, width, frame)` of a byte-grouped item.
 type GroupTuple = (u64, u64, usize, usize);
-
-/// What `PackWriter.write_item` returns.
-type PlacedItem = (u64, u64, u64, Option<u32>, Option<GroupTuple>);
 
 /// The `encoding` of a `read_items` tuple: False (stored as is), True (one
 /// zstd frame) or a byte-grouped item's `(start, length, width, frame)`.
