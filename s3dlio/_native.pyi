@@ -242,11 +242,43 @@ class PackWriter:
         _tb: TracebackType | None = None,
     ) -> bool: ...
 
+class ItemRead:
+    """One item `read_items` fetches: `name` (the packed object, relative to
+    `base_uri`), the stored byte range (`offset`, `length`), `encoding`
+    (False: stored as is, True: one zstd frame, or a byte-grouped item's
+    `PackedItem.grouping`), the `crc32c` of the logical bytes to check
+    (None: unchecked), a `label` naming the item in errors, and `targets`
+    covering the logical bytes in order: writable buffers (filled) and
+    ints (bytes skipped)."""
+
+    def __init__(
+        self,
+        name: str,
+        offset: int,
+        length: int,
+        encoding: bool | tuple[int, int, int, int],
+        crc32c: int | None,
+        label: str,
+        targets: list[Buffer | int],
+    ) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def encoding(self) -> bool | tuple[int, int, int, int]: ...
+    @property
+    def crc32c(self) -> int | None: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def targets(self) -> list[Buffer | int]: ...
+
 def read_items(
     base_uri: str,
-    items: list[
-        tuple[str, int, int, bool | tuple[int, int, int, int], int | None, str, list[Buffer | int]]
-    ],
+    items: list[ItemRead],
     thread_count: int = 8,
     part_size: int | None = None,
     storage_options: StorageOptions | None = None,

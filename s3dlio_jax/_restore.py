@@ -48,18 +48,18 @@ def metadata(directory: S3DlioPath) -> Any:
 
 
 class _Batch:
-    """`read_items` tuples collected, issued at once (coalesced, in
+    """`read_items` items collected, issued at once (coalesced, in
     parallel), then what must happen once their bytes are in."""
 
     def __init__(self, directory: S3DlioPath, threads: int) -> None:
         self.directory = directory
         self.threads = threads
-        self.items: list[tuple[Any, ...]] = []
+        self.items: list[_native.ItemRead] = []
         self.after: list[Callable[[], None]] = []
         self.held = 0
 
     def add(self, item: tuple[Any, ...], held: int) -> None:
-        self.items.append(item)
+        self.items.append(_native.ItemRead(*item))
         self.held += held
 
     def then(self, step: Callable[[], None]) -> None:

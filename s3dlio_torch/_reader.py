@@ -53,11 +53,11 @@ class _Batch:
 
     def __init__(self, reader: S3DlioReader) -> None:
         self.reader = reader
-        self.items: list[tuple] = []
+        self.items: list[_native.ItemRead] = []
         self.after: list[Callable[[], None]] = []
         self.held = 0
 
-    def add(self, item: tuple, held: int, after: Callable[[], None] | None) -> None:
+    def add(self, item: _native.ItemRead, held: int, after: Callable[[], None] | None) -> None:
         if self.held + held > BATCH_BYTES and self.items:
             self.flush()
         self.items.append(item)
@@ -189,7 +189,9 @@ class S3DlioReader(StorageReader):
             # Written by torch (or with extensions s3dlio does not decode):
             # fetch the stored bytes, decode them the way torch does.
             raw = bytearray(info.length)
-            item = (info.relative_path, info.offset, info.length, False, None, label, [raw])
+            item = _native.ItemRead(
+                info.relative_path, info.offset, info.length, False, None, label, [raw]
+            )
             batch.add(item, info.length, lambda: self._decode_foreign(info, reqs, raw, planner))
             return
         encoding: bool | tuple[int, int, int, int] = descriptors == (_layout.ZSTD_DESCRIPTOR,)
@@ -201,7 +203,8 @@ class S3DlioReader(StorageReader):
         layout = record.tensor
         if reqs[0].type == LoadItemType.BYTE_IO or layout is None:
             blob = bytearray(record.size)
-            batch.add((*where, [blob]), record.size, lambda: self._decode(reqs, blob, planner))
+            item = _native.ItemRead(*where, [blob])
+            batch.add(item, record.size, lambda: self._decode(reqs, blob, planner))
             return
         trailer = record.size - layout.header - layout.nbytes
         if trailer < 0:
@@ -211,7 +214,7 @@ class S3DlioReader(StorageReader):
             req = reqs[0]
             dst = _framing.tensor_bytes(target)
             batch.add(
-                (*where, [layout.header, dst, trailer]),
+                _native.ItemRead(*where, [layout.header, dst, trailer]),
                 0,
                 lambda: planner.commit_tensor(req, target),
             )
@@ -225,7 +228,8 @@ class S3DlioReader(StorageReader):
             for req in reqs:
                 _copy_into(req, stored, planner)
 
-        batch.add((*where, [layout.header, dst, trailer]), layout.nbytes, scatter)
+        item = _native.ItemRead(*where, [layout.header, dst, trailer])
+        batch.add(item, layout.nbytes, scatter)
 
     @staticmethod
     def _direct_target(

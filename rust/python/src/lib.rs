@@ -51,6 +51,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dtype::byte_group_width, m)?)?;
     m.add_class::<pack::PackWriter>()?;
     m.add_class::<pack::PyPackedItem>()?;
+    m.add_class::<pack::PyItemRead>()?;
     m.add_function(wrap_pyfunction!(listing::list_dir, m)?)?;
     m.add_function(wrap_pyfunction!(listing::head_object, m)?)?;
     m.add_function(wrap_pyfunction!(listing::get_object, m)?)?;

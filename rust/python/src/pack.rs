@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use bytes::Bytes;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyInt, PyList, PyTuple};
+use pyo3::types::{PyInt, PyList};
 use s3dlio_core::pack::{
     self, Encoding, GroupRequest, Grouping, ItemRead, PackOptions, ReadOptions, Target,
 };
@@ -274,7 +274,7 @@ fn child_key(base: &Location, name: &str) -> PyResult<String> {
 /// `(start, length, width, frame)` of a byte-grouped item.
 type GroupTuple = (u64, u64, usize, usize);
 
-/// The `encoding` of a `read_items` tuple: False (stored as is), True (one
+/// The `encoding` of an `ItemRead`: False (stored as is), True (one
 /// zstd frame) or a byte-grouped item's `(start, length, width, frame)`.
 fn parse_encoding(value: &Bound<'_, PyAny>) -> PyResult<Encoding> {
     if let Ok(compressed) = value.extract::<bool>() {
@@ -297,7 +297,72 @@ fn parse_encoding(value: &Bound<'_, PyAny>) -> PyResult<Encoding> {
     }))
 }
 
-/// One `(name, offset, length, encoding, crc32c, label, targets)` tuple.
+/// One item `read_items` fetches: where its stored bytes are, how they
+/// encode the logical bytes, the CRC32C to check and the caller buffers
+/// the logical bytes go to.
+#[pyclass(frozen, name = "ItemRead", module = "s3dlio._native")]
+pub struct PyItemRead {
+    /// The packed object's path relative to `read_items`' `base_uri`.
+    #[pyo3(get)]
+    name: String,
+    /// Stored byte range of the item inside the object.
+    #[pyo3(get)]
+    offset: u64,
+    #[pyo3(get)]
+    length: u64,
+    /// As given (False, True or the grouping tuple), and parsed.
+    #[pyo3(get, name = "encoding")]
+    encoding_given: Py<PyAny>,
+    encoding: Encoding,
+    /// CRC32C of the logical bytes; None: unchecked.
+    #[pyo3(get)]
+    crc32c: Option<u32>,
+    /// Names the item in errors.
+    #[pyo3(get)]
+    label: String,
+    /// Writable buffers (filled) and ints (bytes skipped), covering the
+    /// logical bytes in order.
+    #[pyo3(get)]
+    targets: Py<PyList>,
+}
+
+#[pymethods]
+impl PyItemRead {
+    /// `encoding`: False (stored as is), True (one zstd frame) or the
+    /// `(start, length, width, frame)` a byte-grouped item was written
+    /// with (`PackedItem.grouping`).
+    #[new]
+    #[pyo3(signature = (name, offset, length, encoding, crc32c, label, targets))]
+    fn new(
+        name: String,
+        offset: u64,
+        length: u64,
+        encoding: &Bound<'_, PyAny>,
+        crc32c: Option<u32>,
+        label: String,
+        targets: &Bound<'_, PyList>,
+    ) -> PyResult<Self> {
+        Ok(PyItemRead {
+            name,
+            offset,
+            length,
+            encoding: parse_encoding(encoding)?,
+            encoding_given: encoding.clone().unbind(),
+            crc32c,
+            label,
+            targets: targets.clone().unbind(),
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ItemRead(name={:?}, offset={}, length={}, label={:?})",
+            self.name, self.offset, self.length, self.label
+        )
+    }
+}
+
+/// An `ItemRead` with its targets resolved to held buffers.
 struct ParsedItem {
     key: String,
     offset: u64,
@@ -311,13 +376,11 @@ struct ParsedItem {
 
 /// Read items of packed objects under `base_uri` into caller buffers.
 ///
-/// `items` holds `(name, offset, length, encoding, crc32c, label,
-/// targets)` tuples: `name` is the object's path relative to `base_uri`,
-/// `offset`/`length` the stored byte range, `encoding` False (stored as
-/// is), True (one zstd frame) or the `(start, length, width, frame)` a
-/// byte-grouped item was written with, `crc32c` the CRC32C of the logical bytes (None: unchecked),
-/// `label` names the item in errors, and `targets` covers the logical
-/// bytes in order with writable buffers (filled) or ints (bytes to skip).
+/// `items` holds `ItemRead`s: the object's name relative to `base_uri`,
+/// the stored byte range, the encoding, the CRC32C of the logical bytes
+/// (None: unchecked), a label naming the item in errors, and targets that
+/// cover the logical bytes in order with writable buffers (filled) or
+/// ints (bytes to skip).
 #[pyfunction]
 #[pyo3(signature = (base_uri, items, thread_count=8, part_size=None, storage_options=None))]
 pub fn read_items(
@@ -340,20 +403,17 @@ pub fn read_items(
     let mut buffers: Vec<BorrowedBuffer> = Vec::new();
     let mut parsed = Vec::with_capacity(items.len());
     for item in items.iter() {
-        let t = item.cast::<PyTuple>().map_err(|_| {
-            PyValueError::new_err(
-                "each item must be a (name, offset, length, encoding, crc32c, label, targets) tuple",
-            )
+        let item = item.cast::<PyItemRead>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "each item must be an s3dlio._native.ItemRead, not {}",
+                item.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
         })?;
-        let (name, offset, length, encoding, crc32c, label, targets): (
-            String,
-            u64,
-            u64,
-            Bound<'_, PyAny>,
-            Option<u32>,
-            String,
-            Bound<'_, PyList>,
-        ) = t.extract()?;
+        let item = item.get();
+        let targets = item.targets.bind(py);
         let mut slots = Vec::with_capacity(targets.len());
         for target in targets.iter() {
             if target.is_instance_of::<PyInt>() {
@@ -364,12 +424,12 @@ pub fn read_items(
             }
         }
         parsed.push(ParsedItem {
-            key: child_key(&loc, &name)?,
-            offset,
-            length,
-            encoding: parse_encoding(&encoding)?,
-            crc32c,
-            label,
+            key: child_key(&loc, &item.name)?,
+            offset: item.offset,
+            length: item.length,
+            encoding: item.encoding,
+            crc32c: item.crc32c,
+            label: item.label.clone(),
             targets: slots,
         });
     }
