@@ -353,6 +353,19 @@ def test_eight_device_mesh_reshard(request, backend: str) -> None:
     check_ok(run_worker("mesh_restore", uri, devices=2))
 
 
+def test_reshard_reads_only_the_slices(file_base: str) -> None:
+    """Restored under another sharding, an array stored as is costs the
+    bytes of the devices' slices (rounded out to CRC blocks), not the
+    whole pieces overlapping each slice: 8 MiB in 2 row pieces, restored
+    over 8 devices by rows and over a 4x2 grid, each reads about 8 MiB
+    (whole pieces per slice: 32 MiB)."""
+    proc = run_worker("reshard_bytes", f"{file_base}/bytes", devices=8)
+    check_ok(proc)
+    doc = json.loads(proc.stdout.strip().splitlines()[-2])
+    for name, read in doc["read"].items():
+        assert doc["nbytes"] <= read < 1.25 * doc["nbytes"], (name, doc)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -48,6 +48,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pack::resolve_uri, m)?)?;
     m.add_function(wrap_pyfunction!(pack::single_put_limit, m)?)?;
     m.add_function(wrap_pyfunction!(pack::check_encoding, m)?)?;
+    m.add_function(wrap_pyfunction!(pack::block_crc32c, m)?)?;
     m.add_class::<pack::PackWriter>()?;
     m.add_function(wrap_pyfunction!(listing::list_dir, m)?)?;
     m.add_function(wrap_pyfunction!(listing::head_object, m)?)?;
