@@ -31,6 +31,9 @@ LOCAL_SCHEMES = ("file", "direct")
 # Orbax's commit marker (orbax.checkpoint._src.path.atomicity_types): a
 # step or item directory is committed once it holds this object.
 COMMIT_FILE = "commit_success.txt"
+# The core's temp-file marker (`name.tmp-<tag>`, rust/core/src/store/
+# posix.rs): files being written, which listings leave out.
+TEMP_MARKER = ".tmp-"
 # Objects deleted at once by rmtree on object stores.
 DELETE_THREADS = 16
 
@@ -162,13 +165,39 @@ class S3DlioPath(gpath.PosixGPath):
         return None
 
     def _listing(self) -> tuple[list[str], list[tuple[str, int, float | None]]]:
+        """One level: the sub-directory URIs (ending in ``/``) and
+        ``(uri, size, mtime)`` of the objects directly under this one."""
         local = self._local
-        if local is not None and not os.path.isdir(local):
-            return [], []
+        if local is not None:
+            return self._local_listing(local)
         try:
             return _native.list_dir(self._dir_uri(), self._storage_options)
         except FileNotFoundError:
             return [], []
+
+    def _local_listing(self, local: str) -> tuple[list[str], list[tuple[str, int, float | None]]]:
+        # The core's local listing walks the whole subtree (a local store
+        # has no delimiter listing); a step directory holds every file of
+        # the step, and Orbax lists the root for every step lookup.
+        base = self._dir_uri()
+        dirs: list[str] = []
+        objects: list[tuple[str, int, float | None]] = []
+        try:
+            entries = list(os.scandir(local))
+        except (FileNotFoundError, NotADirectoryError):
+            return [], []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    dirs.append(f"{base}{entry.name}/")
+                elif TEMP_MARKER not in entry.name and entry.is_file():
+                    st = entry.stat()
+                    objects.append((base + entry.name, st.st_size, st.st_mtime))
+            except FileNotFoundError:
+                # Removed since the directory was read (a concurrent
+                # delete): no longer there, as in the core's listing.
+                continue
+        return sorted(dirs), sorted(objects)
 
     def is_dir(self) -> bool:
         local = self._local
@@ -196,14 +225,10 @@ class S3DlioPath(gpath.PosixGPath):
 
     def iterdir(self) -> Iterator[S3DlioPath]:
         """The entries directly under this directory: one delimiter
-        listing on object stores."""
+        listing on object stores, one ``os.scandir`` on local backends."""
         dirs, objects = self._listing()
         names = {uri.rstrip("/").rsplit("/", 1)[-1] for uri in dirs}
         names |= {uri.rsplit("/", 1)[-1] for uri, _, _ in objects}
-        local = self._local
-        if local is not None and os.path.isdir(local):
-            # Empty directories hold no object, and the core lists objects.
-            names |= {e.name for e in os.scandir(local) if e.is_dir(follow_symlinks=False)}
         for name in sorted(names):
             yield self / name
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -309,6 +310,34 @@ def test_path_layer(base_uri: str) -> None:
     (root / "top").unlink()
     assert sorted(p.name for p in root.iterdir()) == ["w"]
     assert str(root / "w").endswith("/p/w") and "://" in str(root)
+
+
+def test_local_listing_is_one_level(file_base: str, scratch: pathlib.Path) -> None:
+    """iterdir/glob on a local directory read that directory only. Below
+    `deep/` lies a chain of directories whose full path is longer than
+    PATH_MAX: a listing that walks the subtree (as the core's local
+    listing does) fails there with ENAMETOOLONG; one level never goes
+    there."""
+    root = s3dlio_jax.path(f"{file_base}/tree")
+    (root / "top").write_text("t")
+    (root / "deep" / "x.json").write_text("{}")
+    fd = os.open(scratch / "tree" / "deep", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(20):
+            name = "d" * 250
+            os.mkdir(name, dir_fd=fd)
+            nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        os.close(os.open("leaf", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):
+        s3dlio.list(f"{file_base}/tree/")  # the walk the path layer must not do
+    assert [p.name for p in root.iterdir()] == ["deep", "top"]
+    assert [p.name for p in (root / "deep").glob("*")] == ["d" * 250, "x.json"]
+    assert (root / "deep").is_dir() and (root / "top").stat().length == 1
+    shutil.rmtree(scratch / "tree")
 
 
 def test_rmtree_removes_commit_file_first(file_base: str, monkeypatch) -> None:
