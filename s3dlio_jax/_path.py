@@ -134,6 +134,25 @@ class S3DlioPath(gpath.PosixGPath):
     def _dir_uri(self) -> str:
         return self._path_str.rstrip("/") + "/"
 
+    def as_posix(self) -> str:
+        """The URI, as ``str()``. Refused to Orbax's tensorstore code:
+        `StandardSave` / `PyTreeSave` reach our path through the global
+        args registry when the manager was built without
+        ``handler_registry=s3dlio_jax.handler_registry()``, and tensorstore
+        would write into a local directory named after the scheme
+        (``file:``, ``s3:``)."""
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        # Orbax 0.12.8 hands every array, sharding and OCDBT path to
+        # tensorstore through as_posix(), all from this package.
+        if caller.startswith("orbax.checkpoint._src.serialization"):
+            raise TypeError(
+                f"{self}: Orbax's tensorstore handlers (ocp.args.StandardSave, PyTreeSave and "
+                "their restores) cannot write to or read from s3dlio_jax paths: build the "
+                "CheckpointManager with handler_registry=s3dlio_jax.handler_registry() and "
+                "save with s3dlio_jax.S3DlioSave (restore with S3DlioRestore)"
+            )
+        return str(self)
+
     def resolve(self, strict: bool = False) -> S3DlioPath:
         return self
 

@@ -211,6 +211,37 @@ def test_standard_save_is_refused_naming_ours(file_base: str) -> None:
     assert not any(n in ("s3:", "file:") for n in os.listdir("."))
 
 
+def test_manager_without_registry_names_ours(
+    file_base: str, tmp_path: pathlib.Path, monkeypatch
+) -> None:
+    """Without handler_registry=, the manager takes StandardSave's handler
+    from Orbax's global registry; on our path that is a TypeError naming
+    s3dlio_jax.handler_registry() and S3DlioSave, and tensorstore writes
+    nothing (it used to create a local directory named 'file:')."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    uri = f"{file_base}/noreg"
+    mngr = ocp.CheckpointManager(s3dlio_jax.path(uri), options=s3dlio_jax.manager_options())
+    with pytest.raises(
+        TypeError, match=r"handler_registry=s3dlio_jax\.handler_registry\(\).*S3DlioSave"
+    ):
+        mngr.save(0, args=ocp.args.StandardSave({"x": jnp.ones(3)}))
+        mngr.wait_until_finished()
+    assert mngr.all_steps() == []
+    assert os.listdir(cwd) == []
+    ours = manager(uri)
+    ours.save(1, args=s3dlio_jax.S3DlioSave({"x": jnp.ones(3)}))
+    ours.wait_until_finished()
+    ours.close()
+    fresh = ocp.CheckpointManager(s3dlio_jax.path(uri), options=s3dlio_jax.manager_options())
+    target = {"x": jax.ShapeDtypeStruct((3,), jnp.float32, sharding=CPU)}
+    # Orbax checks that its own files exist before reaching tensorstore.
+    with pytest.raises((TypeError, FileNotFoundError)):
+        fresh.restore(1, args=ocp.args.StandardRestore(target))
+    assert os.listdir(cwd) == []
+
+
 def test_bad_save_arguments() -> None:
     with pytest.raises(ValueError, match="1-22"):
         s3dlio_jax.S3DlioSave({"x": jnp.ones(3)}, compression_level=23)
