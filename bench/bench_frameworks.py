@@ -12,8 +12,15 @@ and restored through each framework's real adapter path:
   disk: bench/_frameworks_tf.py.
 
 Restores are checked bit-exact against the saved values; each module
-records its own rows (speed, stored/logical, peak RSS growth).
+records its own rows (speed, stored/logical, peak RSS growth). The JAX
+module adds s3:// and az:// rows beside a raw-HTTP ceiling when the
+servers below are running. S3DLIO_BENCH_FRAMEWORKS=jax (or tf) runs one
+framework only.
+
+    python bench/report.py --only bench_frameworks.py [--quick]
 """
+
+# bench-needs: s3, azure
 
 from __future__ import annotations
 
@@ -56,9 +63,12 @@ def main() -> None:
     state = weights(bench.quick)
     repeat = 1 if bench.quick else 2
     SCRATCH.mkdir(parents=True, exist_ok=True)
+    only = {f.strip() for f in os.environ.get("S3DLIO_BENCH_FRAMEWORKS", "jax,tf").split(",")}
     try:
-        _frameworks_jax.run(bench, state, SCRATCH, repeat)
-        _frameworks_tf.tensorflow(bench, state, repeat, SCRATCH)
+        if "jax" in only:
+            _frameworks_jax.run(bench, state, SCRATCH, repeat)
+        if "tf" in only:
+            _frameworks_tf.tensorflow(bench, state, repeat, SCRATCH)
     finally:
         fresh(SCRATCH)
 

@@ -283,6 +283,10 @@ def read_items(
     part_size: int | None = None,
     storage_options: StorageOptions | None = None,
 ) -> None: ...
+def block_crc32c(data: Buffer, block: int) -> list[int]:
+    """CRC32C of each `block`-byte run of `data` (the last may be shorter):
+    per-block checks for reading part of a stored-as-is item."""
+
 def put_object(
     uri: str,
     data: Buffer,

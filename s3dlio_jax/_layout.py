@@ -14,6 +14,9 @@ of an array its place in the array (``box``: ``[start, stop)`` per
 dimension), where it is stored (``file``, ``offset``, ``length``), its
 logical ``size``, its ``crc32c`` and its ``encoding`` (False: as is, True:
 one zstd frame, or the byte-grouping ``[start, length, width, frame]``).
+A piece stored as is and larger than one block also has ``block`` and
+``block_crc32c`` (one CRC32C per ``block`` bytes), so that a restore
+reading part of it checks every byte it reads.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ FORMAT = "s3dlio-orbax"
 VERSION = 1
 INDEX = "s3dlio_index.json"
 PROCESS_INDEX = re.compile(r"index\.p(\d{5})\.json")
+# Bytes per CRC32C of a piece stored as is: the unit a partial read of it
+# is rounded out to (more overread per run, vs a longer index).
+CRC_BLOCK = 256 << 10
 
 Box = list[list[int]]
 

@@ -31,6 +31,9 @@ LOCAL_SCHEMES = ("file", "direct")
 # Orbax's commit marker (orbax.checkpoint._src.path.atomicity_types): a
 # step or item directory is committed once it holds this object.
 COMMIT_FILE = "commit_success.txt"
+# The core's temp-file marker (`name.tmp-<tag>`, rust/core/src/store/
+# posix.rs): files being written, which listings leave out.
+TEMP_MARKER = ".tmp-"
 # Objects deleted at once by rmtree on object stores.
 DELETE_THREADS = 16
 
@@ -131,6 +134,25 @@ class S3DlioPath(gpath.PosixGPath):
     def _dir_uri(self) -> str:
         return self._path_str.rstrip("/") + "/"
 
+    def as_posix(self) -> str:
+        """The URI, as ``str()``. Refused to Orbax's tensorstore code:
+        `StandardSave` / `PyTreeSave` reach our path through the global
+        args registry when the manager was built without
+        ``handler_registry=s3dlio_jax.handler_registry()``, and tensorstore
+        would write into a local directory named after the scheme
+        (``file:``, ``s3:``)."""
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        # Orbax 0.12.8 hands every array, sharding and OCDBT path to
+        # tensorstore through as_posix(), all from this package.
+        if caller.startswith("orbax.checkpoint._src.serialization"):
+            raise TypeError(
+                f"{self}: Orbax's tensorstore handlers (ocp.args.StandardSave, PyTreeSave and "
+                "their restores) cannot write to or read from s3dlio_jax paths: build the "
+                "CheckpointManager with handler_registry=s3dlio_jax.handler_registry() and "
+                "save with s3dlio_jax.S3DlioSave (restore with S3DlioRestore)"
+            )
+        return str(self)
+
     def resolve(self, strict: bool = False) -> S3DlioPath:
         return self
 
@@ -162,13 +184,39 @@ class S3DlioPath(gpath.PosixGPath):
         return None
 
     def _listing(self) -> tuple[list[str], list[tuple[str, int, float | None]]]:
+        """One level: the sub-directory URIs (ending in ``/``) and
+        ``(uri, size, mtime)`` of the objects directly under this one."""
         local = self._local
-        if local is not None and not os.path.isdir(local):
-            return [], []
+        if local is not None:
+            return self._local_listing(local)
         try:
             return _native.list_dir(self._dir_uri(), self._storage_options)
         except FileNotFoundError:
             return [], []
+
+    def _local_listing(self, local: str) -> tuple[list[str], list[tuple[str, int, float | None]]]:
+        # The core's local listing walks the whole subtree (a local store
+        # has no delimiter listing); a step directory holds every file of
+        # the step, and Orbax lists the root for every step lookup.
+        base = self._dir_uri()
+        dirs: list[str] = []
+        objects: list[tuple[str, int, float | None]] = []
+        try:
+            entries = list(os.scandir(local))
+        except (FileNotFoundError, NotADirectoryError):
+            return [], []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    dirs.append(f"{base}{entry.name}/")
+                elif TEMP_MARKER not in entry.name and entry.is_file():
+                    st = entry.stat()
+                    objects.append((base + entry.name, st.st_size, st.st_mtime))
+            except FileNotFoundError:
+                # Removed since the directory was read (a concurrent
+                # delete): no longer there, as in the core's listing.
+                continue
+        return sorted(dirs), sorted(objects)
 
     def is_dir(self) -> bool:
         local = self._local
@@ -196,14 +244,10 @@ class S3DlioPath(gpath.PosixGPath):
 
     def iterdir(self) -> Iterator[S3DlioPath]:
         """The entries directly under this directory: one delimiter
-        listing on object stores."""
+        listing on object stores, one ``os.scandir`` on local backends."""
         dirs, objects = self._listing()
         names = {uri.rstrip("/").rsplit("/", 1)[-1] for uri in dirs}
         names |= {uri.rsplit("/", 1)[-1] for uri, _, _ in objects}
-        local = self._local
-        if local is not None and os.path.isdir(local):
-            # Empty directories hold no object, and the core lists objects.
-            names |= {e.name for e in os.scandir(local) if e.is_dir(follow_symlinks=False)}
         for name in sorted(names):
             yield self / name
 

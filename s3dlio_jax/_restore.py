@@ -1,11 +1,15 @@
 """Restore of a tree saved by `S3DlioCheckpointHandler`: each process reads
-the stored pieces overlapping its devices' slices (each piece whole, its
-CRC32C checked) straight into the slices where the layout allows, and
-builds arrays with ``jax.make_array_from_callback``."""
+what its devices' slices hold of the stored pieces (whole pieces with
+their CRC32C, or the CRC blocks of a piece stored as is that cover the
+part needed, each block checked) straight into the slices where the
+layout allows, and builds arrays with ``jax.make_array_from_callback``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import gc
+import mmap
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -51,15 +55,19 @@ class _Batch:
     """`read_items` items collected, issued at once (coalesced, in
     parallel), then what must happen once their bytes are in."""
 
-    def __init__(self, directory: S3DlioPath, threads: int) -> None:
+    def __init__(self, directory: S3DlioPath, threads: int, results: list[Any]) -> None:
         self.directory = directory
         self.threads = threads
+        self.results = results
         self.items: list[_native.ItemRead] = []
         self.after: list[Callable[[], None]] = []
+        # (result slot, host array, sharding) of single-device arrays,
+        # handed to jax in one device_put after the steps.
+        self.puts: list[tuple[int, np.ndarray, Any]] = []
         self.held = 0
 
-    def add(self, item: tuple[Any, ...], held: int) -> None:
-        self.items.append(_native.ItemRead(*item))
+    def add(self, item: _native.ItemRead, held: int) -> None:
+        self.items.append(item)
         self.held += held
 
     def then(self, step: Callable[[], None]) -> None:
@@ -79,6 +87,40 @@ class _Batch:
             )
         for step in after:
             step()
+        if self.puts:
+            puts, self.puts = self.puts, []
+            # One batched call: make_array_from_callback per leaf costs
+            # about twice as much per array, which a tree of ~1000 small
+            # leaves (biases, norms) notices.
+            arrays = jax.device_put([a for _, a, _ in puts], [s for _, _, s in puts])
+            for (n, _, _), arr in zip(puts, arrays, strict=True):
+                self.results[n] = arr
+
+
+# Buffers at least this large are their own anonymous mapping: page
+# aligned, and populated by the kernel in one call (MAP_POPULATE). Faulting
+# fresh pages in one at a time while the reads fill them was the largest
+# cost of a restore on the dev VM (a first-touch fill runs at ~1 GB/s there,
+# a copy into touched memory at ~17 GB/s; populating at mmap time ~2.3 GB/s).
+MAPPED_BYTES = 2 << 20
+_MAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+# XLA's CPU client adopts host memory aligned to this without a copy.
+XLA_ALIGN = 64
+
+
+def host_buffer(shape: tuple[int, ...] | list[int], dtype: Any) -> np.ndarray:
+    """An uninitialised array that ``jax.make_array_from_callback`` /
+    ``jax.device_put`` on the CPU backend adopts as the device buffer
+    instead of copying it: numpy's own allocations are only 16-byte
+    aligned, which costs a full copy of every restored array."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes >= MAPPED_BYTES:
+        mapped = mmap.mmap(-1, nbytes, flags=_MAP_FLAGS)
+        return np.frombuffer(mapped, dtype=dtype).reshape(shape)
+    raw = np.empty(nbytes + XLA_ALIGN, dtype=np.uint8)
+    skip = -raw.ctypes.data % XLA_ALIGN
+    return raw[skip : skip + nbytes].view(dtype).reshape(shape)
 
 
 def _bytes(a: np.ndarray) -> np.ndarray:
@@ -90,47 +132,204 @@ def _encoding(record: dict[str, Any]) -> Any:
     return tuple(enc) if isinstance(enc, list) else bool(enc)
 
 
-def _fill(batch: _Batch, leaf: dict[str, Any], box: Box, dest: np.ndarray) -> None:
-    """Queue the reads that fill `dest`, the slice `box` of `leaf`."""
-    itemsize = dest.dtype.itemsize
+def _whole(leaf: dict[str, Any], record: dict[str, Any], targets: list[Any]) -> _native.ItemRead:
+    """The read of all of `record` into `targets`, its CRC32C checked."""
+    return _native.ItemRead(
+        record["file"],
+        record["offset"],
+        record["length"],
+        _encoding(record),
+        record["crc32c"],
+        f"{leaf['key']} piece {record['box']}",
+        targets,
+    )
+
+
+def _fill(batch: _Batch, leaf: dict[str, Any], dest: np.ndarray) -> None:
+    """Queue the reads that fill `dest`, the whole of `leaf`."""
     for record in leaf["chunks"]:
         cbox = record["box"]
-        inter = _layout.intersect(cbox, box) if box else []
-        if inter is None or (box and _layout.volume(cbox) == 0):
+        if cbox and _layout.volume(cbox) == 0:
             continue
-        where = (
-            record["file"],
-            record["offset"],
-            record["length"],
-            _encoding(record),
-            record["crc32c"],
-            f"{leaf['key']} piece {cbox}",
-        )
-        if not box or cbox == box:
-            batch.add((*where, [_bytes(dest)]), 0)
+        if not cbox:
+            batch.add(_whole(leaf, record, [_bytes(dest)]), 0)
             continue
-        if all(c == b for c, b in zip(cbox[1:], box[1:], strict=True)):
-            # Whole rows of dest: read into them, skip the piece's others.
-            row = itemsize * _layout.volume([[0, 1], *cbox[1:]])
-            lo, hi = inter[0]
-            part = dest[lo - box[0][0] : hi - box[0][0]]
-            targets: list[Any] = []
-            if lo > cbox[0][0]:
-                targets.append((lo - cbox[0][0]) * row)
-            targets.append(_bytes(part))
-            if cbox[0][1] > hi:
-                targets.append((cbox[0][1] - hi) * row)
-            batch.add((*where, targets), 0)
+        part = dest[tuple(slice(a, b) for a, b in cbox)]
+        if part.flags.c_contiguous:
+            batch.add(_whole(leaf, record, [_bytes(part)]), 0)
             continue
-        temp = np.empty([b - a for a, b in cbox], dtype=dest.dtype)
-        batch.add((*where, [_bytes(temp)]), temp.nbytes)
+        _scatter_whole(batch, leaf, record, [(cbox, part)])
 
-        def scatter(temp: np.ndarray = temp, cbox: Box = cbox, inter: Box = inter) -> None:
+
+def _scatter_whole(
+    batch: _Batch, leaf: dict[str, Any], record: dict[str, Any], pairs: list[tuple[Box, Any]]
+) -> None:
+    """Read `record` whole once (its CRC32C checked), then copy the part
+    `inter` of it into each `(inter, dest)` of `pairs`."""
+    cbox = record["box"]
+    dtype = np.dtype(pairs[0][1].dtype)
+    temp = np.empty([b - a for a, b in cbox], dtype=dtype)
+    batch.add(_whole(leaf, record, [_bytes(temp)]), temp.nbytes)
+
+    def scatter() -> None:
+        for inter, dest in pairs:
             src = tuple(slice(a - c[0], b - c[0]) for (a, b), c in zip(inter, cbox, strict=True))
-            dst = tuple(slice(a - c[0], b - c[0]) for (a, b), c in zip(inter, box, strict=True))
-            dest[dst] = temp[src]
+            dest[...] = temp[src]
 
-        batch.then(scatter)
+    batch.then(scatter)
+
+
+def _runs(cbox: Box, inter: Box, itemsize: int) -> tuple[np.ndarray, int]:
+    """Where `inter` lies in the bytes of the piece `cbox` (stored
+    row-major): the start of each contiguous run, in order, and the runs'
+    common length."""
+    ext = [b - a for a, b in cbox]
+    stride = [itemsize] * len(ext)
+    for j in range(len(ext) - 2, -1, -1):
+        stride[j] = stride[j + 1] * ext[j + 1]
+    # Trailing dimensions `inter` spans whole continue a run.
+    k = len(ext) - 1
+    while k > 0 and inter[k] == cbox[k]:
+        k -= 1
+    starts = np.array([(inter[k][0] - cbox[k][0]) * stride[k]], dtype=np.int64)
+    for j in range(k - 1, -1, -1):
+        steps = (np.arange(inter[j][0], inter[j][1], dtype=np.int64) - cbox[j][0]) * stride[j]
+        starts = (steps[:, None] + starts[None, :]).reshape(-1)
+    return starts, (inter[k][1] - inter[k][0]) * stride[k]
+
+
+def _blocks_needed(record: dict[str, Any], starts: np.ndarray, length: int) -> np.ndarray:
+    """Mask of the CRC blocks of `record` that hold any byte of the runs."""
+    block, size = record["block"], record["size"]
+    count = -(-size // block)
+    mark = np.zeros(count + 1, dtype=np.int64)
+    np.add.at(mark, starts // block, 1)
+    np.add.at(mark, (starts + length - 1) // block + 1, -1)
+    return np.cumsum(mark[:count]) > 0
+
+
+def _block_item(
+    leaf: dict[str, Any], record: dict[str, Any], i: int, targets: list[Any]
+) -> _native.ItemRead:
+    """The read of block `i` of `record`, its CRC32C checked."""
+    block = record["block"]
+    start = i * block
+    length = min(block, record["size"] - start)
+    return _native.ItemRead(
+        record["file"],
+        record["offset"] + start,
+        length,
+        False,
+        record["block_crc32c"][i],
+        f"{leaf['key']} piece {record['box']} block {i}",
+        targets,
+    )
+
+
+def _read_rows(
+    batch: _Batch, leaf: dict[str, Any], record: dict[str, Any], lo: int, hi: int, part: Any
+) -> None:
+    """Read bytes `[lo, hi)` of `record` (stored as is, with block CRCs)
+    straight into `part`: the blocks covering them, each checked, the
+    bytes outside the range read and dropped."""
+    block = record["block"]
+    out = _bytes(part)
+    for i in range(lo // block, (hi - 1) // block + 1):
+        b0 = i * block
+        b1 = min(b0 + block, record["size"])
+        a, z = max(lo, b0), min(hi, b1)
+        targets: list[Any] = []
+        if a > b0:
+            targets.append(a - b0)
+        targets.append(out[a - lo : z - lo])
+        if b1 > z:
+            targets.append(b1 - z)
+        batch.add(_block_item(leaf, record, i, targets), 0)
+
+
+def _fill_slices(batch: _Batch, leaf: dict[str, Any], slices: dict[Any, np.ndarray]) -> None:
+    """Queue the reads that fill each device slice (`box` -> array) of
+    `leaf`. A piece needed whole by a slice is read straight into it (its
+    CRC32C checked). A piece stored as is that a slice needs only part of
+    is read in whole CRC blocks covering that part (each block checked):
+    into the slice when the part is whole rows of both, else once into a
+    scratch copy of the piece shared by all the slices needing it. A
+    compressed piece is read whole, once, however many slices need it."""
+    itemsize = next(iter(slices.values())).dtype.itemsize
+    for record in leaf["chunks"]:
+        cbox = record["box"]
+        if cbox and _layout.volume(cbox) == 0:
+            continue
+        pairs: list[tuple[Box, Box, np.ndarray]] = []
+        for key, dest in slices.items():
+            box = [list(b) for b in key]
+            inter = _layout.intersect(cbox, box) if box else []
+            if inter is not None:
+                pairs.append((box, inter, dest))
+        if not pairs:
+            continue
+        scattered: list[tuple[Box, Any]] = []
+        for box, inter, dest in pairs:
+            place = dest[
+                tuple(slice(a - b[0], z - b[0]) for (a, z), b in zip(inter, box, strict=True))
+            ]
+            if not box or cbox == box:
+                batch.add(_whole(leaf, record, [_bytes(dest)]), 0)
+            elif inter == cbox and place.flags.c_contiguous:
+                batch.add(_whole(leaf, record, [_bytes(place)]), 0)
+            elif cbox[1:] == box[1:] and ("block" in record or len(pairs) == 1):
+                # Whole rows of the piece and of the slice.
+                row = itemsize * _layout.volume([[0, 1], *cbox[1:]])
+                lo, hi = (a - cbox[0][0] for a in inter[0])
+                if "block" in record:
+                    _read_rows(batch, leaf, record, lo * row, hi * row, place)
+                else:
+                    # Compressed: decoded whole, the rows around dropped.
+                    head, tail = lo * row, record["size"] - hi * row
+                    targets: list[Any] = [head] if head else []
+                    targets.append(_bytes(place))
+                    if tail:
+                        targets.append(tail)
+                    batch.add(_whole(leaf, record, targets), 0)
+            else:
+                scattered.append((inter, place))
+        if not scattered:
+            continue
+        if "block" not in record or len(cbox) == 0:
+            _scatter_whole(batch, leaf, record, scattered)
+        else:
+            _scatter_blocks(batch, leaf, record, scattered, itemsize)
+
+
+def _scatter_blocks(
+    batch: _Batch,
+    leaf: dict[str, Any],
+    record: dict[str, Any],
+    pairs: list[tuple[Box, Any]],
+    itemsize: int,
+) -> None:
+    """Read the CRC blocks of `record` that hold any part `inter` of
+    `pairs` into one scratch copy of the piece (each block checked), then
+    copy each part into its destination."""
+    cbox = record["box"]
+    need = np.zeros(-(-record["size"] // record["block"]), dtype=bool)
+    for inter, _ in pairs:
+        starts, length = _runs(cbox, inter, itemsize)
+        need |= _blocks_needed(record, starts, length)
+    temp = np.empty([b - a for a, b in cbox], dtype=pairs[0][1].dtype)
+    flat = _bytes(temp)
+    block = record["block"]
+    for i in np.flatnonzero(need).tolist():
+        b0 = i * block
+        batch.add(_block_item(leaf, record, i, [flat[b0 : min(b0 + block, flat.nbytes)]]), 0)
+    batch.held += temp.nbytes
+
+    def scatter() -> None:
+        for inter, dest in pairs:
+            src = tuple(slice(a - c[0], b - c[0]) for (a, b), c in zip(inter, cbox, strict=True))
+            dest[...] = temp[src]
+
+    batch.then(scatter)
 
 
 def _target_info(label: str, target: Any, leaf: dict[str, Any], where: str) -> tuple[Any, Any]:
@@ -161,7 +360,27 @@ def _target_info(label: str, target: Any, leaf: dict[str, Any], where: str) -> t
     return jnp.dtype(dtype), sharding
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic collector off for the duration: jax hooks every
+    collection (``_xla_gc_callback``, ~1.6 ms each), and planning a tree
+    of a thousand leaves allocates enough to run it a hundred times. A
+    restore makes no garbage cycles; any left are collected afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def restore(directory: S3DlioPath, args: S3DlioRestore) -> Any:
+    with _gc_paused():
+        return _restore(directory, args)
+
+
+def _restore(directory: S3DlioPath, args: S3DlioRestore) -> Any:
     index = read_index(directory)
     by_key = {leaf["key"]: leaf for leaf in index["leaves"]}
     where = str(directory)
@@ -184,8 +403,8 @@ def restore(directory: S3DlioPath, args: S3DlioRestore) -> Any:
                 f"{', '.join(extra[:5])}: in the checkpoint at {where} but not in the "
                 "abstract tree (pass S3DlioRestore(..., partial=True) to leave them out)"
             )
-    batch = _Batch(directory, args.thread_count)
     results: list[Any] = [None] * len(targets)
+    batch = _Batch(directory, args.thread_count, results)
     for n, (key, target) in enumerate(targets):
         _plan_leaf(batch, by_key[key], target, results, n, where)
     batch.flush()
@@ -213,8 +432,8 @@ def _plan_leaf(
     else:
         dtype, sharding = _target_info(label, target, leaf, where)
     if sharding is None:
-        dest = np.empty(shape, dtype=stored)
-        _fill(batch, leaf, [[0, d] for d in shape], dest)
+        dest = host_buffer(shape, stored)
+        _fill(batch, leaf, dest)
 
         def done_host() -> None:
             results[n] = dest if dtype == stored else dest.astype(dtype)
@@ -226,8 +445,16 @@ def _plan_leaf(
         box = normalize(index, shape)
         key = tuple(tuple(b) for b in box)
         if key not in slices:
-            slices[key] = np.empty([b - a for a, b in box], dtype=stored)
-            _fill(batch, leaf, box, slices[key])
+            slices[key] = host_buffer([b - a for a, b in box], stored)
+    _fill_slices(batch, leaf, slices)
+    if len(sharding.device_set) == 1 and len(slices) == 1:
+        (only,) = slices.values()
+
+        def done_single() -> None:
+            batch.puts.append((n, only if dtype == stored else only.astype(dtype), sharding))
+
+        batch.then(done_single)
+        return
 
     def done_device() -> None:
         def piece(index: tuple[slice, ...]) -> np.ndarray:

@@ -260,6 +260,11 @@ class Writers:
                         "crc32c": placed.crc32c,
                         "encoding": encoding,
                     }
+                    if encoding is False and placed.size > _layout.CRC_BLOCK:
+                        # A restore under another sharding reads parts of
+                        # this piece: whole blocks, each checked.
+                        record["block"] = _layout.CRC_BLOCK
+                        record["block_crc32c"] = _native.block_crc32c(flat, _layout.CRC_BLOCK)
                     with self._lock:
                         self.records.append((piece.leaf, record))
                 finally:

@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import s3dlio
 import s3dlio_jax
 
 SHAPE = (16, 8)
@@ -87,6 +88,58 @@ def mesh_restore(uri: str) -> None:
     mngr.close()
 
 
+def _bytes_read() -> int:
+    """Bytes this process has read through read system calls so far (all
+    threads, the core's preadv included)."""
+    with open("/proc/self/io") as f:
+        fields = dict(line.split(": ") for line in f.read().splitlines())
+    return int(fields["rchar"])
+
+
+def reshard_bytes(uri: str) -> None:
+    """8 devices, file://: an array stored as is in 2 row pieces (saved
+    from 2 devices), restored row-sharded over 8 devices and over a 4x2
+    grid. Prints the bytes each restore read; then a flipped byte in a
+    piece read in part is an IntegrityError naming its CRC block."""
+    devices = jax.devices()
+    value = np.random.default_rng(11).standard_normal((2048, 1024)).astype(np.float32)
+    saved = NamedSharding(Mesh(np.array(devices[:2]), ("x",)), P("x"))
+    mngr = manager(uri)
+    mngr.save(0, args=s3dlio_jax.S3DlioSave(sharded({"w": value}, saved)))
+    mngr.wait_until_finished()
+    rows = NamedSharding(Mesh(np.array(devices), ("x",)), P("x"))
+    grid = NamedSharding(Mesh(np.array(devices).reshape(4, 2), ("a", "b")), P("a", "b"))
+    read = {}
+    for name, sharding in (("rows", rows), ("grid", grid)):
+        target = {"w": jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=sharding)}
+        before = _bytes_read()
+        got = mngr.restore(0, args=s3dlio_jax.S3DlioRestore(target))["w"]
+        read[name] = _bytes_read() - before
+        assert got.sharding == sharding
+        for shard in got.addressable_shards:
+            assert np.array_equal(np.asarray(shard.data), value[shard.index]), name
+    print(json.dumps({"read": read, "nbytes": value.nbytes}), flush=True)
+
+    item = uri.removeprefix("file://") + "/0/default"
+    with open(f"{item}/s3dlio_index.json") as f:
+        (leaf,) = json.load(f)["leaves"]
+    piece = leaf["chunks"][0]
+    assert len(piece["block_crc32c"]) > 1, piece.keys()
+    with open(f"{item}/{piece['file']}", "r+b") as f:
+        f.seek(piece["offset"] + piece["block"] + 5)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    target = {"w": jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=rows)}
+    try:
+        mngr.restore(0, args=s3dlio_jax.S3DlioRestore(target))
+    except s3dlio.IntegrityError as e:
+        assert piece["file"] in str(e) and "['w']" in str(e) and "block 1" in str(e), str(e)
+    else:
+        raise AssertionError("a flipped byte in a block that was read went unnoticed")
+    mngr.close()
+
+
 def distributed(uri: str, coordinator: str, process: int) -> None:
     """One of two processes (2 CPU devices each) saving one checkpoint of
     arrays sharded over all 4 devices, then restoring its own shards
@@ -128,5 +181,11 @@ if __name__ == "__main__":
     if command == "distributed":
         distributed(rest[0], rest[1], int(rest[2]))
     else:
-        {"mesh_save": mesh_save, "mesh_restore": mesh_restore, "killed": killed}[command](*rest)
+        commands = {
+            "mesh_save": mesh_save,
+            "mesh_restore": mesh_restore,
+            "killed": killed,
+            "reshard_bytes": reshard_bytes,
+        }
+        commands[command](*rest)
     print("ok", flush=True)

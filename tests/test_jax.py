@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -210,6 +211,37 @@ def test_standard_save_is_refused_naming_ours(file_base: str) -> None:
     assert not any(n in ("s3:", "file:") for n in os.listdir("."))
 
 
+def test_manager_without_registry_names_ours(
+    file_base: str, tmp_path: pathlib.Path, monkeypatch
+) -> None:
+    """Without handler_registry=, the manager takes StandardSave's handler
+    from Orbax's global registry; on our path that is a TypeError naming
+    s3dlio_jax.handler_registry() and S3DlioSave, and tensorstore writes
+    nothing (it used to create a local directory named 'file:')."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    uri = f"{file_base}/noreg"
+    mngr = ocp.CheckpointManager(s3dlio_jax.path(uri), options=s3dlio_jax.manager_options())
+    with pytest.raises(
+        TypeError, match=r"handler_registry=s3dlio_jax\.handler_registry\(\).*S3DlioSave"
+    ):
+        mngr.save(0, args=ocp.args.StandardSave({"x": jnp.ones(3)}))
+        mngr.wait_until_finished()
+    assert mngr.all_steps() == []
+    assert os.listdir(cwd) == []
+    ours = manager(uri)
+    ours.save(1, args=s3dlio_jax.S3DlioSave({"x": jnp.ones(3)}))
+    ours.wait_until_finished()
+    ours.close()
+    fresh = ocp.CheckpointManager(s3dlio_jax.path(uri), options=s3dlio_jax.manager_options())
+    target = {"x": jax.ShapeDtypeStruct((3,), jnp.float32, sharding=CPU)}
+    # Orbax checks that its own files exist before reaching tensorstore.
+    with pytest.raises((TypeError, FileNotFoundError)):
+        fresh.restore(1, args=ocp.args.StandardRestore(target))
+    assert os.listdir(cwd) == []
+
+
 def test_bad_save_arguments() -> None:
     with pytest.raises(ValueError, match="1-22"):
         s3dlio_jax.S3DlioSave({"x": jnp.ones(3)}, compression_level=23)
@@ -311,6 +343,34 @@ def test_path_layer(base_uri: str) -> None:
     assert str(root / "w").endswith("/p/w") and "://" in str(root)
 
 
+def test_local_listing_is_one_level(file_base: str, scratch: pathlib.Path) -> None:
+    """iterdir/glob on a local directory read that directory only. Below
+    `deep/` lies a chain of directories whose full path is longer than
+    PATH_MAX: a listing that walks the subtree (as the core's local
+    listing does) fails there with ENAMETOOLONG; one level never goes
+    there."""
+    root = s3dlio_jax.path(f"{file_base}/tree")
+    (root / "top").write_text("t")
+    (root / "deep" / "x.json").write_text("{}")
+    fd = os.open(scratch / "tree" / "deep", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(20):
+            name = "d" * 250
+            os.mkdir(name, dir_fd=fd)
+            nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        os.close(os.open("leaf", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):
+        s3dlio.list(f"{file_base}/tree/")  # the walk the path layer must not do
+    assert [p.name for p in root.iterdir()] == ["deep", "top"]
+    assert [p.name for p in (root / "deep").glob("*")] == ["d" * 250, "x.json"]
+    assert (root / "deep").is_dir() and (root / "top").stat().length == 1
+    shutil.rmtree(scratch / "tree")
+
+
 def test_rmtree_removes_commit_file_first(file_base: str, monkeypatch) -> None:
     from s3dlio import _native
 
@@ -351,6 +411,19 @@ def test_eight_device_mesh_reshard(request, backend: str) -> None:
     uri = request.getfixturevalue(f"{backend}_base") + "/mesh"
     check_ok(run_worker("mesh_save", uri, devices=8))
     check_ok(run_worker("mesh_restore", uri, devices=2))
+
+
+def test_reshard_reads_only_the_slices(file_base: str) -> None:
+    """Restored under another sharding, an array stored as is costs the
+    bytes of the devices' slices (rounded out to CRC blocks), not the
+    whole pieces overlapping each slice: 8 MiB in 2 row pieces, restored
+    over 8 devices by rows and over a 4x2 grid, each reads about 8 MiB
+    (whole pieces per slice: 32 MiB)."""
+    proc = run_worker("reshard_bytes", f"{file_base}/bytes", devices=8)
+    check_ok(proc)
+    doc = json.loads(proc.stdout.strip().splitlines()[-2])
+    for name, read in doc["read"].items():
+        assert doc["nbytes"] <= read < 1.25 * doc["nbytes"], (name, doc)
 
 
 def _free_port() -> int:

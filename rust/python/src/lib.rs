@@ -49,6 +49,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pack::single_put_limit, m)?)?;
     m.add_function(wrap_pyfunction!(pack::check_encoding, m)?)?;
     m.add_function(wrap_pyfunction!(dtype::byte_group_width, m)?)?;
+    m.add_function(wrap_pyfunction!(pack::block_crc32c, m)?)?;
     m.add_class::<pack::PackWriter>()?;
     m.add_class::<pack::PyPackedItem>()?;
     m.add_class::<pack::PyItemRead>()?;

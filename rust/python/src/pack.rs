@@ -539,3 +539,18 @@ pub fn resolve_uri(
 pub fn check_encoding(compression_level: Option<i32>, byte_grouping: Option<bool>) -> PyResult<()> {
     s3dlio_core::codec::check_encoding(compression_level, byte_grouping).py()
 }
+
+/// CRC32C of each `block`-byte run of `data` (the last run may be
+/// shorter). Recorded beside a stored-as-is item, they let a reader that
+/// needs only part of it read whole blocks and check each one, where the
+/// item's own CRC32C covers only a read of all of it.
+#[pyfunction]
+#[pyo3(signature = (data, block))]
+pub fn block_crc32c(py: Python<'_>, data: &Bound<'_, PyAny>, block: usize) -> PyResult<Vec<u32>> {
+    if block == 0 {
+        return Err(PyValueError::new_err("block must be a positive byte count"));
+    }
+    let held = BorrowedBuffer::readable(data)?;
+    let bytes = held.as_slice();
+    Ok(py.detach(|| bytes.chunks(block).map(s3dlio_core::crc::crc32c).collect()))
+}
