@@ -9,11 +9,15 @@ and restored through each framework's real adapter path:
   Orbax's own `StandardSave`, on file://: bench/_frameworks_jax.py.
 - TensorFlow: `tf.train.Checkpoint.write` / `.read` through the s3dlio_tf
   plugin on direct:// against TensorFlow's own local write on the same
-  disk: bench/_frameworks_tf.py.
+  disk, on s3:// and az:// against the raw-HTTP ceiling (with the requests
+  one save costs), and the peak RSS of saving one large variable:
+  bench/_frameworks_tf.py.
 
 Restores are checked bit-exact against the saved values; each module
 records its own rows (speed, stored/logical, peak RSS growth).
 """
+
+# bench-needs: s3, azure
 
 from __future__ import annotations
 
@@ -59,6 +63,8 @@ def main() -> None:
     try:
         _frameworks_jax.run(bench, state, SCRATCH, repeat)
         _frameworks_tf.tensorflow(bench, state, repeat, SCRATCH)
+        _frameworks_tf.tensorflow_cloud(bench, state, repeat)
+        _frameworks_tf.tensorflow_memory(bench, SCRATCH)
     finally:
         fresh(SCRATCH)
 

@@ -23,6 +23,10 @@ use super::target::Target;
 
 /// Bytes fetched per read-ahead window.
 const READ_AHEAD: u64 = 8 << 20;
+/// The window on S3 and Azure: the ranged driver splits it into 8 MiB GETs
+/// sent in parallel, where one 8 MiB window is one GET waited for alone
+/// (TF restores tensor by tensor, mostly smaller than a window).
+const REMOTE_READ_AHEAD: u64 = 64 << 20;
 /// Appends collected before they are handed to the writer.
 const APPEND_BUFFER: usize = 8 << 20;
 
@@ -104,7 +108,12 @@ impl ReadFile {
                 continue;
             }
             if outside {
-                let end = (pos + want.max(READ_AHEAD)).min(self.size);
+                let ahead = if self.target.loc.store.is_remote() {
+                    REMOTE_READ_AHEAD
+                } else {
+                    READ_AHEAD
+                };
+                let end = (pos + want.max(ahead)).min(self.size);
                 let data = block_on(self.reader.read_range(pos..end))??;
                 if data.len() as u64 != end - pos {
                     return Err(Error::corrupt(
