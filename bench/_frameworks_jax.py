@@ -14,7 +14,7 @@ sharding; peak RSS growth of each side. Neither side fsyncs.
 
 On s3:// (s3s-fs) and az:// (Azurite), when bench/_servers.py started them,
 ours is measured beside a raw-HTTP ceiling (bench/_raw_s3.py,
-bench/_raw_az.py: the same bytes in objects of the sizes ours wrote, the
+bench/_raw_azure.py: the same bytes in objects of the sizes ours wrote, the
 same request sizes and concurrency, no checksums, no work of its own).
 Orbax has no row there: its array path (tensorstore) only knows gs://; on
 s3:// it writes a local directory named ``s3:``, and it has no Azure
@@ -153,7 +153,7 @@ def _remotes() -> list[tuple[str, str, Any]]:
     if os.environ.get("AZURE_STORAGE_CONNECTION_STRING") and os.environ.get(
         "S3DLIO_BENCH_AZ_CONTAINER"
     ):
-        from _raw_az import RawAzure
+        from _raw_azure import RawAzure
 
         account = os.environ["S3DLIO_BENCH_AZ_ACCOUNT"]
         container = os.environ["S3DLIO_BENCH_AZ_CONTAINER"]

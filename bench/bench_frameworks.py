@@ -9,13 +9,14 @@ and restored through each framework's real adapter path:
   Orbax's own `StandardSave`, on file://: bench/_frameworks_jax.py.
 - TensorFlow: `tf.train.Checkpoint.write` / `.read` through the s3dlio_tf
   plugin on direct:// against TensorFlow's own local write on the same
-  disk: bench/_frameworks_tf.py.
+  disk, on s3:// and az:// against the raw-HTTP ceiling (with the requests
+  one save costs), and the peak RSS of saving one large variable:
+  bench/_frameworks_tf.py.
 
 Restores are checked bit-exact against the saved values; each module
 records its own rows (speed, stored/logical, peak RSS growth). The JAX
-module adds s3:// and az:// rows beside a raw-HTTP ceiling when the
-servers below are running. S3DLIO_BENCH_FRAMEWORKS=jax (or tf) runs one
-framework only.
+module adds s3:// and az:// rows beside a raw-HTTP ceiling too.
+S3DLIO_BENCH_FRAMEWORKS=jax (or tf) runs one framework only.
 
     python bench/report.py --only bench_frameworks.py [--quick]
 """
@@ -69,6 +70,8 @@ def main() -> None:
             _frameworks_jax.run(bench, state, SCRATCH, repeat)
         if "tf" in only:
             _frameworks_tf.tensorflow(bench, state, repeat, SCRATCH)
+            _frameworks_tf.tensorflow_cloud(bench, state, repeat)
+            _frameworks_tf.tensorflow_memory(bench, SCRATCH)
     finally:
         fresh(SCRATCH)
 

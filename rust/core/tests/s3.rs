@@ -459,3 +459,77 @@ async fn an_object_overwritten_between_ranged_gets_is_an_error_not_a_mix() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_above_the_copy_threshold_go_part_by_part_on_the_server() {
+    let Some(s) = server("partcopy") else { return };
+    let mut options = s.options();
+    // CopyObject stops at 5 GiB; a small threshold takes the same path.
+    options.s3.multipart_copy_threshold = Some(6 << 20);
+    options.s3.part_size = Some(5 << 20);
+    let loc = open("s3://partcopy/src.bin", &options);
+    let data = pattern((12 << 20) + 777, 9);
+    loc.store
+        .put(&loc.key, Bytes::from(data.clone()), &PutOptions::default())
+        .await
+        .unwrap();
+    let meta = loc.store.copy(&loc.key, "dir/dst.bin").await.unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    let head = loc.store.head("dir/dst.bin").await.unwrap();
+    // Three UploadPartCopy parts (5 + 5 + 2 MiB): a multipart ETag. A copy
+    // streamed through the client would be one PUT of 12 MiB here.
+    let etag = head.etag.clone().unwrap_or_default();
+    assert!(etag.trim_matches('"').ends_with("-3"), "{etag}");
+    // No full-object checksum comes with part copies: the source's CRC32C
+    // is carried over in the copy's metadata.
+    assert_eq!(head.crc32c, Some(crc32c(&data)));
+    assert!(loc.store.get("dir/dst.bin").await.unwrap() == data);
+
+    // At or below the threshold: one CopyObject, S3's own checksum.
+    let small = pattern(6 << 20, 3);
+    loc.store
+        .put(
+            "small.bin",
+            Bytes::from(small.clone()),
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    loc.store.copy("small.bin", "small-copy.bin").await.unwrap();
+    let head = loc.store.head("small-copy.bin").await.unwrap();
+    assert!(!head.etag.unwrap_or_default().contains('-'));
+    assert_eq!(head.crc32c, Some(crc32c(&small)));
+
+    let err = loc.store.copy("missing.bin", "x.bin").await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert!(loc.store.head("x.bin").await.unwrap_err().is_not_found());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_object_gets_its_crc_recorded_in_metadata() {
+    let Some(s) = server("recordcrc") else { return };
+    for threshold in [None, Some(6 << 20)] {
+        let mut options = s.options();
+        options.s3.multipart_copy_threshold = threshold;
+        options.s3.part_size = Some(5 << 20);
+        let loc = open("s3://recordcrc/big.bin", &options);
+        let data = pattern((11 << 20) + 5, 1);
+        let mut w = loc.store.writer(&loc.key, &multipart_opts()).await.unwrap();
+        w.write(Bytes::from(data.clone())).await.unwrap();
+        w.finish().await.unwrap();
+        // A composite checksum is no CRC32C of the bytes: none to report.
+        assert_eq!(loc.store.head(&loc.key).await.unwrap().crc32c, None);
+        assert!(loc
+            .store
+            .record_crc32c(&loc.key, crc32c(&data))
+            .await
+            .unwrap());
+        assert_eq!(
+            loc.store.head(&loc.key).await.unwrap().crc32c,
+            Some(crc32c(&data))
+        );
+        assert!(loc.store.get(&loc.key).await.unwrap() == data);
+        let err = loc.store.record_crc32c("nope.bin", 1).await.unwrap_err();
+        assert!(err.is_not_found(), "{err}");
+    }
+}

@@ -258,6 +258,11 @@ impl ObjectStore for FaultStore {
         self.enter(Op::Get, from).await?;
         self.inner.copy(from, to).await
     }
+
+    async fn record_crc32c(&self, key: &str, crc: u32) -> Result<bool> {
+        self.enter(Op::Put, key).await?;
+        self.inner.record_crc32c(key, crc).await
+    }
 }
 
 struct FaultWriter {

@@ -146,6 +146,8 @@ pub trait BlockingWrite {
 /// | `list_dir` | one level under a prefix: objects and sub-prefixes | filters `list` | s3://, az:// (delimiter listing) |
 /// | `single_put_limit` | objects below this size go up in one request | `None` (writes are not requests) | s3:// |
 /// | `is_remote` | reads are network requests driven by the runtime | `false` | s3://, az:// |
+/// | `copy` | server-side where the service can | streams through the client | s3:// (CopyObject, UploadPartCopy), az:// (Copy Blob) |
+/// | `record_crc32c` | `head` reports the CRC32C given from now on | `false` (nowhere to keep it) | s3:// (self-copy with user metadata) |
 ///
 /// Helpers that every store gets the same way and no backend overrides
 /// live in [`ObjectStoreExt`].
@@ -210,10 +212,20 @@ pub trait ObjectStore: Send + Sync + Debug {
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool>;
 
     /// Copy the stored bytes of `from` to `to` inside this store,
-    /// replacing `to`. The default streams them through this process in
-    /// bounded windows; S3 overrides it with a server-side copy.
+    /// replacing `to`, with the CRC32C the store keeps for `from`. The
+    /// default streams them through this process in bounded windows; S3
+    /// and Azure override it with a server-side copy.
     async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta> {
         copy_through_client(self, from, to).await
+    }
+
+    /// Record `crc`, the CRC32C of the bytes of `key`, where `head` will
+    /// report it, for an object whose store kept none when it was written
+    /// (an S3 multipart upload). `false` where the store has no place for
+    /// it (the default); `head` then reports what it did before.
+    async fn record_crc32c(&self, key: &str, crc: u32) -> Result<bool> {
+        let _ = (key, crc);
+        Ok(false)
     }
 
     /// One level under `prefix`, like `aws s3 ls`: the objects directly

@@ -10,10 +10,10 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use s3dlio_core::codec::crc::crc32c_append;
-use s3dlio_core::codec::{EncodeOptions, EncodingWriter, ObjectReader};
+use s3dlio_core::codec::{Codec, EncodeOptions, EncodingWriter, ObjectReader};
 use s3dlio_core::object::{open_writer, WriteOptions};
 use s3dlio_core::runtime::block_on;
-use s3dlio_core::store::PutOptions;
+use s3dlio_core::store::{ObjectStoreExt, PutOptions};
 use s3dlio_core::{Error, Result};
 
 use super::abi::code;
@@ -23,12 +23,18 @@ use super::target::Target;
 
 /// Bytes fetched per read-ahead window.
 const READ_AHEAD: u64 = 8 << 20;
+/// The window on S3 and Azure: the ranged driver splits it into 8 MiB GETs
+/// sent in parallel, where one 8 MiB window is one GET waited for alone
+/// (TF restores tensor by tensor, mostly smaller than a window).
+const REMOTE_READ_AHEAD: u64 = 64 << 20;
 /// Appends collected before they are handed to the writer.
 const APPEND_BUFFER: usize = 8 << 20;
 
 pub struct ReadFile {
     uri: String,
     reader: ObjectReader,
+    /// Where a plain file's bytes are, for reads straight into TF's buffer.
+    target: Target,
     size: u64,
     /// CRC32C of the whole logical file, when one was recorded.
     expected: Option<u32>,
@@ -57,6 +63,7 @@ impl ReadFile {
                 uri: target.uri(),
                 size: reader.logical_size(),
                 reader,
+                target,
                 expected,
                 state: Mutex::new(ReadState::default()),
             })
@@ -81,9 +88,32 @@ impl ReadFile {
                 break;
             }
             let win_end = st.start + st.window.len() as u64;
-            if pos < st.start || pos >= win_end {
-                let want = ((dst.len() - done) as u64).max(READ_AHEAD);
+            let outside = pos < st.start || pos >= win_end;
+            let want = (dst.len() - done) as u64;
+            if outside && want >= READ_AHEAD && self.reader.codec() == Codec::None {
+                // TF reads a whole tensor in one call: a large read of a
+                // plain file goes straight into TF's buffer, without a
+                // window of its size next to it.
                 let end = (pos + want).min(self.size);
+                let into = &mut dst[done..done + (end - pos) as usize];
+                block_on(
+                    self.target
+                        .loc
+                        .store
+                        .get_range_into(self.target.key(), pos, into),
+                )??;
+                self.track_crc(&mut st, pos, into)?;
+                done += into.len();
+                *done_ref = done;
+                continue;
+            }
+            if outside {
+                let ahead = if self.target.loc.store.is_remote() {
+                    REMOTE_READ_AHEAD
+                } else {
+                    READ_AHEAD
+                };
+                let end = (pos + want.max(ahead)).min(self.size);
                 let data = block_on(self.reader.read_range(pos..end))??;
                 if data.len() as u64 != end - pos {
                     return Err(Error::corrupt(
@@ -147,6 +177,10 @@ struct WriteState {
     pending: Vec<u8>,
     written: u64,
     crc: u32,
+    /// Stored as written (no compression, so no trailer holding the CRC).
+    plain: bool,
+    /// The write options, to tell which objects went up in parts.
+    put: PutOptions,
     /// The outcome of the first close, repeated by later ones.
     closed: Option<std::result::Result<(), String>>,
 }
@@ -184,6 +218,8 @@ impl WriteFile {
                 pending: Vec::new(),
                 written: 0,
                 crc: 0,
+                plain: level.is_none(),
+                put: opts.put.clone(),
                 closed: None,
             };
             if let Some(old) = old {
@@ -211,14 +247,20 @@ impl WriteFile {
         }
         st.crc = crc32c_append(st.crc, data);
         st.written += data.len() as u64;
-        if st.pending.len() + data.len() < APPEND_BUFFER {
-            st.pending.extend_from_slice(data);
-            return Ok(());
+        // TF hands a whole tensor to one append (gigabytes for a large
+        // variable): it goes on in buffer-sized pieces, so memory stays
+        // bounded by the buffer and the writer's own bound.
+        let mut rest = data;
+        while !rest.is_empty() {
+            let room = APPEND_BUFFER - st.pending.len();
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            st.pending.extend_from_slice(now);
+            rest = later;
+            if st.pending.len() == APPEND_BUFFER {
+                let chunk = std::mem::replace(&mut st.pending, Vec::with_capacity(APPEND_BUFFER));
+                st.send(Bytes::from(chunk))?;
+            }
         }
-        let mut chunk = std::mem::take(&mut st.pending);
-        chunk.extend_from_slice(data);
-        st.send(Bytes::from(chunk))?;
-        st.pending.reserve(APPEND_BUFFER);
         Ok(())
     }
 
@@ -271,7 +313,9 @@ impl WriteState {
             ));
         };
         block_on(w.finish())??;
-        integrity::record(&self.target, self.crc)?;
+        if self.plain {
+            integrity::record(&self.target, self.crc, self.written, &self.put)?;
+        }
         Ok(())
     }
 

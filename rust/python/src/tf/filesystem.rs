@@ -46,6 +46,16 @@ async fn prefix_has_entries(t: &Target) -> Result<bool> {
     Ok(!listing.objects.is_empty() || !listing.prefixes.is_empty())
 }
 
+/// Whether a directory marker object (`prefix` itself, ending in `/`) exists.
+async fn marker_exists(t: &Target, prefix: &str) -> Result<bool> {
+    match t.loc.store.head(prefix).await {
+        Ok(_) => Ok(true),
+        // Stores whose keys cannot end in '/' say so as invalid input.
+        Err(e) if e.is_not_found() || matches!(e, Error::InvalidInput(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The object at `t`, or `None` when there is none.
 async fn head_opt(t: &Target) -> Result<Option<ObjectMeta>> {
     if t.key().is_empty() {
@@ -89,7 +99,10 @@ pub fn stat(uri: &str) -> OpResult<Stat> {
                 is_directory: false,
             });
         }
-        if t.key().is_empty() || prefix_has_entries(&t).await? {
+        if t.key().is_empty()
+            || prefix_has_entries(&t).await?
+            || marker_exists(&t, &t.dir_prefix()).await?
+        {
             return Ok(Stat {
                 length: 0,
                 mtime_nsec: 0,
@@ -222,20 +235,29 @@ pub fn children(uri: &str) -> OpResult<Vec<String>> {
     }
     let prefix = t.dir_prefix();
     let listing = block_on(t.loc.store.list_dir(&prefix))??;
-    if listing.objects.is_empty()
-        && listing.prefixes.is_empty()
-        && block_on(head_opt(&t))??.is_some()
-    {
-        return Err(not_a_dir(&t.uri()));
+    if listing.objects.is_empty() && listing.prefixes.is_empty() && !prefix.is_empty() {
+        // Nothing under the prefix: a file, an empty directory marker
+        // (`dir/`, as consoles create), or nothing at all, which is
+        // NOT_FOUND as on TF's local file system. A bucket or container
+        // root with nothing in it is an empty directory.
+        if block_on(head_opt(&t))??.is_some() {
+            return Err(not_a_dir(&t.uri()));
+        }
+        if !block_on(marker_exists(&t, &prefix))?? {
+            return Err(Error::NotFound { uri: t.uri() }.into());
+        }
     }
     let dirs = listing
         .prefixes
         .iter()
         .map(|p| p[prefix.len()..].trim_end_matches('/').to_string());
+    // A directory marker lists as an object named like its prefix: it is
+    // the directory itself, not a child of it.
     let files = listing
         .objects
         .iter()
-        .map(|o| o.key[prefix.len()..].to_string());
+        .map(|o| o.key[prefix.len()..].to_string())
+        .filter(|name| !name.is_empty());
     Ok(dirs.chain(files).collect())
 }
 
@@ -345,4 +367,41 @@ pub fn copy_file(from: &str, to: &str, remove_source: bool) -> OpResult<()> {
         Ok(())
     })?;
     Ok(copied?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use s3dlio_core::store::PutOptions;
+
+    #[test]
+    fn children_of_a_missing_prefix_are_not_found() {
+        let t = Target::open("memory://tf-children/").unwrap();
+        let put = |key: &str| {
+            block_on(
+                t.loc
+                    .store
+                    .put(key, Bytes::from_static(b"x"), &PutOptions::default()),
+            )
+            .unwrap()
+            .unwrap();
+        };
+        put("run/a.bin");
+        put("run/sub/b.bin");
+        assert_eq!(
+            children("memory://tf-children/run").unwrap(),
+            vec!["sub".to_string(), "a.bin".to_string()]
+        );
+        let missing = children("memory://tf-children/nothing").unwrap_err();
+        assert_eq!(missing.code, code::NOT_FOUND, "{}", missing.msg);
+        assert!(missing.msg.contains("nothing"), "{}", missing.msg);
+        let file = children("memory://tf-children/run/a.bin").unwrap_err();
+        assert_eq!(file.code, code::FAILED_PRECONDITION, "{}", file.msg);
+        // Markers (`dir/` objects) are tested on Azurite (tests/test_tf.py):
+        // this store refuses such keys. The store root lists what it holds;
+        // an empty root is an empty directory, not a missing one.
+        assert_eq!(children("memory://tf-children/").unwrap(), vec!["run"]);
+        assert!(children("memory://tf-children-empty/").unwrap().is_empty());
+    }
 }

@@ -5,25 +5,41 @@
 //! - direct://: the extended attribute `user.s3dlio.crc32c` (it follows
 //!   rename(2)); a file system without user attributes records nothing.
 //! - s3://: the `x-amz-checksum-crc32c` of single-request uploads, which
-//!   the core sends anyway (multipart objects carry a composite checksum,
-//!   which is not the file's).
-//! - az://: nothing yet (the core writer sets no metadata).
+//!   the core sends anyway. Multipart objects carry a composite checksum,
+//!   which is not the file's, so after one is closed its CRC32C goes into
+//!   its user metadata (`x-amz-meta-s3dlio-crc32c`) by a server-side copy
+//!   onto itself: a plain S3 CopyObject works on every S3 server, where a
+//!   full-object multipart checksum is AWS-only (s3s-fs ignores it).
+//! - az://: the blob metadata `s3dlio_crc32c`, which the core's Azure
+//!   writer sets with every Put Blob and Put Block List.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use s3dlio_core::runtime::block_on;
+use s3dlio_core::store::PutOptions;
 use s3dlio_core::{Error, Result};
 
 use super::target::Target;
 
 const XATTR: &[u8] = b"user.s3dlio.crc32c\0";
 
-/// Record `crc` for the file just closed at `target`.
-pub fn record(target: &Target, crc: u32) -> Result<()> {
-    match &target.local {
-        Some(path) => set_xattr(path, crc),
-        None => Ok(()),
+/// Record `crc` for the plain file of `size` bytes just closed at
+/// `target`, written with `put`.
+pub fn record(target: &Target, crc: u32, size: u64, put: &PutOptions) -> Result<()> {
+    if let Some(path) = &target.local {
+        return set_xattr(path, crc);
+    }
+    let store = &target.loc.store;
+    // Below the store's single-request limit the upload carried the CRC
+    // itself; stores without one (Azure) record it while writing.
+    match store.single_put_limit(put) {
+        Some(limit) if size >= limit => {
+            block_on(store.record_crc32c(target.key(), crc))??;
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 

@@ -115,23 +115,26 @@ pub type OpResult<T> = std::result::Result<T, Failure>;
 /// Run an op, report its outcome in `status`, and turn a panic into
 /// TF_INTERNAL instead of unwinding into C (which would abort).
 pub fn guard<T>(status: *mut TF_Status, fallback: T, op: impl FnOnce() -> OpResult<T>) -> T {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)) {
-        Ok(Ok(v)) => {
+    match caught(op) {
+        Ok(v) => {
             ok(status);
             v
         }
-        Ok(Err(f)) => {
+        Err(f) => {
             set(status, f.code, &f.msg);
             fallback
         }
-        Err(panic) => {
-            set(
-                status,
-                code::INTERNAL,
-                &format!("s3dlio: internal error: {}", panic_text(&panic)),
-            );
-            fallback
-        }
+    }
+}
+
+/// `op`'s result, with a panic inside it as a TF_INTERNAL failure.
+fn caught<T>(op: impl FnOnce() -> OpResult<T>) -> OpResult<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)) {
+        Ok(r) => r,
+        Err(panic) => Err(Failure::new(
+            code::INTERNAL,
+            format!("s3dlio: internal error: {}", panic_text(&panic)),
+        )),
     }
 }
 
@@ -147,5 +150,49 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "a panic".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_an_op_is_internal_not_an_abort() {
+        let f = caught::<()>(|| panic!("boom at {}", 7)).unwrap_err();
+        assert_eq!(f.code, code::INTERNAL);
+        assert_eq!(f.msg, "s3dlio: internal error: boom at 7");
+        let f = caught::<()>(|| std::panic::panic_any(42u8)).unwrap_err();
+        assert_eq!(f.code, code::INTERNAL);
+        assert!(f.msg.contains("a panic"), "{}", f.msg);
+        // Through `guard` too (no status to set without TensorFlow): the
+        // fallback comes back and the test process is still running.
+        let v = guard(std::ptr::null_mut(), -1i64, || -> OpResult<i64> {
+            let v: Vec<i64> = Vec::new();
+            Ok(v[3])
+        });
+        assert_eq!(v, -1);
+        assert_eq!(caught(|| Ok(5)).unwrap(), 5);
+    }
+
+    #[test]
+    fn core_errors_map_to_tf_codes() {
+        let f = Failure::from(Error::Integrity {
+            uri: "s3://b/k".into(),
+            offset: 0,
+            expected: 1,
+            actual: 2,
+        });
+        assert_eq!(f.code, code::DATA_LOSS);
+        assert!(
+            f.msg.starts_with("s3dlio integrity check failed"),
+            "{}",
+            f.msg
+        );
+        assert!(f.msg.contains("s3://b/k"), "{}", f.msg);
+        let f = Failure::from(Error::NotFound {
+            uri: "az://a/c/k".into(),
+        });
+        assert_eq!(f.code, code::NOT_FOUND);
     }
 }

@@ -3,6 +3,7 @@
 //! composes requests (parallel reads, block uploads) lives in `mod.rs` and
 //! `writer.rs`.
 
+use std::collections::HashMap;
 use std::num::NonZero;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -16,8 +17,9 @@ use azure_core::http::{
 };
 use azure_storage_blob::models::{
     BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
+    BlobClientStartCopyFromUrlOptions, BlobClientStartCopyFromUrlResultHeaders,
     BlobContainerClientListBlobsOptions, BlobName, BlockBlobClientCommitBlockListOptions,
-    BlockBlobClientUploadOptions, BlockLookupList,
+    BlockBlobClientUploadOptions, BlockLookupList, CopyStatus,
 };
 use azure_storage_blob::{
     BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions, BlockBlobClient,
@@ -29,8 +31,33 @@ use serde::Deserialize;
 
 use super::builder::{display_url, AzureConfig};
 use super::credential::AzureCredential;
+use crate::crc::crc32c;
 use crate::error::{Error, Result};
 use crate::store::{DirListing, ObjectMeta};
+
+/// The blob metadata entry holding the CRC32C of the blob's bytes (8 hex
+/// digits), written with every Put Blob and Put Block List so that a
+/// whole-blob read can be checked; Copy Blob carries it to the copy.
+/// Azure has no service-side CRC32C of a whole blob to use instead.
+pub const CRC_METADATA: &str = "s3dlio_crc32c";
+
+/// The longest a server-side copy may stay pending before it is aborted.
+const COPY_PENDING_LIMIT: Duration = Duration::from_secs(600);
+/// First and longest wait between polls of a pending copy.
+const COPY_POLL_FIRST: Duration = Duration::from_millis(50);
+const COPY_POLL_MAX: Duration = Duration::from_secs(2);
+
+fn crc_metadata(crc: u32) -> HashMap<String, String> {
+    HashMap::from([(CRC_METADATA.to_string(), format!("{crc:08x}"))])
+}
+
+/// The CRC32C recorded in a blob's metadata, if any (and well formed).
+fn crc_from_metadata(metadata: &HashMap<String, String>) -> Option<u32> {
+    metadata
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(CRC_METADATA))
+        .and_then(|(_, v)| u32::from_str_radix(v.trim(), 16).ok())
+}
 
 /// Bytes of a blob name that are sent as they are; everything else is
 /// percent-encoded (as the Python SDK does), `/` kept as the separator.
@@ -201,10 +228,12 @@ impl AzureClient {
         if_absent: bool,
     ) -> Result<Option<ObjectMeta>> {
         let size = data.len() as u64;
+        let crc = crc32c(&data);
         let options = BlockBlobClientUploadOptions {
             // One request whatever the size: never the SDK's own partitioning.
             partition_size: NonZero::new(size.max(1)),
             if_none_match: if_absent.then(|| Etag::from("*")),
+            metadata: Some(crc_metadata(crc)),
             ..Default::default()
         };
         match self
@@ -216,6 +245,7 @@ impl AzureClient {
                 let mut meta = ObjectMeta::new(key, size);
                 meta.etag = r.etag.map(|e| e.to_string());
                 meta.last_modified = r.last_modified.map(SystemTime::from);
+                meta.crc32c = Some(crc);
                 Ok(Some(meta))
             }
             Err(e) if if_absent && is_already_exists(&e) => Ok(None),
@@ -233,12 +263,14 @@ impl AzureClient {
             .map_err(|e| self.error(key, e))
     }
 
-    /// Put Block List: the blob becomes exactly these blocks, atomically.
+    /// Put Block List: the blob becomes exactly these blocks, atomically,
+    /// with `crc` (the CRC32C of all their bytes) in its metadata.
     pub async fn commit_blocks(
         &self,
         key: &str,
         block_ids: Vec<Vec<u8>>,
         size: u64,
+        crc: u32,
     ) -> Result<ObjectMeta> {
         let list = BlockLookupList {
             latest: Some(block_ids),
@@ -249,7 +281,10 @@ impl AzureClient {
             .block_blob(key)?
             .commit_block_list(
                 content,
-                Some(BlockBlobClientCommitBlockListOptions::default()),
+                Some(BlockBlobClientCommitBlockListOptions {
+                    metadata: Some(crc_metadata(crc)),
+                    ..Default::default()
+                }),
             )
             .await
             .map_err(|e| self.error(key, e))?;
@@ -257,6 +292,7 @@ impl AzureClient {
         let mut meta = ObjectMeta::new(key, size);
         meta.etag = r.etag().ok().flatten().map(|e| e.to_string());
         meta.last_modified = r.last_modified().ok().flatten().map(SystemTime::from);
+        meta.crc32c = Some(crc);
         Ok(meta)
     }
 
@@ -272,7 +308,83 @@ impl AzureClient {
         let mut meta = ObjectMeta::new(key, size);
         meta.etag = r.etag().map_err(header)?.map(|e| e.to_string());
         meta.last_modified = r.last_modified().map_err(header)?.map(SystemTime::from);
+        meta.crc32c = crc_from_metadata(&r.metadata().map_err(header)?);
         Ok(meta)
+    }
+
+    /// Copy Blob inside this container: the service copies the bytes and
+    /// the metadata (the CRC32C with them); no byte passes through this
+    /// process. The source URL is authorised by the request's own Shared
+    /// Key or token (same account), or carries the SAS. A copy the service
+    /// leaves pending is polled until it ends, and aborted after
+    /// [`COPY_PENDING_LIMIT`].
+    pub async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta> {
+        crate::keys::check_key(&self.uri(from), from)?;
+        let dest = self.blob(to)?;
+        let r = dest
+            .start_copy_from_url(
+                self.blob_url(from).to_string(),
+                Some(BlobClientStartCopyFromUrlOptions::default()),
+            )
+            .await
+            .map_err(|e| match self.error(to, e) {
+                // The service names the destination; the missing one is the source.
+                Error::NotFound { uri } if uri == self.uri(to) => Error::NotFound {
+                    uri: self.uri(from),
+                },
+                other => other,
+            })?;
+        let header = |e: azure_core::Error| self.error(to, e);
+        let mut status = r.copy_status().map_err(header)?;
+        let copy_id = r.copy_id().map_err(header)?;
+        let started = std::time::Instant::now();
+        let mut wait = COPY_POLL_FIRST;
+        while status == Some(CopyStatus::Pending) {
+            if started.elapsed() > COPY_PENDING_LIMIT {
+                if let Some(id) = &copy_id {
+                    // Best effort: the error below is what the caller needs.
+                    let _ = dest.abort_copy(id, None).await;
+                }
+                return Err(Error::backend(
+                    self.uri(to),
+                    format!(
+                        "server-side copy from {} still pending after {} s; aborted",
+                        self.uri(from),
+                        COPY_PENDING_LIMIT.as_secs()
+                    ),
+                    true,
+                ));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(COPY_POLL_MAX);
+            let p = dest
+                .get_properties(None)
+                .await
+                .map_err(|e| self.error(to, e))?;
+            status = p.copy_status().map_err(header)?;
+            if status != Some(CopyStatus::Pending) {
+                let why = p.copy_status_description().map_err(header)?;
+                if status != Some(CopyStatus::Success) {
+                    return Err(Error::backend(
+                        self.uri(to),
+                        format!(
+                            "server-side copy from {} ended {status:?}: {}",
+                            self.uri(from),
+                            why.unwrap_or_default()
+                        ),
+                        false,
+                    ));
+                }
+            }
+        }
+        if !matches!(status, Some(CopyStatus::Success) | None) {
+            return Err(Error::backend(
+                self.uri(to),
+                format!("server-side copy from {} ended {status:?}", self.uri(from)),
+                false,
+            ));
+        }
+        self.head(to).await
     }
 
     /// One ranged Get Blob (`range` must not be empty). `if_match` pins

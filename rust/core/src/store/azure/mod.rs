@@ -262,6 +262,12 @@ impl ObjectStore for AzureStore {
         self.client.delete(key).await
     }
 
+    /// Copy Blob: server-side, metadata (the CRC32C) included.
+    async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta> {
+        self.check_key(to)?;
+        self.client.copy(from, to).await
+    }
+
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
         self.check_key(key)?;
         Ok(self.client.put_blob(key, data, true).await?.is_some())

@@ -114,10 +114,12 @@ impl MultipartTarget for BlockTarget {
         _upload_id: &str,
         parts: &[UploadedPart],
         size: u64,
-        _crc32c: u32,
+        crc32c: u32,
     ) -> Result<ObjectMeta> {
         let ids = parts.iter().map(|p| p.tag.clone().into_bytes()).collect();
-        self.client.commit_blocks(&self.key, ids, size).await
+        self.client
+            .commit_blocks(&self.key, ids, size, crc32c)
+            .await
     }
 
     /// Uncommitted blocks are invisible and the service discards them.

@@ -61,6 +61,9 @@ pub struct S3Options {
     pub concurrency: Option<usize>,
     /// Override the caller's multipart threshold (bytes).
     pub multipart_threshold: Option<usize>,
+    /// Objects larger than this are copied with UploadPartCopy instead of
+    /// one CopyObject (bytes; default and ceiling: CopyObject's 5 GiB).
+    pub multipart_copy_threshold: Option<u64>,
 }
 
 /// `storage_options` keys this backend understands (aliases included).
@@ -80,6 +83,7 @@ pub const S3_OPTION_KEYS: &[&str] = &[
     "multipart_chunksize",
     "max_concurrency",
     "multipart_threshold",
+    "multipart_copy_threshold",
 ];
 
 impl S3Options {
@@ -128,6 +132,9 @@ impl S3Options {
             "multipart_chunksize" | "part_size" => self.part_size = Some(parse_count(key, value)?),
             "max_concurrency" | "concurrency" => self.concurrency = Some(parse_count(key, value)?),
             "multipart_threshold" => self.multipart_threshold = Some(parse_count(key, value)?),
+            "multipart_copy_threshold" => {
+                self.multipart_copy_threshold = Some(parse_count(key, value)? as u64)
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -170,6 +177,7 @@ impl fmt::Debug for S3Options {
             .field("part_size", &self.part_size)
             .field("concurrency", &self.concurrency)
             .field("multipart_threshold", &self.multipart_threshold)
+            .field("multipart_copy_threshold", &self.multipart_copy_threshold)
             .finish()
     }
 }

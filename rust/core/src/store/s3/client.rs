@@ -3,13 +3,16 @@
 //! the SDK's standard retry mode; a body that breaks mid-stream is resumed
 //! here from the first missing byte.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, MetadataDirective,
+};
 use bytes::Bytes;
 
 use super::builder::{self, Resolved};
@@ -18,6 +21,12 @@ use crate::error::{Error, Result};
 use crate::store::ranged::{check_version, Cursor};
 use crate::store::upload::UploadedPart;
 use crate::store::{DirListing, ObjectMeta};
+
+/// The user metadata entry (`x-amz-meta-s3dlio-crc32c`, 8 hex digits)
+/// holding the CRC32C of an object's bytes where S3 keeps no full-object
+/// checksum: multipart uploads (their checksum is composite) and
+/// multipart copies. Single PUTs carry `x-amz-checksum-crc32c` instead.
+pub(crate) const CRC_METADATA: &str = "s3dlio-crc32c";
 
 /// First and longest wait between resumes of a broken body.
 const RESUME_BACKOFF: Duration = Duration::from_millis(100);
@@ -135,6 +144,14 @@ impl BucketClient {
     }
 
     pub async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        Ok(self.head_with_metadata(key).await?.0)
+    }
+
+    /// HeadObject: what `head` returns and the object's user metadata.
+    pub async fn head_with_metadata(
+        &self,
+        key: &str,
+    ) -> Result<(ObjectMeta, HashMap<String, String>)> {
         let out = self
             .client
             .head_object()
@@ -144,17 +161,24 @@ impl BucketClient {
             .send()
             .await
             .map_err(|e| self.fail(key, "HeadObject", e))?;
-        Ok(ObjectMeta {
+        let metadata = out.metadata().cloned().unwrap_or_default();
+        // Ours first: it was computed from the bytes as they were written,
+        // and some servers (s3s-fs) keep a stale checksum header when a
+        // multipart upload replaces a single-PUT object. Composite
+        // checksums of multipart uploads ("…-N") are not the CRC32C of the
+        // bytes; only a full-object value is.
+        let crc32c = crc_from_metadata(&metadata)
+            .or_else(|| out.checksum_crc32_c().and_then(parse_crc_header));
+        let meta = ObjectMeta {
             key: key.to_string(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
             etag: out.e_tag().map(str::to_string),
-            // Composite checksums of multipart uploads ("…-N") are not the
-            // CRC32C of the bytes; only a full-object value is.
-            crc32c: out.checksum_crc32_c().and_then(parse_crc_header),
+            crc32c,
             last_modified: out
                 .last_modified()
                 .and_then(|t| SystemTime::try_from(*t).ok()),
-        })
+        };
+        Ok((meta, metadata))
     }
 
     /// Whether the bucket exists (to tell a missing bucket from a missing
@@ -362,15 +386,29 @@ impl BucketClient {
     }
 
     /// Server-side copy of `from` (of `size` bytes) to `to` in this bucket;
-    /// S3 computes the copy's full-object CRC32C.
-    pub async fn copy_object(&self, from: &str, to: &str, size: u64) -> Result<ObjectMeta> {
-        let out = self
+    /// S3 computes the copy's full-object CRC32C. With `metadata`, the
+    /// copy gets that user metadata instead of the source's (a copy onto
+    /// itself with new metadata is how S3 changes an object's metadata).
+    pub async fn copy_object(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        metadata: Option<HashMap<String, String>>,
+    ) -> Result<ObjectMeta> {
+        let mut req = self
             .client
             .copy_object()
             .bucket(&self.bucket)
             .key(to)
-            .copy_source(format!("{}/{}", self.bucket, percent_encode(from)))
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .copy_source(self.copy_source(from))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C);
+        if let Some(m) = metadata {
+            req = req
+                .metadata_directive(MetadataDirective::Replace)
+                .set_metadata(Some(m));
+        }
+        let out = req
             .send()
             .await
             .map_err(|e| self.fail(from, "CopyObject", e))?;
@@ -381,6 +419,109 @@ impl BucketClient {
             .and_then(|r| r.checksum_crc32_c())
             .and_then(parse_crc_header);
         Ok(meta)
+    }
+
+    /// `x-amz-copy-source` of `key` in this bucket.
+    fn copy_source(&self, key: &str) -> String {
+        format!("{}/{}", self.bucket, percent_encode(key))
+    }
+
+    /// CreateMultipartUpload for a multipart copy: no checksum algorithm
+    /// (UploadPartCopy parts have no CRC32C of ours to complete with),
+    /// `metadata` set on the copy.
+    pub async fn create_multipart_copy(
+        &self,
+        key: &str,
+        metadata: HashMap<String, String>,
+    ) -> Result<String> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_metadata(Some(metadata))
+            .send()
+            .await
+            .map_err(|e| self.fail(key, "CreateMultipartUpload", e))?;
+        out.upload_id().map(str::to_string).ok_or_else(|| {
+            Error::backend(
+                self.uri(key),
+                "CreateMultipartUpload returned no upload id",
+                false,
+            )
+        })
+    }
+
+    /// UploadPartCopy: bytes `range` of `from` become part `number` of
+    /// the upload, copied by the server. Returns the part's ETag.
+    /// `etag` pins the source version (a source replaced mid-copy fails
+    /// the part instead of mixing versions).
+    pub async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        from: &str,
+        range: Range<u64>,
+        etag: Option<&str>,
+    ) -> Result<String> {
+        let out = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number as i32)
+            .copy_source(self.copy_source(from))
+            .copy_source_range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_copy_source_if_match(etag.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| self.fail(key, "UploadPartCopy", e))?;
+        out.copy_part_result()
+            .and_then(|r| r.e_tag())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::backend(
+                    self.uri(key),
+                    format!("UploadPartCopy {number} returned no ETag"),
+                    false,
+                )
+            })
+    }
+
+    /// CompleteMultipartUpload of parts named by number and ETag only.
+    pub async fn complete_multipart_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        etags: &[String],
+    ) -> Result<Option<String>> {
+        let completed = etags
+            .iter()
+            .enumerate()
+            .map(|(i, tag)| {
+                CompletedPart::builder()
+                    .part_number(i as i32 + 1)
+                    .e_tag(tag)
+                    .build()
+            })
+            .collect::<Vec<_>>();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.fail(key, "CompleteMultipartUpload", e))?;
+        Ok(out.e_tag().map(str::to_string))
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {
@@ -560,6 +701,14 @@ pub(crate) fn parse_crc_header(v: &str) -> Option<u32> {
     let bytes = base64_decode(v)?;
     let arr: [u8; 4] = bytes.try_into().ok()?;
     Some(u32::from_be_bytes(arr))
+}
+
+/// The CRC32C recorded in user metadata under [`CRC_METADATA`], if any.
+pub(crate) fn crc_from_metadata(metadata: &HashMap<String, String>) -> Option<u32> {
+    metadata
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(CRC_METADATA))
+        .and_then(|(_, v)| u32::from_str_radix(v.trim(), 16).ok())
 }
 
 /// `key` as `x-amz-copy-source` wants it: URL-encoded, slashes kept.

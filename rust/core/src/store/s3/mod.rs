@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 use builder::Resolved;
@@ -49,6 +50,11 @@ const READ_CONCURRENCY: usize = 8;
 const CONDITIONAL_ATTEMPTS: u32 = 3;
 /// The largest single PUT S3 accepts.
 const MAX_SINGLE_PUT: usize = 5 << 30;
+/// The largest object one CopyObject copies; larger ones take UploadPartCopy.
+const MAX_SINGLE_COPY: u64 = 5 << 30;
+/// Part size of a multipart copy unless `part_size` is configured: the
+/// server moves the bytes, so large parts only save requests.
+const COPY_PART_SIZE: u64 = 512 << 20;
 
 /// Buckets (per endpoint) a `HeadBucket` has shown to exist in this
 /// process, so a missing key costs one extra request at most once.
@@ -148,6 +154,84 @@ impl S3Store {
         match self.client().await?.head(key).await {
             Ok(m) => Ok(m),
             Err(e) => Err(self.explain(e).await),
+        }
+    }
+
+    /// Objects above this size are copied part by part.
+    fn copy_threshold(&self) -> u64 {
+        self.config
+            .options
+            .multipart_copy_threshold
+            .unwrap_or(MAX_SINGLE_COPY)
+            .min(MAX_SINGLE_COPY)
+    }
+
+    /// UploadPartCopy of `from` (`source`, pinned by its ETag) to `to`, `concurrency`
+    /// parts at a time; the copy keeps the source's user metadata and gets
+    /// its CRC32C (`crc`) recorded there, as S3 computes no full-object
+    /// checksum for it. The upload is aborted on any failure.
+    async fn copy_multipart(
+        &self,
+        from: &str,
+        to: &str,
+        source: &ObjectMeta,
+        crc: Option<u32>,
+        mut metadata: std::collections::HashMap<String, String>,
+    ) -> Result<ObjectMeta> {
+        let size = source.size;
+        let client = self.client().await?.clone();
+        let min_part = self
+            .config
+            .options
+            .part_size
+            .map_or(COPY_PART_SIZE, |p| p as u64)
+            .max(MIN_PART_SIZE as u64);
+        let part = min_part
+            .max(size.div_ceil(u64::from(MAX_PARTS)))
+            .min(MAX_PART_SIZE as u64);
+        if let Some(crc) = crc {
+            metadata.insert(client::CRC_METADATA.to_string(), format!("{crc:08x}"));
+        }
+        let upload_id = client.create_multipart_copy(to, metadata).await?;
+        let ranges: Vec<(u32, Range<u64>)> = (0..size.div_ceil(part))
+            .map(|i| (i as u32 + 1, i * part..((i + 1) * part).min(size)))
+            .collect();
+        let copied: Result<Vec<(u32, String)>> = stream::iter(ranges)
+            .map(|(n, r)| {
+                let client = &client;
+                let upload_id = &upload_id;
+                let etag = source.etag.as_deref();
+                async move {
+                    let tag = client
+                        .upload_part_copy(to, upload_id, n, from, r, etag)
+                        .await?;
+                    Ok((n, tag))
+                }
+            })
+            .buffer_unordered(self.read_concurrency())
+            .try_collect()
+            .await;
+        let done = match copied {
+            Ok(mut parts) => {
+                parts.sort_by_key(|(n, _)| *n);
+                let tags: Vec<String> = parts.into_iter().map(|(_, t)| t).collect();
+                client.complete_multipart_copy(to, &upload_id, &tags).await
+            }
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(etag) => {
+                let mut meta = ObjectMeta::new(to, size);
+                meta.etag = etag;
+                meta.crc32c = crc;
+                Ok(meta)
+            }
+            Err(e) => {
+                // The copy's error is the one to report; a failed abort
+                // leaves parts the bucket's lifecycle rules clean up.
+                let _ = client.abort_multipart(to, &upload_id).await;
+                Err(e)
+            }
         }
     }
 
@@ -289,15 +373,50 @@ impl ObjectStore for S3Store {
         self.client().await?.delete(key).await
     }
 
-    /// CopyObject: no byte passes through this process. Objects above
-    /// CopyObject's 5 GiB limit are streamed (UploadPartCopy is not done yet).
+    /// CopyObject, or UploadPartCopy above CopyObject's 5 GiB limit (or
+    /// the `multipart_copy_threshold` option): no byte passes through this
+    /// process either way.
     async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta> {
         self.check_key(to)?;
-        let size = self.head_explained(from).await?.size;
-        if size > MAX_SINGLE_PUT as u64 {
-            return super::copy_through_client(self, from, to).await;
+        let (meta, metadata) = match self.client().await?.head_with_metadata(from).await {
+            Ok(m) => m,
+            Err(e) => return Err(self.explain(e).await),
+        };
+        if meta.size > self.copy_threshold() {
+            return self
+                .copy_multipart(from, to, &meta, meta.crc32c, metadata)
+                .await;
         }
-        self.client().await?.copy_object(from, to, size).await
+        self.client()
+            .await?
+            .copy_object(from, to, meta.size, None)
+            .await
+    }
+
+    /// A copy of the object onto itself with the CRC32C added to its user
+    /// metadata (S3 cannot change metadata in place): the server rewrites
+    /// the object, no byte passes through this process. For objects whose
+    /// checksum S3 does not keep as a full-object CRC32C (multipart).
+    async fn record_crc32c(&self, key: &str, crc: u32) -> Result<bool> {
+        self.check_key(key)?;
+        let client = self.client().await?.clone();
+        let (meta, mut metadata) = match client.head_with_metadata(key).await {
+            Ok(m) => m,
+            Err(e) => return Err(self.explain(e).await),
+        };
+        if meta.crc32c == Some(crc) {
+            return Ok(true);
+        }
+        if meta.size > self.copy_threshold() {
+            self.copy_multipart(key, key, &meta, Some(crc), metadata)
+                .await?;
+            return Ok(true);
+        }
+        metadata.insert(client::CRC_METADATA.to_string(), format!("{crc:08x}"));
+        client
+            .copy_object(key, key, meta.size, Some(metadata))
+            .await?;
+        Ok(true)
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
