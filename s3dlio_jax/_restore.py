@@ -255,6 +255,9 @@ def _fill_slices(batch: _Batch, leaf: dict[str, Any], slices: dict[Any, np.ndarr
     into the slice when the part is whole rows of both, else once into a
     scratch copy of the piece shared by all the slices needing it. A
     compressed piece is read whole, once, however many slices need it."""
+    if not slices:
+        # No device of this process holds part of the array.
+        return
     itemsize = next(iter(slices.values())).dtype.itemsize
     for record in leaf["chunks"]:
         cbox = record["box"]
