@@ -168,3 +168,30 @@ def test_cli_verifies_a_torch_dcp_checkpoint_item_by_item(scratch: pathlib.Path)
     run = run_cli("verify", str(path), "--json")
     assert run.returncode == 1, run.stdout + run.stderr
     assert not json.loads(run.stdout)["ok"]
+
+
+def _first_failure(caught: pytest.ExceptionInfo[CheckpointException]) -> BaseException:
+    err = next(iter(caught.value.failures.values()))
+    return err[0] if isinstance(err, tuple) else err
+
+
+@pytest.mark.parametrize("level", [None, 3])
+def test_an_empty_dcp_data_file_is_an_integrity_error_naming_it(
+    scratch: pathlib.Path, level: int | None
+) -> None:
+    path = scratch / "dcp"
+    state = {f"w{i}": torch.arange(4096 * (i + 1), dtype=torch.float32) for i in range(6)}
+    dcp.save(state, storage_writer=S3DlioWriter(path, compression_level=level))
+    files = sorted(path.glob("*.distcp"))
+    assert files
+    for data in files:
+        data.write_bytes(b"")
+    # One item at a time: each read alone, wherever it lay in its file
+    # (an item past the start of an emptied file was a ValueError).
+    for name, tensor in state.items():
+        with pytest.raises(CheckpointException) as caught:
+            dcp.load({name: torch.zeros_like(tensor)}, storage_reader=S3DlioReader(path))
+        err = _first_failure(caught)
+        assert isinstance(err, s3dlio.IntegrityError), f"{name}: {err!r}"
+        text = str(err)
+        assert any(f.name in text for f in files) and f"(item {name}" in text, text
