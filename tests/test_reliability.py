@@ -168,3 +168,77 @@ def test_cli_verifies_a_torch_dcp_checkpoint_item_by_item(scratch: pathlib.Path)
     run = run_cli("verify", str(path), "--json")
     assert run.returncode == 1, run.stdout + run.stderr
     assert not json.loads(run.stdout)["ok"]
+
+
+def _first_failure(caught: pytest.ExceptionInfo[CheckpointException]) -> BaseException:
+    err = next(iter(caught.value.failures.values()))
+    return err[0] if isinstance(err, tuple) else err
+
+
+def _bool_calls(scratch: pathlib.Path) -> list[tuple[str, object]]:
+    """Every seed-API call taking a level, world size, rank, step or epoch,
+    each with a bool where one of them goes; a store with step 1 committed."""
+    base = f"file://{scratch}/ck"
+    store = s3dlio.PyCheckpointStore(base)
+    store.save(1, 0, "t", b"abc")
+    reader = store.reader()
+    writer = store.writer(1, 0)
+    validated = s3dlio.PyValidatedCheckpointReader(base)
+    return [
+        ("compression_level", lambda: s3dlio.PyCheckpointStore(base, compression_level=True)),
+        ("compression_level", lambda: s3dlio.put_bytes(f"{base}/o", b"x", compression_level=True)),
+        ("step", lambda: store.save(True, 0, "t", b"x")),
+        ("epoch", lambda: store.save(2, False, "t", b"x")),
+        ("step", lambda: store.load(True)),
+        ("rank", lambda: store.load(1, rank=False)),
+        ("step", lambda: store.delete_checkpoint(True)),
+        ("world_size", lambda: store.writer(True, 0)),
+        ("rank", lambda: store.writer(2, False)),
+        ("step", lambda: writer.save_distributed_shard(True, 0, "t", b"x")),
+        ("epoch", lambda: writer.get_distributed_shard_stream(2, True, "t")),
+        ("step", lambda: writer.finalize_distributed_checkpoint(True, 0, "t")),
+        ("step", lambda: reader.manifest(True)),
+        ("step", lambda: reader.read_shard(True, 0)),
+        ("rank", lambda: reader.read_shard(1, False)),
+        ("rank", lambda: reader.read_shard_into(1, False, bytearray(3))),
+        ("step", lambda: reader.open_shard(True, 0)),
+        ("step", lambda: reader.verify(True)),
+        ("step", lambda: validated.read_shard(True, 0)),
+        ("rank", lambda: validated.read_shard_array(1, False)),
+    ]
+
+
+def test_bools_are_refused_where_numbers_go(scratch: pathlib.Path) -> None:
+    # pyo3 takes True as 1: step=True would have saved or loaded step 1.
+    for arg, call in _bool_calls(scratch):
+        with pytest.raises(ValueError, match=f"{arg} must be an integer, not a bool"):
+            call()
+    store = s3dlio.PyCheckpointStore(f"file://{scratch}/ck")
+    assert store.latest_step() == 1
+    assert [c.step for c in store.list_checkpoints()] == [1]
+    assert not (scratch / "ck" / "o").exists()
+    # Other wrong types name the argument too.
+    with pytest.raises(TypeError, match="step"):
+        store.load(1.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("level", [None, 3])
+def test_an_empty_dcp_data_file_is_an_integrity_error_naming_it(
+    scratch: pathlib.Path, level: int | None
+) -> None:
+    path = scratch / "dcp"
+    state = {f"w{i}": torch.arange(4096 * (i + 1), dtype=torch.float32) for i in range(6)}
+    dcp.save(state, storage_writer=S3DlioWriter(path, compression_level=level))
+    files = sorted(path.glob("*.distcp"))
+    assert files
+    for data in files:
+        data.write_bytes(b"")
+    # One item at a time: each read alone, wherever it lay in its file
+    # (an item past the start of an emptied file was a ValueError).
+    for name, tensor in state.items():
+        with pytest.raises(CheckpointException) as caught:
+            dcp.load({name: torch.zeros_like(tensor)}, storage_reader=S3DlioReader(path))
+        err = _first_failure(caught)
+        assert isinstance(err, s3dlio.IntegrityError), f"{name}: {err!r}"
+        text = str(err)
+        assert any(f.name in text for f in files) and f"(item {name}" in text, text

@@ -11,6 +11,7 @@ use s3dlio_core::checkpoint::{
     CheckpointReader, CheckpointStore, CheckpointWriter, Manifest, ShardMeta, ShardStream, Strategy,
 };
 
+use crate::args::{Epoch, Level, Rank, Step, WorldSize};
 use crate::buffer::BorrowedBuffer;
 use crate::errors::IntoPyResult;
 use crate::json::{from_json, to_json};
@@ -85,11 +86,11 @@ fn shard_from_py(obj: &Bound<'_, PyAny>) -> PyResult<ShardMeta> {
     })
 }
 
-fn check_step(step: i64) -> PyResult<u64> {
+fn check_step(Step(step): Step) -> PyResult<u64> {
     u64::try_from(step).map_err(|_| PyValueError::new_err(format!("step must be >= 0, got {step}")))
 }
 
-fn check_epoch(epoch: i64) -> PyResult<u64> {
+fn check_epoch(Epoch(epoch): Epoch) -> PyResult<u64> {
     u64::try_from(epoch)
         .map_err(|_| PyValueError::new_err(format!("epoch must be >= 0, got {epoch}")))
 }
@@ -133,7 +134,7 @@ impl PyCheckpointStore {
         uri: &str,
         strategy: &str,
         multipart_threshold: Option<usize>,
-        compression_level: Option<i32>,
+        compression_level: Option<Level>,
         part_size: Option<usize>,
         fsync: bool,
         storage_options: Option<HashMap<String, String>>,
@@ -141,6 +142,7 @@ impl PyCheckpointStore {
         compression_threads: Option<usize>,
     ) -> PyResult<Self> {
         let strategy = Strategy::parse(strategy).py()?;
+        let compression_level = crate::args::level(compression_level);
         s3dlio_core::codec::check_encoding(compression_level, byte_grouping).py()?;
         let mut write = write_options(compression_level, part_size, fsync)?;
         write.encode.threads = self::compression_threads(compression_threads)?;
@@ -174,8 +176,8 @@ impl PyCheckpointStore {
     fn save(
         &self,
         py: Python<'_>,
-        step: i64,
-        epoch: i64,
+        step: Step,
+        epoch: Epoch,
         framework: &str,
         data: &Bound<'_, PyAny>,
         user_meta: Option<&Bound<'_, PyAny>>,
@@ -214,7 +216,7 @@ impl PyCheckpointStore {
     fn load_latest<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let store = self.inner.clone();
         match run(py, async move { store.latest_step().await })? {
-            Some(step) => self.load(py, step as i64, None).map(Some),
+            Some(step) => self.load(py, Step(step as i64), None).map(Some),
             None => Ok(None),
         }
     }
@@ -224,8 +226,8 @@ impl PyCheckpointStore {
     fn load<'py>(
         &self,
         py: Python<'py>,
-        step: i64,
-        rank: Option<i64>,
+        step: Step,
+        rank: Option<Rank>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let step = check_step(step)?;
         // An overwrite committing mid-read removes the shard being read:
@@ -237,7 +239,7 @@ impl PyCheckpointStore {
             let reader = self.inner.reader();
             let r2 = reader.clone();
             let manifest = run(py, async move { r2.manifest(step).await })?;
-            match self.load_from(py, &reader, manifest.clone(), step, rank) {
+            match self.load_from(py, &reader, manifest.clone(), step, rank.map(|r| r.0)) {
                 Err(e) if look < LOOKS && e.is_instance_of::<PyFileNotFoundError>(py) => {
                     let again = reader.clone();
                     let replaced = run(py, async move { again.replaced(&manifest).await })?;
@@ -262,7 +264,7 @@ impl PyCheckpointStore {
         manifests.iter().map(|m| info(py, m)).collect()
     }
 
-    fn delete_checkpoint(&self, py: Python<'_>, step: i64) -> PyResult<()> {
+    fn delete_checkpoint(&self, py: Python<'_>, step: Step) -> PyResult<()> {
         let step = check_step(step)?;
         let store = self.inner.clone();
         run(py, async move { store.delete_checkpoint(step).await })
@@ -270,9 +272,14 @@ impl PyCheckpointStore {
 
     /// This process's writer for rank `rank` of `world_size`.
     #[pyo3(signature = (world_size, rank, *, overwrite=false))]
-    fn writer(&self, world_size: i64, rank: i64, overwrite: bool) -> PyResult<PyCheckpointWriter> {
+    fn writer(
+        &self,
+        world_size: WorldSize,
+        rank: Rank,
+        overwrite: bool,
+    ) -> PyResult<PyCheckpointWriter> {
         Ok(PyCheckpointWriter {
-            inner: self.inner.writer(world_size, rank, overwrite).py()?,
+            inner: self.inner.writer(world_size.0, rank.0, overwrite).py()?,
             encode: self.inner.write_options().encode.clone(),
             byte_grouping: self.byte_grouping,
         })
@@ -314,8 +321,8 @@ impl PyCheckpointWriter {
     fn save_distributed_shard<'py>(
         &self,
         py: Python<'py>,
-        step: i64,
-        epoch: i64,
+        step: Step,
+        epoch: Epoch,
         framework: &str,
         data: &Bound<'py, PyAny>,
         dtype: Option<&Bound<'py, PyAny>>,
@@ -338,8 +345,8 @@ impl PyCheckpointWriter {
     fn get_distributed_shard_stream(
         &self,
         py: Python<'_>,
-        step: i64,
-        epoch: i64,
+        step: Step,
+        epoch: Epoch,
         framework: &str,
         dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyShardStream> {
@@ -365,8 +372,8 @@ impl PyCheckpointWriter {
     fn finalize_distributed_checkpoint(
         &self,
         py: Python<'_>,
-        step: i64,
-        epoch: i64,
+        step: Step,
+        epoch: Epoch,
         framework: &str,
         shard_metas: Option<&Bound<'_, PyList>>,
         user_meta: Option<&Bound<'_, PyAny>>,
@@ -490,10 +497,10 @@ impl PyCheckpointReader {
         let Some(step) = run(py, async move { store.latest_step().await })? else {
             return Ok(None);
         };
-        self.manifest(py, step as i64).map(Some)
+        self.manifest(py, Step(step as i64)).map(Some)
     }
 
-    fn manifest<'py>(&self, py: Python<'py>, step: i64) -> PyResult<Bound<'py, PyAny>> {
+    fn manifest<'py>(&self, py: Python<'py>, step: Step) -> PyResult<Bound<'py, PyAny>> {
         let step = check_step(step)?;
         let reader = self.inner.clone();
         let m = run(py, async move { reader.manifest(step).await })?;
@@ -504,10 +511,10 @@ impl PyCheckpointReader {
     fn read_shard<'py>(
         &self,
         py: Python<'py>,
-        step: i64,
-        rank: i64,
+        step: Step,
+        rank: Rank,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let (reader, manifest, rank) = self.resolve(py, step, rank)?;
+        let (reader, manifest, rank) = self.resolve(py, step, rank.0)?;
         let handle = run(py, async move { reader.open_shard(&manifest, rank).await })?;
         read_to_bytes(py, &handle.reader, Some(handle.meta.crc32c))
     }
@@ -517,11 +524,11 @@ impl PyCheckpointReader {
     fn read_shard_into(
         &self,
         py: Python<'_>,
-        step: i64,
-        rank: i64,
+        step: Step,
+        rank: Rank,
         out: &Bound<'_, PyAny>,
     ) -> PyResult<usize> {
-        let (reader, manifest, rank) = self.resolve(py, step, rank)?;
+        let (reader, manifest, rank) = self.resolve(py, step, rank.0)?;
         let handle = run(py, async move { reader.open_shard(&manifest, rank).await })?;
         let mut buf = BorrowedBuffer::writable(out)?;
         if buf.len() as u64 != handle.meta.size {
@@ -540,16 +547,16 @@ impl PyCheckpointReader {
     fn open_shard(
         &self,
         py: Python<'_>,
-        step: i64,
-        rank: i64,
+        step: Step,
+        rank: Rank,
     ) -> PyResult<crate::shard_file::ShardFile> {
-        let (reader, manifest, rank) = self.resolve(py, step, rank)?;
+        let (reader, manifest, rank) = self.resolve(py, step, rank.0)?;
         let handle = run(py, async move { reader.open_shard(&manifest, rank).await })?;
         Ok(crate::shard_file::ShardFile::new(handle))
     }
 
     /// Re-read every shard of `step`; one dict per shard with `error` None when good.
-    fn verify<'py>(&self, py: Python<'py>, step: i64) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    fn verify<'py>(&self, py: Python<'py>, step: Step) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let step = check_step(step)?;
         let reader = self.inner.clone();
         let checks = run(py, async move { reader.verify(step).await })?;
@@ -571,7 +578,7 @@ impl PyCheckpointReader {
     pub(crate) fn resolve(
         &self,
         py: Python<'_>,
-        step: i64,
+        step: Step,
         rank: i64,
     ) -> PyResult<(CheckpointReader, Manifest, u32)> {
         let step = check_step(step)?;

@@ -10,6 +10,7 @@ use s3dlio_core::codec::{EncodedMeta, ObjectReader};
 use s3dlio_core::object;
 use s3dlio_core::store::{open_store, Location};
 
+use crate::args::Level;
 use crate::buffer::BorrowedBuffer;
 use crate::errors::IntoPyResult;
 use crate::options::{compression_threads, store_options, with_dtype, write_options};
@@ -42,12 +43,12 @@ pub(crate) fn encoded_dict<'py>(
 /// Write options of the raw APIs: level, `dtype=` (byte grouping for
 /// float data) and `compression_threads=`.
 fn raw_write_options(
-    compression_level: Option<i32>,
+    compression_level: Option<Level>,
     dtype: Option<&Bound<'_, PyAny>>,
     threads: Option<usize>,
     fsync: bool,
 ) -> PyResult<s3dlio_core::object::WriteOptions> {
-    let mut opts = write_options(compression_level, None, fsync)?;
+    let mut opts = write_options(crate::args::level(compression_level), None, fsync)?;
     opts.encode = with_dtype(opts.encode, dtype)?;
     opts.encode.threads = compression_threads(threads)?;
     Ok(opts)
@@ -65,7 +66,7 @@ pub fn put_bytes<'py>(
     py: Python<'py>,
     uri: &str,
     data: &Bound<'py, PyAny>,
-    compression_level: Option<i32>,
+    compression_level: Option<Level>,
     storage_options: Option<HashMap<String, String>>,
     dtype: Option<&Bound<'py, PyAny>>,
     compression_threads: Option<usize>,
@@ -230,7 +231,7 @@ pub fn upload<'py>(
     py: Python<'py>,
     path: PathBuf,
     uri: &str,
-    compression_level: Option<i32>,
+    compression_level: Option<Level>,
     storage_options: Option<HashMap<String, String>>,
     dtype: Option<&Bound<'py, PyAny>>,
     compression_threads: Option<usize>,
@@ -345,7 +346,7 @@ impl ObjectStreamWriter {
 pub fn open_writer(
     py: Python<'_>,
     uri: &str,
-    compression_level: Option<i32>,
+    compression_level: Option<Level>,
     storage_options: Option<HashMap<String, String>>,
     dtype: Option<&Bound<'_, PyAny>>,
     compression_threads: Option<usize>,

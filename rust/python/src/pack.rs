@@ -15,6 +15,7 @@ use s3dlio_core::pack::{
 };
 use s3dlio_core::store::{Location, PutOptions};
 
+use crate::args::Level;
 use crate::buffer::BorrowedBuffer;
 use crate::errors::IntoPyResult;
 use crate::objects::locate;
@@ -69,13 +70,14 @@ impl PackWriter {
     fn new(
         py: Python<'_>,
         uri: &str,
-        compression_level: Option<i32>,
+        compression_level: Option<Level>,
         zstd_workers: u32,
         checksum: bool,
         part_size: Option<usize>,
         fsync: bool,
         storage_options: Option<HashMap<String, String>>,
     ) -> PyResult<Self> {
+        let compression_level = crate::args::level(compression_level);
         let write = write_options(compression_level, part_size, fsync)?;
         if zstd_workers > 0 {
             s3dlio_core::limits::threads("zstd_workers", u64::from(zstd_workers)).py()?;
@@ -536,8 +538,11 @@ pub fn resolve_uri(
 /// that validate their arguments before anything is written.
 #[pyfunction]
 #[pyo3(signature = (compression_level, byte_grouping))]
-pub fn check_encoding(compression_level: Option<i32>, byte_grouping: Option<bool>) -> PyResult<()> {
-    s3dlio_core::codec::check_encoding(compression_level, byte_grouping).py()
+pub fn check_encoding(
+    compression_level: Option<Level>,
+    byte_grouping: Option<bool>,
+) -> PyResult<()> {
+    s3dlio_core::codec::check_encoding(crate::args::level(compression_level), byte_grouping).py()
 }
 
 /// CRC32C of each `block`-byte run of `data` (the last run may be

@@ -12,6 +12,7 @@ use pyo3::types::PyDict;
 use s3dlio_core::checkpoint::{CheckpointStore, Strategy};
 use s3dlio_core::object::WriteOptions;
 
+use crate::args::{Rank, Step};
 use crate::checkpoint::PyCheckpointReader;
 use crate::errors::IntoPyResult;
 use crate::options::store_options;
@@ -53,8 +54,8 @@ impl PyValidatedCheckpointReader {
         run(py, async move { store.latest_step().await })
     }
 
-    fn manifest<'py>(&self, py: Python<'py>, step: i64) -> PyResult<Bound<'py, PyAny>> {
-        self.reader.bind(py).call_method1("manifest", (step,))
+    fn manifest<'py>(&self, py: Python<'py>, step: Step) -> PyResult<Bound<'py, PyAny>> {
+        self.reader.bind(py).call_method1("manifest", (step.0,))
     }
 
     /// Rank `rank`'s shard of `step` as a 1-D array of `dtype`, verified.
@@ -62,8 +63,8 @@ impl PyValidatedCheckpointReader {
     fn read_shard_array<'py>(
         &self,
         py: Python<'py>,
-        step: i64,
-        rank: i64,
+        step: Step,
+        rank: Rank,
         dtype: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let numpy = py.import("numpy")?;
@@ -72,7 +73,7 @@ impl PyValidatedCheckpointReader {
             None => numpy.call_method1("dtype", ("uint8",))?,
         };
         let itemsize: usize = dtype.getattr("itemsize")?.extract()?;
-        let (reader, manifest, rank) = self.reader.get().resolve(py, step, rank)?;
+        let (reader, manifest, rank) = self.reader.get().resolve(py, step, rank.0)?;
         let handle = run(py, async move { reader.open_shard(&manifest, rank).await })?;
         let size = handle.meta.size as usize;
         if itemsize == 0 || !size.is_multiple_of(itemsize) {
@@ -98,18 +99,18 @@ impl PyValidatedCheckpointReader {
     fn read_shard<'py>(
         &self,
         py: Python<'py>,
-        step: i64,
-        rank: i64,
+        step: Step,
+        rank: Rank,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.reader
             .bind(py)
-            .call_method1("read_shard", (step, rank))
+            .call_method1("read_shard", (step.0, rank.0))
     }
 
-    fn verify<'py>(&self, py: Python<'py>, step: i64) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    fn verify<'py>(&self, py: Python<'py>, step: Step) -> PyResult<Vec<Bound<'py, PyDict>>> {
         self.reader
             .bind(py)
-            .call_method1("verify", (step,))?
+            .call_method1("verify", (step.0,))?
             .extract()
     }
 }

@@ -233,7 +233,15 @@ impl CheckpointWriter {
             self.remove_replaced(step, &old, &old_name, &manifest)
                 .await?;
         }
-        self.store.write_latest().await?;
+        // Past the commit point a failure must not read as a lost save:
+        // the caller would retry and be told the step already exists.
+        self.store.write_latest().await.map_err(|e| {
+            Error::backend(
+                store.uri(&layout.latest()),
+                format!("step {step} was committed, but updating the latest-step hint failed: {e}"),
+                false,
+            )
+        })?;
         Ok(manifest)
     }
 

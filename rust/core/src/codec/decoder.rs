@@ -293,7 +293,8 @@ impl ObjectReader {
                     .inner
                     .store
                     .get_range(&self.inner.key, range.start..end)
-                    .await?;
+                    .await
+                    .map_err(|e| self.inner.shorter(e))?;
                 self.inner.check_len(data.len() as u64, len as u64)?;
                 return Ok(data);
             }
@@ -385,7 +386,8 @@ impl ObjectReader {
                 inner
                     .store
                     .get_range_into(&inner.key, p as u64 * PLAIN_PART, chunk)
-                    .await?;
+                    .await
+                    .map_err(|e| inner.shorter(e))?;
                 // Hardware CRC32C of one part takes well under a millisecond.
                 let crc = if want_crc { crc32c(chunk) } else { 0 };
                 Ok::<_, Error>((p, crc, len))
@@ -567,6 +569,22 @@ impl Inner {
         }
     }
 
+    /// A read inside the size this reader was opened with, refused as
+    /// past the end: the object is shorter than that (cut short, or
+    /// replaced while being read). Damage, not a bad request.
+    fn shorter(&self, e: Error) -> Error {
+        match e {
+            Error::InvalidInput(reason) => Error::corrupt(
+                &self.uri,
+                format!(
+                    "shorter than its recorded {} stored bytes (truncated or changed while reading?): {reason}",
+                    self.stored_size
+                ),
+            ),
+            other => other,
+        }
+    }
+
     fn check_crc(&self, expected: u32, actual: u32) -> Result<()> {
         if expected == actual {
             Ok(())
@@ -586,7 +604,8 @@ impl Inner {
         let raw = self
             .store
             .get_range_view(&self.key, f.stored_off..f.stored_off + f.stored_len)
-            .await?;
+            .await
+            .map_err(|e| self.shorter(e))?;
         if raw.len() as u64 != f.stored_len {
             return Err(Error::corrupt(
                 &self.uri,

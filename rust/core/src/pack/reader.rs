@@ -494,23 +494,13 @@ impl Ctx<'_> {
 
     /// An object that ends before an item does is damage, not bad input.
     fn short_read(&self, key: &str, offset: u64, e: Error) -> Error {
-        match e {
-            Error::InvalidInput(reason) => {
-                let label = self
-                    .infos
-                    .iter()
-                    .find(|i| {
-                        i.key == key && i.offset <= offset && offset < i.offset + i.length.max(1)
-                    })
-                    .map(|i| format!(" (item {})", i.label))
-                    .unwrap_or_default();
-                Error::corrupt(
-                    format!("{}{label}", self.store.uri(key)),
-                    format!("truncated: {reason}"),
-                )
-            }
-            other => other,
-        }
+        let label = self
+            .infos
+            .iter()
+            .find(|i| i.key == key && i.offset <= offset && offset < i.offset + i.length.max(1))
+            .map(|i| format!(" (item {})", i.label))
+            .unwrap_or_default();
+        truncated(&format!("{}{label}", self.store.uri(key)), e)
     }
 
     fn fetch(
@@ -560,7 +550,8 @@ impl Ctx<'_> {
             let data = self
                 .rt
                 .block_on(handle)
-                .map_err(|e| Error::backend(&what, format!("read task failed: {e}"), false))??;
+                .map_err(|e| Error::backend(&what, format!("read task failed: {e}"), false))?
+                .map_err(|e| truncated(&what, e))?;
             if data.len() as u64 != want {
                 return Err(Error::corrupt(
                     &what,
@@ -642,6 +633,16 @@ impl Ctx<'_> {
             *crc = crc32c_combine(*crc, chunk_crc, len);
         }
         Ok(d)
+    }
+}
+
+/// A ranged read of an item's bytes refused as past the end: the object
+/// ends before the item does (an empty or cut-short data file), which is
+/// damage to `what`, not bad input.
+fn truncated(what: &str, e: Error) -> Error {
+    match e {
+        Error::InvalidInput(reason) => Error::corrupt(what, format!("truncated: {reason}")),
+        other => other,
     }
 }
 

@@ -1,6 +1,9 @@
 //! A wrapper that injects failures into any store, so every reliability
-//! test runs against every backend: fail the Nth call of an operation,
-//! truncate or corrupt what reads return, or slow calls down.
+//! test runs against every backend: fail the Nth call of an operation
+//! (before it reaches the store, or after it succeeded there: a lost
+//! reply), truncate or corrupt what reads return, or slow calls down.
+//! Faults can be confined to keys containing a substring (a step's data
+//! objects, say), and the wrapper counts the faults it injected.
 //!
 //! It forwards every method of the store and writer contracts, fast paths
 //! included (`#[deny(clippy::missing_trait_methods)]` keeps it so): a
@@ -35,6 +38,10 @@ pub enum Op {
 pub enum Fault {
     /// The `nth` call (1-based, counted per operation) fails with a retryable backend error.
     FailNth { op: Op, nth: usize },
+    /// The `nth` call reaches the store and succeeds there, then its caller
+    /// gets a retryable backend error: a reply lost on the way back, so the
+    /// caller cannot tell whether the operation happened.
+    LoseReply { op: Op, nth: usize },
     /// Reads return at most `keep` bytes.
     TruncateReads { keep: usize },
     /// Reads return data with the byte at `offset` (relative to the read) inverted.
@@ -53,7 +60,21 @@ pub struct FaultStore {
 #[derive(Debug, Default)]
 struct FaultState {
     faults: Mutex<Vec<Fault>>,
+    /// Faults apply only to keys containing this; `None`: every key.
+    scope: Mutex<Option<String>>,
     counts: [AtomicUsize; 8],
+    /// Faults injected since the store was made (never reset), so a test
+    /// can report how many it tried.
+    injected: AtomicUsize,
+}
+
+/// What `enter` decided for one call.
+#[must_use]
+enum Entry {
+    /// Call the store and hand back what it says.
+    Pass,
+    /// Call the store, then fail with this error whatever it said.
+    LoseReply(Error),
 }
 
 impl FaultStore {
@@ -62,7 +83,7 @@ impl FaultStore {
             inner,
             state: Arc::new(FaultState {
                 faults: Mutex::new(faults),
-                counts: Default::default(),
+                ..Default::default()
             }),
         })
     }
@@ -76,12 +97,37 @@ impl FaultStore {
         }
     }
 
-    async fn enter(&self, op: Op, key: &str) -> Result<()> {
-        self.state.enter(op, &self.inner.uri(key)).await
+    /// Confine the faults to keys containing `part` (`None`: every key).
+    /// Calls on other keys pass untouched and are not counted for `FailNth`.
+    pub fn set_scope(&self, part: Option<&str>) {
+        *self.state.scope.lock().unwrap_or_else(|p| p.into_inner()) = part.map(str::to_string);
     }
 
-    fn damage(&self, data: Bytes) -> Bytes {
-        self.state.damage(data)
+    /// Calls of `op` counted since the last `set_faults` (in scope only).
+    pub fn calls(&self, op: Op) -> usize {
+        self.state.counts[op as usize].load(Ordering::SeqCst)
+    }
+
+    /// Faults injected so far: failed or lost calls, delays slept, reads
+    /// truncated or with a byte flipped.
+    pub fn injected(&self) -> usize {
+        self.state.injected.load(Ordering::SeqCst)
+    }
+
+    async fn enter(&self, op: Op, key: &str) -> Result<Entry> {
+        self.state.enter(op, key, &self.inner.uri(key)).await
+    }
+
+    fn damage(&self, key: &str, data: Bytes) -> Bytes {
+        self.state.damage(key, data)
+    }
+
+    /// The result of an operation that reached the inner store.
+    fn settle<T>(entry: Entry, done: Result<T>) -> Result<T> {
+        match entry {
+            Entry::Pass => done,
+            Entry::LoseReply(e) => done.and(Err(e)),
+        }
     }
 }
 
@@ -93,52 +139,77 @@ impl FaultState {
             .clone()
     }
 
-    async fn enter(&self, op: Op, uri: &str) -> Result<()> {
+    fn in_scope(&self, key: &str) -> bool {
+        match &*self.scope.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(part) => key.contains(part.as_str()),
+            None => true,
+        }
+    }
+
+    fn injected(&self) {
+        self.injected.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Count the call and decide its fate: `Err` fails it before it reaches
+    /// the store. Delays are returned for the caller to sleep (async or not).
+    fn decide(&self, op: Op, key: &str, uri: &str) -> (Vec<Duration>, Result<Entry>) {
+        let mut delays = Vec::new();
+        if !self.in_scope(key) {
+            return (delays, Ok(Entry::Pass));
+        }
         let n = self.counts[op as usize].fetch_add(1, Ordering::SeqCst) + 1;
+        let injected =
+            |what: &str| Error::backend(uri, format!("injected {what} on {op:?} call {n}"), true);
         for fault in self.faults() {
             match fault {
-                Fault::Delay(d) => tokio::time::sleep(d).await,
+                Fault::Delay(d) => {
+                    self.injected();
+                    delays.push(d);
+                }
                 Fault::FailNth { op: o, nth } if o == op && nth == n => {
-                    return Err(Error::backend(
-                        uri,
-                        format!("injected failure on {op:?} call {n}"),
-                        true,
-                    ));
+                    self.injected();
+                    return (delays, Err(injected("failure")));
+                }
+                Fault::LoseReply { op: o, nth } if o == op && nth == n => {
+                    self.injected();
+                    return (delays, Ok(Entry::LoseReply(injected("lost reply"))));
                 }
                 _ => {}
             }
         }
-        Ok(())
+        (delays, Ok(Entry::Pass))
+    }
+
+    async fn enter(&self, op: Op, key: &str, uri: &str) -> Result<Entry> {
+        let (delays, entry) = self.decide(op, key, uri);
+        for d in delays {
+            tokio::time::sleep(d).await;
+        }
+        entry
     }
 
     /// `enter` for blocking callers (a delay sleeps the thread).
-    fn enter_blocking(&self, op: Op, uri: &str) -> Result<()> {
-        let n = self.counts[op as usize].fetch_add(1, Ordering::SeqCst) + 1;
-        for fault in self.faults() {
-            match fault {
-                Fault::Delay(d) => std::thread::sleep(d),
-                Fault::FailNth { op: o, nth } if o == op && nth == n => {
-                    return Err(Error::backend(
-                        uri,
-                        format!("injected failure on {op:?} call {n}"),
-                        true,
-                    ));
-                }
-                _ => {}
-            }
+    fn enter_blocking(&self, op: Op, key: &str, uri: &str) -> Result<Entry> {
+        let (delays, entry) = self.decide(op, key, uri);
+        for d in delays {
+            std::thread::sleep(d);
         }
-        Ok(())
+        entry
     }
 
     /// The faults for a read into caller memory of `bufs` from `offset`,
     /// after the inner store filled them: a truncation fails the read as a
     /// short object does on every backend, a flipped byte is flipped in
     /// place.
-    fn damage_into(&self, uri: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
+    fn damage_into(&self, key: &str, uri: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
+        if !self.in_scope(key) {
+            return Ok(());
+        }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         for fault in self.faults() {
             match fault {
                 Fault::TruncateReads { keep } if total > keep => {
+                    self.injected();
                     return Err(super::ranged::past_end(
                         uri,
                         offset,
@@ -147,6 +218,7 @@ impl FaultState {
                     ));
                 }
                 Fault::FlipByte { offset: at } if at < total => {
+                    self.injected();
                     let mut skip = at;
                     for buf in bufs.iter_mut() {
                         if skip < buf.len() {
@@ -162,12 +234,19 @@ impl FaultState {
         Ok(())
     }
 
-    fn damage(&self, data: Bytes) -> Bytes {
+    fn damage(&self, key: &str, data: Bytes) -> Bytes {
+        if !self.in_scope(key) {
+            return data;
+        }
         let mut data = data;
         for fault in self.faults() {
             match fault {
-                Fault::TruncateReads { keep } if data.len() > keep => data = data.slice(..keep),
+                Fault::TruncateReads { keep } if data.len() > keep => {
+                    self.injected();
+                    data = data.slice(..keep);
+                }
                 Fault::FlipByte { offset } if offset < data.len() => {
+                    self.injected();
                     let mut m = BytesMut::from(&data[..]);
                     m[offset] ^= 0xff;
                     data = m.freeze();
@@ -187,8 +266,8 @@ impl ObjectStore for FaultStore {
     }
 
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> Result<ObjectMeta> {
-        self.enter(Op::Put, key).await?;
-        self.inner.put(key, data, opts).await
+        let entry = self.enter(Op::Put, key).await?;
+        Self::settle(entry, self.inner.put(key, data, opts).await)
     }
 
     async fn writer(&self, key: &str, opts: &PutOptions) -> Result<Box<dyn ObjectWriter>> {
@@ -196,6 +275,7 @@ impl ObjectStore for FaultStore {
         Ok(Box::new(FaultWriter {
             inner,
             state: self.state.clone(),
+            key: key.to_string(),
             uri: self.inner.uri(key),
         }))
     }
@@ -209,54 +289,58 @@ impl ObjectStore for FaultStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.enter(Op::Get, key).await?;
-        Ok(self.damage(self.inner.get_range(key, range).await?))
+        let entry = self.enter(Op::Get, key).await?;
+        let data = Self::settle(entry, self.inner.get_range(key, range).await)?;
+        Ok(self.damage(key, data))
     }
 
     async fn get_range_view(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.enter(Op::Get, key).await?;
-        Ok(self.damage(self.inner.get_range_view(key, range).await?))
+        let entry = self.enter(Op::Get, key).await?;
+        let data = Self::settle(entry, self.inner.get_range_view(key, range).await)?;
+        Ok(self.damage(key, data))
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
-        self.enter(Op::Get, key).await?;
-        Ok(self.damage(self.inner.get(key).await?))
+        let entry = self.enter(Op::Get, key).await?;
+        let data = Self::settle(entry, self.inner.get(key).await)?;
+        Ok(self.damage(key, data))
     }
 
     async fn read_into(&self, key: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
-        self.enter(Op::Get, key).await?;
-        self.inner.read_into(key, offset, bufs).await?;
-        self.state.damage_into(&self.inner.uri(key), offset, bufs)
+        let entry = self.enter(Op::Get, key).await?;
+        Self::settle(entry, self.inner.read_into(key, offset, bufs).await)?;
+        self.state
+            .damage_into(key, &self.inner.uri(key), offset, bufs)
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.enter(Op::Head, key).await?;
-        self.inner.head(key).await
+        let entry = self.enter(Op::Head, key).await?;
+        Self::settle(entry, self.inner.head(key).await)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        self.enter(Op::List, prefix).await?;
-        self.inner.list(prefix).await
+        let entry = self.enter(Op::List, prefix).await?;
+        Self::settle(entry, self.inner.list(prefix).await)
     }
 
     async fn list_dir(&self, prefix: &str) -> Result<DirListing> {
-        self.enter(Op::List, prefix).await?;
-        self.inner.list_dir(prefix).await
+        let entry = self.enter(Op::List, prefix).await?;
+        Self::settle(entry, self.inner.list_dir(prefix).await)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.enter(Op::Delete, key).await?;
-        self.inner.delete(key).await
+        let entry = self.enter(Op::Delete, key).await?;
+        Self::settle(entry, self.inner.delete(key).await)
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
-        self.enter(Op::PutIfAbsent, key).await?;
-        self.inner.put_if_absent(key, data).await
+        let entry = self.enter(Op::PutIfAbsent, key).await?;
+        Self::settle(entry, self.inner.put_if_absent(key, data).await)
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta> {
-        self.enter(Op::Get, from).await?;
-        self.inner.copy(from, to).await
+        let entry = self.enter(Op::Get, from).await?;
+        Self::settle(entry, self.inner.copy(from, to).await)
     }
 
     async fn record_crc32c(&self, key: &str, crc: u32) -> Result<bool> {
@@ -268,29 +352,41 @@ impl ObjectStore for FaultStore {
 struct FaultWriter {
     inner: Box<dyn ObjectWriter>,
     state: Arc<FaultState>,
+    key: String,
     uri: String,
+}
+
+impl FaultWriter {
+    fn inner_blocking(&mut self) -> Result<&mut dyn BlockingWrite> {
+        let uri = self.uri.clone();
+        self.inner
+            .blocking()
+            .ok_or_else(|| Error::invalid(format!("{uri}: the writer has no blocking form")))
+    }
 }
 
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl ObjectWriter for FaultWriter {
     async fn write(&mut self, buf: Bytes) -> Result<()> {
-        self.state.enter(Op::Write, &self.uri).await?;
-        self.inner.write(buf).await
+        let entry = self.state.enter(Op::Write, &self.key, &self.uri).await?;
+        FaultStore::settle(entry, self.inner.write(buf).await)
     }
 
     async fn write_with_crc(&mut self, buf: Bytes, crc32c: u32) -> Result<()> {
-        self.state.enter(Op::Write, &self.uri).await?;
-        self.inner.write_with_crc(buf, crc32c).await
+        let entry = self.state.enter(Op::Write, &self.key, &self.uri).await?;
+        FaultStore::settle(entry, self.inner.write_with_crc(buf, crc32c).await)
     }
 
     async fn finish(self: Box<Self>) -> Result<ObjectMeta> {
-        if let Err(e) = self.state.enter(Op::Finish, &self.uri).await {
-            // An injected failure at finish behaves like a failed upload.
-            self.inner.abort().await?;
-            return Err(e);
+        match self.state.enter(Op::Finish, &self.key, &self.uri).await {
+            Ok(entry) => FaultStore::settle(entry, self.inner.finish().await),
+            Err(e) => {
+                // An injected failure at finish behaves like a failed upload.
+                self.inner.abort().await?;
+                Err(e)
+            }
         }
-        self.inner.finish().await
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
@@ -308,20 +404,11 @@ impl ObjectWriter for FaultWriter {
 #[deny(clippy::missing_trait_methods)]
 impl BlockingWrite for FaultWriter {
     fn write_all_vectored(&mut self, bufs: &[&[u8]]) -> Result<()> {
-        self.state.enter_blocking(Op::Write, &self.uri)?;
-        self.inner_blocking()?.write_all_vectored(bufs)
+        let entry = self.state.enter_blocking(Op::Write, &self.key, &self.uri)?;
+        FaultStore::settle(entry, self.inner_blocking()?.write_all_vectored(bufs))
     }
 
     fn reserve(&mut self, len: u64) -> Result<()> {
         self.inner_blocking()?.reserve(len)
-    }
-}
-
-impl FaultWriter {
-    fn inner_blocking(&mut self) -> Result<&mut dyn BlockingWrite> {
-        let uri = self.uri.clone();
-        self.inner
-            .blocking()
-            .ok_or_else(|| Error::invalid(format!("{uri}: the writer has no blocking form")))
     }
 }
