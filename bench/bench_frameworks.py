@@ -60,11 +60,15 @@ def main() -> None:
     state = weights(bench.quick)
     repeat = 1 if bench.quick else 2
     SCRATCH.mkdir(parents=True, exist_ok=True)
+    # S3DLIO_BENCH_FRAMEWORKS=tf (or jax) runs one framework's rows only.
+    only = os.environ.get("S3DLIO_BENCH_FRAMEWORKS", "jax,tf").split(",")
     try:
-        _frameworks_jax.run(bench, state, SCRATCH, repeat)
-        _frameworks_tf.tensorflow(bench, state, repeat, SCRATCH)
-        _frameworks_tf.tensorflow_cloud(bench, state, repeat)
-        _frameworks_tf.tensorflow_memory(bench, SCRATCH)
+        if "jax" in only:
+            _frameworks_jax.run(bench, state, SCRATCH, repeat)
+        if "tf" in only:
+            _frameworks_tf.tensorflow(bench, state, repeat, SCRATCH)
+            _frameworks_tf.tensorflow_cloud(bench, state, repeat)
+            _frameworks_tf.tensorflow_memory(bench, SCRATCH)
     finally:
         fresh(SCRATCH)
 
