@@ -56,8 +56,11 @@ $(S3S_FS):
 	test -x $@
 
 # cargo test shares the release build of the core with `maturin develop`.
+# The Python crate's unit tests (the TF plugin's op guard, listings, names)
+# run here too: they link libpython like any pyo3 0.30 test binary.
 test-rust: $(VENV)/.built tools
 	cargo test --release --locked -p s3dlio-core -p s3dlio-cli
+	cargo test --release --locked -p s3dlio-python --lib
 
 test-python: $(VENV)/.built tools
 	$(BIN)/python -m pytest -q tests
