@@ -101,7 +101,7 @@ fn matrix(b: Option<Backend>) {
         Tally::default(),
         Tally::default(),
     );
-    let mut timed = |part: &str, run: &mut dyn FnMut()| {
+    let timed = |part: &str, run: &mut dyn FnMut()| {
         let t = Instant::now();
         run();
         eprintln!("{} {part}: {:.1} s", b.name, t.elapsed().as_secs_f64());
