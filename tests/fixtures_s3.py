@@ -65,10 +65,11 @@ class S3Server:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> S3Server:
+    def start(self, port: int | None = None) -> S3Server:
+        """Start on `port` (a restart on the same data) or a free one."""
         # Another process may take the probed port before the server binds it.
         for _ in range(5):
-            self.port = _free_port()
+            self.port = port or _free_port()
             self.proc = subprocess.Popen(
                 [
                     self.binary,

@@ -251,18 +251,7 @@ async fn s3_request_to_a_silent_server_times_out() {
     let (connect, read) = S3Options::default().timeouts();
     assert!(connect > Duration::ZERO && read > Duration::ZERO);
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    // Accept and hold every connection open without a byte in reply.
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming() {
-            match conn {
-                Ok(c) => held.push(c),
-                Err(_) => return,
-            }
-        }
-    });
+    let port = silent_server();
     let mut o = StoreOptions::default();
     for (k, v) in [
         ("endpoint_url", format!("http://127.0.0.1:{port}")),
@@ -281,6 +270,59 @@ async fn s3_request_to_a_silent_server_times_out() {
         .expect("the request hung past its read timeout");
     let err = res.unwrap_err();
     assert!(err.to_string().contains("timed out"), "{err}");
+}
+
+/// A loopback port that accepts every connection and never sends a byte.
+fn silent_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            match conn {
+                Ok(c) => held.push(c),
+                Err(_) => return,
+            }
+        }
+    });
+    port
+}
+
+/// The Azure equivalent: `read_timeout` bounds each attempt (the SDK's
+/// client alone waits 60 s per read), `max_retries` the attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_request_to_a_silent_server_times_out() {
+    use s3dlio_core::store::azure::builder::{DEV_ACCOUNT, DEV_KEY};
+    use s3dlio_core::store::open_store;
+    let port = silent_server();
+    let mut o = StoreOptions::default();
+    for (k, v) in [
+        ("endpoint", format!("http://127.0.0.1:{port}/{DEV_ACCOUNT}")),
+        ("account_key", DEV_KEY.to_string()),
+        ("max_retries", "1".to_string()),
+        ("read_timeout", "1".to_string()),
+    ] {
+        o.set(k, &v).unwrap();
+    }
+    let loc = open_store(&format!("az://{DEV_ACCOUNT}/ctr/k"), &o).unwrap();
+    let started = std::time::Instant::now();
+    // The outer bound only keeps a regression from hanging the suite.
+    let res = tokio::time::timeout(Duration::from_secs(60), loc.store.head("k"))
+        .await
+        .expect("the request hung past its read timeout");
+    let err = res.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("timed out") && msg.contains("read_timeout"),
+        "{msg}"
+    );
+    assert!(msg.contains("az://devstoreaccount1/ctr/k"), "{msg}");
+    // Two attempts of 1 s and one short back-off.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// A compressed object cut short or with its footer damaged is corrupt:

@@ -176,6 +176,22 @@ impl CheckpointWriter {
             Some(s) => s,
             None => self.gather_records(step, generation, wait).await?,
         };
+        // Shards written for an older generation: another save of this
+        // step committed while they were being written. It won; this one
+        // is told so, as when both reach the commit record together.
+        if let Some(s) = shards
+            .iter()
+            .find(|s| s.step == step && s.generation < generation)
+        {
+            return Err(Error::AlreadyExists {
+                uri: format!(
+                    "{} (another save committed step {step} (generation {}) while this one was writing generation {}; this save was not committed, the other one is kept)",
+                    self.store.loc.store.uri(&self.store.layout.step_dir(step)),
+                    generation - 1,
+                    s.generation
+                ),
+            });
+        }
         let shards = self.check_shards(step, generation, shards).await?;
         let manifest = Manifest {
             format: FORMAT.to_string(),

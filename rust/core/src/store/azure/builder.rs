@@ -40,6 +40,11 @@ pub struct AzureOptions {
     pub max_retries: Option<u32>,
     /// Give up retrying one request after this long.
     pub retry_timeout: Option<Duration>,
+    /// Longest time one attempt may take to connect, send its request
+    /// (a whole block, for uploads) and see its reply begin, before it
+    /// fails and is retried; unset, the SDK's own bounds (20 s to connect,
+    /// 60 s per read). Set it above a block's upload time.
+    pub read_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for AzureOptions {
@@ -53,6 +58,7 @@ impl fmt::Debug for AzureOptions {
             .field("endpoint", &self.endpoint)
             .field("max_retries", &self.max_retries)
             .field("retry_timeout", &self.retry_timeout)
+            .field("read_timeout", &self.read_timeout)
             .finish()
     }
 }
@@ -67,6 +73,7 @@ impl AzureOptions {
         "endpoint",
         "max_retries",
         "retry_timeout",
+        "read_timeout",
     ];
 
     /// Set the storage option `key`; `Ok(false)` when `key` is not one of
@@ -98,6 +105,18 @@ impl AzureOptions {
                     true,
                 )?);
             }
+            "read_timeout" => {
+                let secs: f64 = value.trim().parse().map_err(|_| {
+                    Error::invalid(format!(
+                        "storage option read_timeout must be seconds, got '{value}'"
+                    ))
+                })?;
+                self.read_timeout = Some(crate::limits::seconds(
+                    "storage option read_timeout",
+                    secs,
+                    false,
+                )?);
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -114,6 +133,8 @@ pub struct AzureConfig {
     pub credential: AzureCredential,
     pub max_retries: u32,
     pub retry_timeout: Duration,
+    /// See [`AzureOptions::read_timeout`].
+    pub read_timeout: Option<Duration>,
     /// Entries per List Blobs page; `None` is the service's default (5000).
     /// Only tests set it, to make paging visible with a few blobs.
     pub list_page_size: Option<u32>,
@@ -349,6 +370,7 @@ pub fn resolve(
         credential,
         max_retries: opts.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
         retry_timeout: opts.retry_timeout.unwrap_or(DEFAULT_RETRY_TIMEOUT),
+        read_timeout: opts.read_timeout,
         list_page_size: None,
     })
 }
@@ -489,13 +511,16 @@ mod tests {
             .unwrap());
         assert!(opts.set("max_retries", "2").unwrap());
         assert!(opts.set("retry_timeout", "0.5").unwrap());
+        assert!(opts.set("read_timeout", "1.5").unwrap());
         assert!(!opts.set("direct_fallback", "true").unwrap());
         let cfg = resolve(DEV_ACCOUNT, "ckpt", &opts, &env).unwrap();
         assert_eq!(kind(&cfg), "SAS token");
         assert_eq!(cfg.container_url.port(), Some(9));
         assert_eq!(cfg.max_retries, 2);
         assert_eq!(cfg.retry_timeout, Duration::from_millis(500));
+        assert_eq!(cfg.read_timeout, Some(Duration::from_millis(1500)));
         assert!(opts.set("max_retries", "many").is_err());
+        assert!(opts.set("read_timeout", "0").is_err());
     }
 
     #[test]

@@ -138,10 +138,13 @@ impl AzureClient {
             Some((owner, t)) if *owner == pid => t.clone(),
             _ => {
                 // Storage clients must not decompress bodies (ranges would break).
-                let t =
-                    Transport::new(azure_core::http::new_http_client(Some(HttpClientOptions {
-                        automatic_decompression: false,
-                    })));
+                let mut http = azure_core::http::new_http_client(Some(HttpClientOptions {
+                    automatic_decompression: false,
+                }));
+                if let Some(limit) = self.config.read_timeout {
+                    http = Arc::new(super::deadline::Deadline { inner: http, limit });
+                }
+                let t = Transport::new(http);
                 *slot = Some((pid, t.clone()));
                 t
             }

@@ -5,6 +5,7 @@
 //!   `storage_options` and the environment;
 //! - `credential.rs`: our Shared Key signing policy, SAS, Entra ID;
 //! - `client.rs`: one SDK request per method, errors mapped to ours;
+//! - `deadline.rs`: the `read_timeout` bound on each request's reply;
 //! - `writer.rs`: streaming block uploads, through the shared multipart
 //!   engine (`store/upload.rs`);
 //! - here: the `ObjectStore` contract, including parallel ranged reads.
@@ -28,6 +29,7 @@ use crate::error::{Error, Result};
 pub mod builder;
 pub mod client;
 pub mod credential;
+mod deadline;
 pub mod writer;
 
 pub use builder::{AzureConfig, AzureOptions};
