@@ -344,8 +344,8 @@ impl ObjectStore for FaultStore {
     }
 
     async fn record_crc32c(&self, key: &str, crc: u32) -> Result<bool> {
-        self.enter(Op::Put, key).await?;
-        self.inner.record_crc32c(key, crc).await
+        let entry = self.enter(Op::Put, key).await?;
+        Self::settle(entry, self.inner.record_crc32c(key, crc).await)
     }
 }
 
