@@ -20,7 +20,7 @@ import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-from _raw_s3 import Pieces
+from _raw_s3 import Pieces, exchange
 
 
 class RawAzure:
@@ -79,29 +79,9 @@ class RawAzure:
         body: Pieces | None,
         into: Pieces | None,
     ) -> None:
-        conn = self._conn()
         path = f"{self.base.path}/{self.container}/{urllib.parse.quote(blob)}?{self.sas}"
-        conn.putrequest(method, path, skip_accept_encoding=True)
         headers = {"x-ms-version": "2021-08-06", **headers}
-        if body is not None:
-            headers["Content-Length"] = str(sum(len(p) for p in body))
-        for k, v in headers.items():
-            conn.putheader(k, v)
-        conn.endheaders()
-        for piece in body or ():
-            conn.send(piece)
-        resp = conn.getresponse()
-        if resp.status >= 300:
-            raise OSError(f"{method} {blob}: HTTP {resp.status} {resp.read()!r}")
-        for piece in into or ():
-            got = 0
-            while got < len(piece):
-                n = resp.readinto(piece[got:])
-                if not n:
-                    raise OSError(f"GET {blob}: body ended early")
-                got += n
-        if resp.read(1):
-            raise OSError(f"{method} {blob}: longer body than asked for")
+        exchange(self._conn(), method, path, headers, body, into, f"{method} {blob}")
 
     def put_each(self, blobs: dict[str, Pieces]) -> None:
         """Each blob in one Put Blob, all in flight at once up to the pool's size."""

@@ -50,6 +50,42 @@ def split_even(buffers: Sequence[memoryview], parts: int) -> list[Pieces]:
     return cut(buffers, max(1, -(-total // parts)))
 
 
+def exchange(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: Pieces | None,
+    into: Pieces | None,
+    what: str,
+) -> http.client.HTTPResponse:
+    """One request on a keep-alive connection: the body sent piece by piece
+    from the caller's memory, the response body read straight into `into`
+    (exactly filled: a shorter or longer body is an error naming `what`)."""
+    headers = dict(headers)
+    conn.putrequest(method, path, skip_accept_encoding=True)
+    if body is not None:
+        headers["Content-Length"] = str(sum(len(p) for p in body))
+    for k, v in headers.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    for piece in body or ():
+        conn.send(piece)
+    resp = conn.getresponse()
+    if resp.status >= 300:
+        raise OSError(f"{what}: HTTP {resp.status} {resp.read()!r}")
+    for piece in into or ():
+        got = 0
+        while got < len(piece):
+            n = resp.readinto(piece[got:])
+            if not n:
+                raise OSError(f"{what}: body ended early")
+            got += n
+    if resp.read(1):
+        raise OSError(f"{what}: longer body than asked for")
+    return resp
+
+
 class RawS3:
     """Whole-object PUTs and ranged GETs on a pool of `workers` threads."""
 
@@ -87,29 +123,9 @@ class RawS3:
         url = urllib.parse.urlsplit(
             self.s3.generate_presigned_url(op, Params={"Bucket": self.bucket, **params})
         )
-        conn = self._conn(url)
-        headers = dict(headers or {})
-        conn.putrequest(method, f"{url.path}?{url.query}", skip_accept_encoding=True)
-        if body is not None:
-            headers["Content-Length"] = str(sum(len(p) for p in body))
-        for k, v in headers.items():
-            conn.putheader(k, v)
-        conn.endheaders()
-        for piece in body or ():
-            conn.send(piece)
-        resp = conn.getresponse()
-        if resp.status >= 300:
-            raise OSError(f"{method} {op} {params.get('Key')}: HTTP {resp.status} {resp.read()!r}")
-        for piece in into or ():
-            got = 0
-            while got < len(piece):
-                n = resp.readinto(piece[got:])
-                if not n:
-                    raise OSError(f"{op} {params.get('Key')}: body ended early")
-                got += n
-        if resp.read(1):
-            raise OSError(f"{op} {params.get('Key')}: longer body than asked for")
-        return resp
+        what = f"{method} {op} {params.get('Key')}"
+        path = f"{url.path}?{url.query}"
+        return exchange(self._conn(url), method, path, headers or {}, body, into, what)
 
     def put_each(self, objects: dict[str, Pieces]) -> None:
         """Each object in one PUT, all in flight at once up to the pool's

@@ -507,21 +507,7 @@ impl BucketClient {
                     .build()
             })
             .collect::<Vec<_>>();
-        let out = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(completed))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| self.fail(key, "CompleteMultipartUpload", e))?;
-        Ok(out.e_tag().map(str::to_string))
+        self.complete(key, upload_id, completed).await
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {
@@ -610,6 +596,16 @@ impl BucketClient {
                     .build()
             })
             .collect::<Vec<_>>();
+        self.complete(key, upload_id, completed).await
+    }
+
+    /// CompleteMultipartUpload of `parts`; returns the object's ETag.
+    async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<Option<String>> {
         let out = self
             .client
             .complete_multipart_upload()
@@ -618,7 +614,7 @@ impl BucketClient {
             .upload_id(upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(completed))
+                    .set_parts(Some(parts))
                     .build(),
             )
             .send()
