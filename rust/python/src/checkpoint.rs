@@ -234,7 +234,7 @@ impl PyCheckpointStore {
         // read the step again from its new generation (a bounded number of
         // times), so the caller gets the old data or the new, never
         // FileNotFoundError.
-        const LOOKS: usize = 4;
+        const LOOKS: usize = s3dlio_core::checkpoint::reader::OVERWRITE_LOOKS;
         for look in 1..=LOOKS {
             let reader = self.inner.reader();
             let r2 = reader.clone();

@@ -10,6 +10,13 @@ use crate::crc::crc32c_append;
 use crate::error::{Error, Result};
 use crate::store::join_key;
 
+/// How many times a load reads a step again after overwrites removed the
+/// shards it was reading. Each look repeats only because another
+/// generation committed meanwhile; the bound stops a reader that is
+/// overtaken forever (a starved process beside a fast overwrite loop took
+/// more than 4 looks on a loaded machine).
+pub const OVERWRITE_LOOKS: usize = 16;
+
 #[derive(Debug, Clone)]
 pub struct CheckpointReader {
     store: CheckpointStore,
@@ -90,9 +97,8 @@ impl CheckpointReader {
     /// from: the step is then read again, whole, from the new generation,
     /// so a reader gets the old data or the new, never `NotFound`.
     pub async fn read_shard(&self, step: u64, rank: u32) -> Result<Bytes> {
-        const LOOKS: usize = 4;
         let mut last = None;
-        for _ in 0..LOOKS {
+        for _ in 0..OVERWRITE_LOOKS {
             let manifest = self.manifest(step).await?;
             let read = async {
                 let h = self.open_shard(&manifest, rank).await?;
