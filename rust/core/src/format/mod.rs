@@ -8,6 +8,7 @@
 //! - `grouped`, `raw_planes`: byte-grouped frames (compress, and decode
 //!   planes stored raw straight from the stored bytes).
 //! - `zstd_raw`: the thin zstd wrappers the grouped frames need.
+//! - `zstd_frames`: where a zstd frame ends, from its headers alone.
 //! - `pack_frame`: one pack item as a zstd frame.
 //! - `out_pool`: recycled output buffers for compressed frames.
 
@@ -19,6 +20,7 @@ pub(crate) mod out_pool;
 pub(crate) mod pack_frame;
 mod raw_planes;
 pub mod seekable;
+pub(crate) mod zstd_frames;
 pub(crate) mod zstd_raw;
 
 /// Uncompressed bytes per zstd frame: large enough for a good ratio and few

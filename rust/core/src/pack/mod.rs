@@ -7,6 +7,7 @@
 
 use crate::store::PutOptions;
 
+mod grouped_read;
 pub mod reader;
 pub mod writer;
 

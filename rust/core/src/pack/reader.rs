@@ -2,10 +2,10 @@
 //! buffers: adjacent items are coalesced into ranged reads of at most
 //! `part_size` bytes, large items are split across them, and all of it runs
 //! on `threads` worker threads at once. Each item's CRC32C is checked over
-//! exactly the bytes handed to the caller. Compressed items (one zstd
-//! frame, or byte-grouped frames) are fetched a part ahead and decoded
-//! straight into the caller's buffers; grouped runs go through one
-//! frame-sized scratch buffer per worker.
+//! exactly the bytes handed to the caller. A one-frame zstd item is
+//! fetched a part ahead and decoded straight into the caller's buffers; a
+//! byte-grouped item is cut into its frames, decoded in parallel on the
+//! cores the workers leave idle (`grouped_read`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::runtime::Runtime;
 
+use super::grouped_read::{self, Lane, Spare};
 use super::Grouping;
 use crate::crc::{crc32c, crc32c_append, crc32c_combine};
 use crate::error::{Error, Result};
-use crate::format::byte_group;
 use crate::format::pack_frame::FrameDecoder;
 use crate::store::ObjectStore;
 
@@ -29,7 +29,7 @@ pub enum Target<'a> {
 }
 
 impl Target<'_> {
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         match self {
             Target::Into(b) => b.len(),
             Target::Skip(n) => *n,
@@ -114,19 +114,24 @@ enum Job<'a> {
         offset: u64,
         pieces: Vec<Piece<'a>>,
     },
-    /// One compressed item: its frames fetched and decoded into its targets.
+    /// One zstd-frame item: fetched and decoded into its targets.
     Frame {
+        item: usize,
+        targets: Vec<Target<'a>>,
+    },
+    /// One byte-grouped item: its frames decoded in parallel.
+    Grouped {
         item: usize,
         targets: Vec<Target<'a>>,
     },
 }
 
 /// The CRC32C of a run of an item's logical bytes.
-struct Checked {
-    item: usize,
-    at: u64,
-    len: u64,
-    crc: u32,
+pub(super) struct Checked {
+    pub(super) item: usize,
+    pub(super) at: u64,
+    pub(super) len: u64,
+    pub(super) crc: u32,
 }
 
 /// What is kept of an item once its buffers went into jobs.
@@ -166,12 +171,13 @@ pub fn read_items(
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let checked: Mutex<Vec<Checked>> = Mutex::new(Vec::new());
     let workers = opts.threads.min(jobs_count);
+    let spare = Spare::new(workers);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
                 let mut decoder: Option<FrameDecoder> = None;
-                // A grouped data frame's planes, kept from item to item.
-                let mut planes: Vec<u8> = Vec::new();
+                // Decoding threads' state, kept from item to item.
+                let mut lanes: Vec<Lane> = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let Some(job) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
                         break;
@@ -181,8 +187,9 @@ pub fn read_items(
                         store: &store,
                         infos: &infos,
                         opts,
+                        spare: &spare,
                     };
-                    match ctx.run(job, &mut decoder, &mut planes) {
+                    match ctx.run(job, &mut decoder, &mut lanes) {
                         Ok(done) => checked
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -196,6 +203,8 @@ pub fn read_items(
                         }
                     }
                 }
+                // Out of jobs: this core can decode another worker's frames.
+                spare.give(1);
             });
         }
     });
@@ -241,7 +250,12 @@ fn plan<'a>(
                 item.length
             )));
         }
-        if compressed {
+        if let Encoding::Grouped(_) = item.encoding {
+            jobs.push(Job::Grouped {
+                item: index,
+                targets: item.targets,
+            });
+        } else if compressed {
             jobs.push(Job::Frame {
                 item: index,
                 targets: item.targets,
@@ -383,6 +397,7 @@ struct Ctx<'c> {
     store: &'c Arc<dyn ObjectStore>,
     infos: &'c [ItemInfo],
     opts: &'c ReadOptions,
+    spare: &'c Spare,
 }
 
 impl Ctx<'_> {
@@ -390,7 +405,7 @@ impl Ctx<'_> {
         &self,
         job: Job<'_>,
         decoder: &mut Option<FrameDecoder>,
-        planes: &mut Vec<u8>,
+        lanes: &mut Vec<Lane>,
     ) -> Result<Vec<Checked>> {
         match job {
             Job::Plain {
@@ -403,9 +418,28 @@ impl Ctx<'_> {
                     *decoder = Some(FrameDecoder::new(&self.store.uri(&self.infos[item].key))?);
                 }
                 match decoder.as_mut() {
-                    Some(d) => self.run_frame(item, targets, d, planes).map(|c| vec![c]),
+                    Some(d) => self.run_frame(item, targets, d).map(|c| vec![c]),
                     None => Err(Error::invalid("no zstd decoder")),
                 }
+            }
+            Job::Grouped { item, targets } => {
+                let info = &self.infos[item];
+                let Encoding::Grouped(grouping) = info.encoding else {
+                    return Err(Error::invalid("a grouped job for an item not grouped"));
+                };
+                let what = info.what(self.store.as_ref());
+                let read = grouped_read::Item {
+                    rt: self.rt,
+                    store: self.store,
+                    key: &info.key,
+                    what: &what,
+                    index: item,
+                    offset: info.offset,
+                    length: info.length,
+                    size: info.size,
+                    grouping,
+                };
+                grouped_read::read(&read, targets, self.opts.part_size, self.spare, lanes)
             }
         }
     }
@@ -521,7 +555,6 @@ impl Ctx<'_> {
         item: usize,
         mut targets: Vec<Target<'_>>,
         decoder: &mut FrameDecoder,
-        planes: &mut Vec<u8>,
     ) -> Result<Checked> {
         let info = &self.infos[item];
         let what = info.what(self.store.as_ref());
@@ -539,11 +572,7 @@ impl Ctx<'_> {
             Some((stop - start, this.fetch(&info.key, start..stop)))
         };
         let mut pending = start_fetch(self);
-        let grouping = match info.encoding {
-            super::Encoding::Grouped(g) => Some(g),
-            _ => None,
-        };
-        let mut out = Output::new(&mut targets, grouping, std::mem::take(planes));
+        let mut out = Output::new(&mut targets);
         let mut crc = 0u32;
         let mut finished = false;
         while let Some((want, handle)) = pending.take() {
@@ -561,8 +590,7 @@ impl Ctx<'_> {
             pending = start_fetch(self);
             let mut used = 0;
             while used < data.len() {
-                // A grouped item is several frames back to back.
-                if finished && grouping.is_none() {
+                if finished {
                     return Err(Error::corrupt(
                         &what,
                         "bytes follow the end of the item's zstd frame",
@@ -590,9 +618,6 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        if let Some(g) = out.group.take() {
-            *planes = g.planes;
-        }
         Ok(Checked {
             item,
             at: 0,
@@ -614,24 +639,18 @@ impl Ctx<'_> {
         crc: &mut u32,
     ) -> Result<crate::format::pack_frame::Decoded> {
         let size = out.size;
-        let (buf, kind) = out.current();
+        let (buf, past) = out.current();
         let d = decoder.decode(what, input, buf)?;
         if d.written > 0 {
-            match kind {
-                Slot::Past => {
-                    return Err(Error::corrupt(
-                        what,
-                        format!("decompresses to more than the {size} bytes recorded"),
-                    ))
-                }
-                Slot::Item => *crc = crc32c_append(*crc, &buf[..d.written]),
-                // Checksummed once merged back into elements.
-                Slot::Planes => {}
+            if past {
+                return Err(Error::corrupt(
+                    what,
+                    format!("decompresses to more than the {size} bytes recorded"),
+                ));
             }
+            *crc = crc32c_append(*crc, &buf[..d.written]);
         }
-        if let Some((chunk_crc, len)) = out.advance(d.written, kind) {
-            *crc = crc32c_combine(*crc, chunk_crc, len);
-        }
+        out.advance(d.written);
         Ok(d)
     }
 }
@@ -639,45 +658,10 @@ impl Ctx<'_> {
 /// A ranged read of an item's bytes refused as past the end: the object
 /// ends before the item does (an empty or cut-short data file), which is
 /// damage to `what`, not bad input.
-fn truncated(what: &str, e: Error) -> Error {
+pub(super) fn truncated(what: &str, e: Error) -> Error {
     match e {
         Error::InvalidInput(reason) => Error::corrupt(what, format!("truncated: {reason}")),
         other => other,
-    }
-}
-
-/// What the buffer [`Output::current`] hands out holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    /// The item's logical bytes (a target, or scratch for a skipped run).
-    Item,
-    /// Planes of a byte-grouped data frame, merged once complete.
-    Planes,
-    /// A one-byte probe past the last target: any output there is damage.
-    Past,
-}
-
-/// The byte-grouped run of an item being decoded: one data frame's planes
-/// are collected, then merged into the targets as elements.
-struct GroupRun {
-    start: u64,
-    end: u64,
-    width: usize,
-    frame: usize,
-    planes: Vec<u8>,
-    /// Plane bytes of the current data frame decoded so far.
-    filled: usize,
-    /// Elements of a data frame that straddles targets, before they are
-    /// copied out.
-    merged: Vec<u8>,
-}
-
-impl GroupRun {
-    /// Logical length of the data frame being decoded, `produced` bytes
-    /// into the item.
-    fn frame_len(&self, produced: u64) -> usize {
-        let frame_start = produced - self.filled as u64;
-        (self.end - frame_start).min(self.frame as u64) as usize
     }
 }
 
@@ -692,12 +676,10 @@ struct Output<'t, 'a> {
     produced: u64,
     /// Total bytes the targets hold.
     size: u64,
-    group: Option<GroupRun>,
 }
 
 impl<'t, 'a> Output<'t, 'a> {
-    /// `planes` is scratch memory for a grouped run (grown as needed).
-    fn new(targets: &'t mut [Target<'a>], grouping: Option<Grouping>, planes: Vec<u8>) -> Self {
+    fn new(targets: &'t mut [Target<'a>]) -> Self {
         let size = targets.iter().map(|t| t.len() as u64).sum();
         Output {
             size,
@@ -707,15 +689,6 @@ impl<'t, 'a> Output<'t, 'a> {
             scratch: Vec::new(),
             probe: [0],
             produced: 0,
-            group: grouping.map(|g| GroupRun {
-                start: g.start,
-                end: g.start + g.length,
-                width: g.width,
-                frame: g.frame,
-                planes,
-                filled: 0,
-                merged: Vec::new(),
-            }),
         }
     }
 
@@ -731,98 +704,30 @@ impl<'t, 'a> Output<'t, 'a> {
         self.index >= self.targets.len()
     }
 
-    /// The buffer the next output goes to, and what it holds.
-    fn current(&mut self) -> (&mut [u8], Slot) {
+    /// The buffer the next output goes to, and whether it is a one-byte
+    /// probe past the last target (where any output is damage).
+    fn current(&mut self) -> (&mut [u8], bool) {
         self.settle();
-        let produced = self.produced;
-        // Bytes before the grouped run stop at its start.
-        let mut limit = usize::MAX;
-        if let Some(g) = self.group.as_mut() {
-            if (g.start..g.end).contains(&produced) {
-                let len = g.frame_len(produced);
-                if g.planes.len() < len {
-                    g.planes.resize(len, 0);
-                }
-                return (&mut g.planes[g.filled..len], Slot::Planes);
-            }
-            if produced < g.start {
-                limit = usize::try_from(g.start - produced).unwrap_or(usize::MAX);
-            }
-        }
         if self.index >= self.targets.len() {
-            return (&mut self.probe[..], Slot::Past);
+            return (&mut self.probe[..], true);
         }
         let within = self.within;
         match &mut self.targets[self.index] {
-            Target::Into(b) => {
-                let n = (b.len() - within).min(limit);
-                (&mut b[within..within + n], Slot::Item)
-            }
+            Target::Into(b) => (&mut b[within..], false),
             Target::Skip(n) => {
-                let want = (*n - within).min(1 << 20).min(limit);
+                let want = (*n - within).min(1 << 20);
                 if self.scratch.len() < want {
                     self.scratch.resize(want, 0);
                 }
-                (&mut self.scratch[..want], Slot::Item)
+                (&mut self.scratch[..want], false)
             }
         }
     }
 
-    /// Account for `n` bytes decoded into the buffer `current` handed
-    /// out. When that completes a grouped data frame, it is merged into
-    /// the targets; returns its CRC32C and length.
-    fn advance(&mut self, n: usize, slot: Slot) -> Option<(u32, u64)> {
+    /// Account for `n` bytes decoded into the buffer `current` handed out.
+    fn advance(&mut self, n: usize) {
         self.produced += n as u64;
-        match slot {
-            Slot::Item => self.within += n,
-            Slot::Past => {}
-            Slot::Planes => {
-                let g = self.group.as_mut()?;
-                g.filled += n;
-                let len = g.frame_len(self.produced);
-                if g.filled == len {
-                    g.filled = 0;
-                    return Some((self.merge(len), len as u64));
-                }
-            }
-        }
-        None
-    }
-
-    /// Merge the `len` plane bytes collected into elements at the targets'
-    /// cursor: in place when one target holds them all, else through
-    /// `merged`. Returns their CRC32C.
-    fn merge(&mut self, len: usize) -> u32 {
-        self.settle();
-        let Some(g) = self.group.as_mut() else {
-            return 0;
-        };
-        let planes = &g.planes[..len];
-        if let Some(Target::Into(b)) = self.targets.get_mut(self.index) {
-            if b.len() - self.within >= len {
-                let crc = byte_group::merge_crc(planes, g.width, &mut b[self.within..][..len]);
-                self.within += len;
-                return crc;
-            }
-        }
-        g.merged.resize(len, 0);
-        let crc = byte_group::merge_crc(planes, g.width, &mut g.merged);
-        let mut done = 0;
-        while done < len && self.index < self.targets.len() {
-            let within = self.within;
-            let take = (self.targets[self.index].len() - within).min(len - done);
-            if let Target::Into(b) = &mut self.targets[self.index] {
-                b[within..within + take].copy_from_slice(&g.merged[done..done + take]);
-            }
-            done += take;
-            self.within += take;
-            // `settle`, on the fields (`g` still borrows `self.group`).
-            while self.index < self.targets.len() && self.within >= self.targets[self.index].len() {
-                self.index += 1;
-                self.within = 0;
-            }
-        }
-        crc
+        self.within += n;
     }
 }
 
