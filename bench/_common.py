@@ -17,6 +17,7 @@ import json
 import os
 import pathlib
 import resource
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -101,6 +102,34 @@ def speed_row(
         peer_rss_mib=peer.rss_mib,
         notes=notes,
     )
+
+
+def dd_limits(directory: pathlib.Path, nbytes: int, repeat: int) -> tuple[float, float]:
+    """Best seconds of `dd` writing (O_DIRECT, fsync) then reading (O_DIRECT)
+    `nbytes` in 64 MiB blocks in `directory`: the disk's limit for direct://
+    rows, on the same disk in the same run."""
+    block = 64 << 20
+    path = directory / "dd.bin"
+    count = max(1, nbytes // block)
+    write = ["dd", "if=/dev/zero", f"of={path}", "bs=64M", f"count={count}"]
+    write += ["oflag=direct", "conv=fsync", "status=none"]
+    read = ["dd", f"if={path}", "of=/dev/null", "bs=64M", "iflag=direct", "status=none"]
+    best_w = best_r = float("inf")
+    try:
+        for _ in range(max(1, repeat)):
+            for cmd, is_write in ((write, True), (read, False)):
+                t = time.perf_counter()
+                subprocess.run(cmd, check=True)
+                took = time.perf_counter() - t
+                if is_write:
+                    best_w = min(best_w, took)
+                else:
+                    best_r = min(best_r, took)
+    finally:
+        path.unlink(missing_ok=True)
+    # Times for the whole blocks dd moved, scaled to `nbytes`.
+    scale = nbytes / (count * block)
+    return best_w * scale, best_r * scale
 
 
 def fmt(x: float | None) -> str:

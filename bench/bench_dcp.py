@@ -11,7 +11,9 @@ CPU seconds per GB of both ranks together (and of the S3 server), and
 stored/logical for the compressed cases:
 
 - file:// vs torch FileSystemWriter/FileSystemReader (same thread count);
-- direct:// vs FileSystemWriter(sync_files=True);
+- direct:// vs FileSystemWriter(sync_files=True), and against the disk's
+  limit: `dd` writing (oflag=direct conv=fsync) and reading (iflag=direct)
+  the same number of bytes in 64 MiB blocks, in the same run;
 - s3:// vs s3torchconnector S3StorageWriter/S3StorageReader on the same
   s3s-fs (when report.py started it: AWS_ENDPOINT_URL_S3 and
   S3DLIO_BENCH_S3_BUCKET in the environment), plus a raw-HTTP ceiling:
@@ -45,6 +47,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import os
+import pathlib
 import shutil
 import socket
 import struct
@@ -59,7 +62,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from _common import OUT_DIR, Bench, Row, cpu_seconds, peak_rss
+from _common import OUT_DIR, Bench, Row, cpu_seconds, dd_limits, peak_rss
 from _raw_s3 import Pieces, RawS3, cut, split_even
 from torch.distributed.checkpoint._extension import ZStandard
 from torch.distributed.device_mesh import init_device_mesh
@@ -534,6 +537,23 @@ def rows(runs: dict[str, Any], quick: bool) -> list[Row]:
             )
             if case.ceiling is not None:
                 out.append(ceiling_row(case, got, what, gb, size))
+    if "dd" in runs:
+        for (what, flag), dd_s in zip(
+            (("save", "oflag=direct conv=fsync"), ("load", "iflag=direct")),
+            runs["dd"],
+            strict=True,
+        ):
+            out.append(
+                Row(
+                    GROUP,
+                    f"direct:// vs the disk: {what}",
+                    gb / got["direct:// s3dlio"][what],
+                    f"dd {flag} bs=64M (the disk's limit)",
+                    gb / dd_s,
+                    "GB/s",
+                    notes=f"{size}; target >= 0.9; same bytes, same disk, one dd stream",
+                )
+            )
     torch_zstd = "torch FileSystemWriter(ZStandard)/Reader"
     for level, grouping in COMPRESSED if "compressed" in CASES else ():
         key = compressed_label(level, grouping)
@@ -616,6 +636,9 @@ def main() -> None:
         )
         with open(results) as f:
             runs = json.load(f)
+        if "direct" in CASES:
+            # The disk's own limit, on the same disk in the same run.
+            runs["dd"] = dd_limits(pathlib.Path(scratch), runs["logical"], repeat)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     for row in rows(runs, bench.quick):

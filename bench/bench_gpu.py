@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
-from _common import OUT_DIR, Bench, Row, interleaved
+from _common import OUT_DIR, Bench, Row, dd_limits, interleaved
 
 import s3dlio
 from s3dlio_torch import S3DlioReader, S3DlioWriter
@@ -158,27 +158,6 @@ def load_fn(side: Side, dest: dict[str, torch.Tensor]) -> Callable[[], None]:
     return run
 
 
-def dd_limits(nbytes: int, repeat: int) -> tuple[float, float]:
-    """Best seconds of `dd` writing then reading `nbytes` with O_DIRECT."""
-    path = SCRATCH / "dd.bin"
-    count = max(1, nbytes // TENSOR_BYTES)
-    write = ["dd", "if=/dev/zero", f"of={path}", "bs=64M", f"count={count}"]
-    write += ["oflag=direct", "conv=fsync", "status=none"]
-    read = ["dd", f"if={path}", "of=/dev/null", "bs=64M", "iflag=direct", "status=none"]
-    best_w = best_r = float("inf")
-    for _ in range(max(1, repeat)):
-        for cmd, is_write in ((write, True), (read, False)):
-            t = time.perf_counter()
-            subprocess.run(cmd, check=True)
-            took = time.perf_counter() - t
-            if is_write:
-                best_w = min(best_w, took)
-            else:
-                best_r = min(best_r, took)
-    path.unlink()
-    return best_w, best_r
-
-
 def pinned_copy_seconds(state: dict[str, torch.Tensor], repeat: int) -> float:
     """Best time to copy every tensor into preallocated pinned host memory
     (one stream, no sync per tensor): the floor of any save from the GPU."""
@@ -285,7 +264,7 @@ def main() -> None:
         f"target >= 0.9 on load and save; {cache}",
     )
 
-    dd_w, dd_r = dd_limits(nbytes, repeat)
+    dd_w, dd_r = dd_limits(SCRATCH, nbytes, repeat)
     for verb, timings, dd_s, flag in (
         ("save", saves, dd_w, "oflag=direct conv=fsync"),
         ("load", loads, dd_r, "iflag=direct"),
