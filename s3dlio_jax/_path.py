@@ -25,6 +25,20 @@ from typing import IO, Any, ClassVar
 from etils.epath import gpath, stat_utils
 
 from s3dlio import _native
+from s3dlio_jax._layout import INDEX
+
+# The file Orbax's tensorstore handlers read first on restore.
+_ORBAX_METADATA = "_METADATA"
+
+
+def _tensorstore_refused(where: object) -> TypeError:
+    return TypeError(
+        f"{where}: Orbax's tensorstore handlers (ocp.args.StandardSave, PyTreeSave and "
+        "their restores) cannot write to or read from s3dlio_jax paths: build the "
+        "CheckpointManager with handler_registry=s3dlio_jax.handler_registry() and "
+        "save with s3dlio_jax.S3DlioSave (restore with S3DlioRestore)"
+    )
+
 
 SCHEMES = ("file", "direct", "s3", "az")
 LOCAL_SCHEMES = ("file", "direct")
@@ -145,12 +159,7 @@ class S3DlioPath(gpath.PosixGPath):
         # Orbax 0.12.8 hands every array, sharding and OCDBT path to
         # tensorstore through as_posix(), all from this package.
         if caller.startswith("orbax.checkpoint._src.serialization"):
-            raise TypeError(
-                f"{self}: Orbax's tensorstore handlers (ocp.args.StandardSave, PyTreeSave and "
-                "their restores) cannot write to or read from s3dlio_jax paths: build the "
-                "CheckpointManager with handler_registry=s3dlio_jax.handler_registry() and "
-                "save with s3dlio_jax.S3DlioSave (restore with S3DlioRestore)"
-            )
+            raise _tensorstore_refused(self)
         return str(self)
 
     def resolve(self, strict: bool = False) -> S3DlioPath:
@@ -236,8 +245,16 @@ class S3DlioPath(gpath.PosixGPath):
     def exists(self) -> bool:
         local = self._local
         if local is not None:
-            return os.path.exists(local)
-        return self._path_str in _MADE or self._entry() is not None
+            found = os.path.exists(local)
+        else:
+            found = self._path_str in _MADE or self._entry() is not None
+        # Orbax's StandardRestore / PyTreeRestore (a manager built without
+        # our handler registry) look for their _METADATA file first; in an
+        # item directory S3DlioSave wrote, say what to use instead of
+        # letting Orbax report a missing file.
+        if not found and self.name == _ORBAX_METADATA and (self.parent / INDEX).exists():
+            raise _tensorstore_refused(self.parent)
+        return found
 
     def is_symlink(self) -> bool:
         return self._local is not None and os.path.islink(self._local)
