@@ -464,6 +464,8 @@ def _plan_leaf(
             got = slices[tuple(tuple(b) for b in normalize(index, shape))]
             return got if dtype == stored else got.astype(dtype)
 
-        results[n] = jax.make_array_from_callback(shape, sharding, piece)
+        # dtype given: a process none of whose devices hold a shard calls
+        # no callback, and JAX cannot learn the dtype from one.
+        results[n] = jax.make_array_from_callback(shape, sharding, piece, dtype=dtype)
 
     batch.then(done_device)

@@ -143,7 +143,7 @@ def reshard_bytes(uri: str) -> None:
 def distributed(uri: str, coordinator: str, process: int) -> None:
     """One of two processes (2 CPU devices each) saving one checkpoint of
     arrays sharded over all 4 devices, then restoring its own shards
-    under another sharding."""
+    under another sharding, then onto process 1's devices alone."""
     jax.distributed.initialize(coordinator, num_processes=2, process_id=process)
     assert jax.process_count() == 2 and len(jax.devices()) == 4
     mesh = Mesh(np.array(jax.devices()), ("x",))
@@ -154,6 +154,12 @@ def distributed(uri: str, coordinator: str, process: int) -> None:
     assert mngr.all_steps() == [3], mngr.all_steps()
     other = NamedSharding(mesh, P(None, "x"))
     check(mngr.restore(3, args=s3dlio_jax.S3DlioRestore(abstract(other))), other)
+    # Onto process 1's devices only: process 0 holds no shard of any array
+    # (it failed in JAX's make_array_from_callback, and process 1 waited at
+    # Orbax's barrier until the coordination timeout).
+    ones = [d for d in jax.devices() if d.process_index == 1]
+    only = NamedSharding(Mesh(np.array(ones), ("x",)), P("x"))
+    check(mngr.restore(3, args=s3dlio_jax.S3DlioRestore(abstract(only))), only)
     mngr.close()
     jax.distributed.shutdown()
 
