@@ -11,6 +11,10 @@ use s3dlio_core::store::faults::{Fault, FaultStore, Op};
 use s3dlio_core::store::{open_store, Location, ObjectStore, StoreOptions};
 use s3dlio_core::Error;
 
+#[path = "support/seed.rs"]
+mod seed;
+use seed::save;
+
 fn memory(name: &str) -> Location {
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -32,26 +36,6 @@ fn with_faults(loc: &Location) -> (Arc<FaultStore>, CheckpointStore) {
     let store =
         CheckpointStore::at(wrapped, Strategy::Flat, WriteOptions::with_level(Some(3))).unwrap();
     (faults, store)
-}
-
-async fn save(
-    store: &CheckpointStore,
-    step: u64,
-    data: &[u8],
-    overwrite: bool,
-) -> Result<(), Error> {
-    let w = store.writer(1, 0, overwrite)?;
-    let shard = w.save_shard(step, data).await?;
-    w.finalize(
-        step,
-        0,
-        "test",
-        Some(vec![shard]),
-        serde_json::Value::Null,
-        Duration::ZERO,
-    )
-    .await?;
-    Ok(())
 }
 
 async fn latest(store: &CheckpointStore) -> Vec<u8> {

@@ -10,6 +10,10 @@ use s3dlio_core::object::WriteOptions;
 use s3dlio_core::store::StoreOptions;
 use s3dlio_core::Error;
 
+#[path = "support/seed.rs"]
+mod seed;
+use seed::save;
+
 fn file_store(dir: &Path, level: Option<i32>) -> CheckpointStore {
     CheckpointStore::open(
         &format!("file://{}", dir.display()),
@@ -18,26 +22,6 @@ fn file_store(dir: &Path, level: Option<i32>) -> CheckpointStore {
         &StoreOptions::default(),
     )
     .unwrap()
-}
-
-async fn save(
-    store: &CheckpointStore,
-    step: u64,
-    data: &[u8],
-    overwrite: bool,
-) -> Result<(), Error> {
-    let w = store.writer(1, 0, overwrite)?;
-    let shard = w.save_shard(step, data).await?;
-    w.finalize(
-        step,
-        0,
-        "test",
-        Some(vec![shard]),
-        serde_json::Value::Null,
-        Duration::ZERO,
-    )
-    .await?;
-    Ok(())
 }
 
 /// The files of a step directory whose names start with `prefix`.

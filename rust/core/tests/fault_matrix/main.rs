@@ -11,12 +11,11 @@
 //! a clean save afterwards succeeds. Each backend prints one
 //! `FAULT-MATRIX` line with its counts (docs/RELIABILITY.md quotes them).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use s3dlio_core::checkpoint::{CheckpointStore, Strategy};
 use s3dlio_core::object::WriteOptions;
 use s3dlio_core::store::faults::Fault;
-use s3dlio_core::Error;
 
 #[path = "../support/azure.rs"]
 mod azure_support;
@@ -32,6 +31,10 @@ mod tally;
 
 use backends::Backend;
 use tally::Tally;
+
+#[path = "../support/seed.rs"]
+mod seed;
+use seed::save;
 
 /// Plain shards and compressed ones.
 const LEVELS: [Option<i32>; 2] = [None, Some(1)];
@@ -69,27 +72,6 @@ fn checkpoint_store(b: &Backend, name: &str, level: Option<i32>) -> CheckpointSt
     write.encode.frame_size = FRAME;
     write.put = b.put.clone();
     CheckpointStore::at(b.child(name), Strategy::Flat, write).expect("checkpoint store")
-}
-
-/// What `PyCheckpointStore.save` does: one rank's shard, then finalize.
-async fn save(
-    store: &CheckpointStore,
-    step: u64,
-    data: &[u8],
-    overwrite: bool,
-) -> Result<(), Error> {
-    let w = store.writer(1, 0, overwrite)?;
-    let shard = w.save_shard(step, data).await?;
-    w.finalize(
-        step,
-        0,
-        "fault-matrix",
-        Some(vec![shard]),
-        serde_json::Value::Null,
-        Duration::ZERO,
-    )
-    .await?;
-    Ok(())
 }
 
 fn matrix(b: Option<Backend>) {
