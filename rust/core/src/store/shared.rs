@@ -131,10 +131,7 @@ impl<K: Eq, V: Clone> Shared<K, V> {
 
     /// The entries when they belong to `pid`; a forked child's inherited
     /// entries are leaked and the slot emptied.
-    fn owned_by<'a>(
-        slot: &'a mut Option<Entries<K, V>>,
-        pid: u32,
-    ) -> Option<&'a mut Entries<K, V>> {
+    fn owned_by(slot: &mut Option<Entries<K, V>>, pid: u32) -> Option<&mut Entries<K, V>> {
         if slot.as_ref().is_some_and(|e| e.pid != pid) {
             if let Some(inherited) = slot.take() {
                 std::mem::forget(inherited);
