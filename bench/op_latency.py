@@ -7,7 +7,9 @@ it by hand with the build to measure, e.g. before and after a change:
 
 It starts both servers itself (bench/_servers.py) and prints the median and
 mean of `s3dlio.stat` and of `_native.head_object` (what the JAX path
-objects' `exists()`/`stat()` call) per backend, in milliseconds.
+objects' `exists()`/`stat()` call) per backend, in milliseconds; with
+`--tf`, also `tf.io.gfile.exists` and `tf.io.gfile.stat` through the
+TensorFlow plugin (one plugin op each).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def timed(fn, n: int) -> tuple[float, float]:  # noqa: ANN001 - any callable
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--tf", action="store_true", help="also time TF plugin ops")
     args = ap.parse_args()
     with started(["s3", "azure"]) as env:
         os.environ.update(env)
@@ -46,10 +49,21 @@ def main() -> None:
         for name, uri in uris.items():
             s3dlio.put_bytes(uri, b"x" * 1000)
             s3dlio.stat(uri)  # warm-up: first client, first connection
-            for label, fn in (
+            calls = [
                 ("stat", lambda u=uri: s3dlio.stat(u)),
                 ("head_object", lambda u=uri: _native.head_object(u, None)),
-            ):
+            ]
+            if args.tf:
+                import tensorflow as tf
+
+                import s3dlio_tf
+
+                s3dlio_tf.register()
+                calls += [
+                    ("tf exists", lambda u=uri: tf.io.gfile.exists(u)),
+                    ("tf stat", lambda u=uri: tf.io.gfile.stat(u)),
+                ]
+            for label, fn in calls:
                 med, mean = timed(fn, args.n)
                 print(f"{name:3} {label:12} n={args.n}  median {med:6.2f} ms  mean {mean:6.2f} ms")
 

@@ -11,12 +11,13 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
+from fixtures_azure import ACCOUNT, Azurite
 
 import s3dlio
 from conftest import S3Server
-from fixtures_azure import ACCOUNT, Azurite
 
 N = 50
 
@@ -63,10 +64,20 @@ class ConnectionCounter:
                     pass
 
 
+@dataclass
+class Remote:
+    base: str
+    """A fresh, empty prefix or container."""
+    opts: dict[str, str]
+    """storage_options that go through `relay`."""
+    secret_var: str
+    """The environment variable holding the backend's credential."""
+    relay: ConnectionCounter
+
+
 @pytest.fixture(params=["s3", "az"])
-def remote(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, str], str]]:
-    """(base URI, storage_options through a counting relay, the backend's
-    credential variable) for each cloud backend."""
+def remote(request: pytest.FixtureRequest) -> Iterator[Remote]:
+    """Each cloud backend's server, reached through a counting relay."""
     if request.param == "s3":
         server: S3Server = request.getfixturevalue("s3_server")
         base = request.getfixturevalue("s3_base")
@@ -79,19 +90,15 @@ def remote(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, str]
         relay = ConnectionCounter(azurite.port)
         opts = {"endpoint": f"http://127.0.0.1:{relay.port}/{ACCOUNT}"}
         secret_var = "AZURE_STORAGE_CONNECTION_STRING"
-    request.node.relay = relay
     try:
-        yield base, opts, secret_var
+        yield Remote(base, opts, secret_var, relay)
     finally:
         relay.close()
 
 
-def test_one_object_calls_share_connections(
-    remote: tuple[str, dict[str, str], str], request: pytest.FixtureRequest
-) -> None:
-    base, opts, _ = remote
-    relay: ConnectionCounter = request.node.relay
-    uri = f"{base}/small.bin"
+def test_one_object_calls_share_connections(remote: Remote) -> None:
+    opts, relay = remote.opts, remote.relay
+    uri = f"{remote.base}/small.bin"
     s3dlio.put_bytes(uri, b"x" * 100, storage_options=opts)
     for _ in range(N):
         assert s3dlio.stat(uri, storage_options=opts)["size"] == 100
@@ -103,12 +110,10 @@ def test_one_object_calls_share_connections(
 
 
 def test_changed_credentials_take_effect_on_the_next_call(
-    remote: tuple[str, dict[str, str], str],
-    request: pytest.FixtureRequest,
-    monkeypatch: pytest.MonkeyPatch,
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    base, opts, secret_var = remote
-    uri = f"{base}/creds.bin"
+    opts, secret_var = remote.opts, remote.secret_var
+    uri = f"{remote.base}/creds.bin"
     s3dlio.put_bytes(uri, b"abc", storage_options=opts)
     assert s3dlio.stat(uri, storage_options=opts)["size"] == 3
     good = os.environ[secret_var]
@@ -132,11 +137,9 @@ def _child_stat(uri: str, opts: dict[str, str], out: multiprocessing.Queue) -> N
         out.put(repr(e))
 
 
-def test_a_forked_child_opens_its_own_clients(
-    remote: tuple[str, dict[str, str], str], request: pytest.FixtureRequest
-) -> None:
-    base, opts, _ = remote
-    uri = f"{base}/fork.bin"
+def test_a_forked_child_opens_its_own_clients(remote: Remote) -> None:
+    opts = remote.opts
+    uri = f"{remote.base}/fork.bin"
     s3dlio.put_bytes(uri, b"forked", storage_options=opts)
     # The parent's client (and pool) is cached before the fork.
     assert s3dlio._native.head_object(uri, opts)[0] == 6
@@ -151,4 +154,3 @@ def test_a_forked_child_opens_its_own_clients(
     assert got == 6
     assert child.exitcode == 0
     assert s3dlio._native.head_object(uri, opts)[0] == 6
-
