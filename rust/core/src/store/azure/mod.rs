@@ -60,7 +60,7 @@ impl AzureStore {
     /// `options` and the process environment. The client (and so its
     /// connection pool) is the one an earlier open built for an equal
     /// resolved configuration in this process, if any (see
-    /// [`crate::store::shared`]): any change of options or environment
+    /// `store/shared.rs`): any change of options or environment
     /// resolves to another configuration and so another client.
     pub fn open(account: &str, container: &str, options: &AzureOptions) -> Result<Self> {
         let env = |name: &str| std::env::var(name).ok();
