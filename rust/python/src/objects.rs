@@ -16,6 +16,10 @@ use crate::errors::IntoPyResult;
 use crate::options::{compression_threads, store_options, with_dtype, write_options};
 use crate::runtime::run;
 
+/// The store and key of `uri`, opened per call (so changed options and
+/// environment apply to the next call); the core shares the cloud clients
+/// of equal resolved configurations (`store::shared`), so an open per call
+/// reuses one connection pool.
 pub(crate) fn locate(
     uri: &str,
     storage_options: Option<HashMap<String, String>>,

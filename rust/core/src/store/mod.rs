@@ -21,6 +21,7 @@ pub mod memory;
 pub(crate) mod posix;
 pub(crate) mod ranged;
 pub mod s3;
+pub(crate) mod shared;
 pub(crate) mod unique;
 pub(crate) mod upload;
 

@@ -15,6 +15,10 @@ pub struct Target {
 
 impl Target {
     pub fn open(uri: &str) -> Result<Target> {
+        // Every op opens its path afresh, so environment changes apply to
+        // the next op; the cloud clients (connection pools, credentials)
+        // behind it come from the core's per-configuration cache
+        // (`store::shared`), so this costs no new connection.
         let loc = open_store(uri, &StoreOptions::default())?;
         let local = uri
             .strip_prefix("direct://")

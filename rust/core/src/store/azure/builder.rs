@@ -9,14 +9,15 @@
 //! 3. `AZURE_STORAGE_ACCOUNT` (or `AZURE_STORAGE_ACCOUNT_NAME`) +
 //!    `AZURE_STORAGE_KEY` (or `AZURE_STORAGE_ACCOUNT_KEY`);
 //! 4. `AZURE_STORAGE_SAS_TOKEN`;
-//! 5. otherwise an Entra ID token credential ([`super::credential::token_credential`]).
+//! 5. otherwise an Entra ID token credential ([`super::credential::token_credential`],
+//!    one per environment and process).
 
 use std::fmt;
 use std::time::Duration;
 
 use azure_core::http::Url;
 
-use super::credential::{token_credential, AzureCredential, SharedKeyPolicy};
+use super::credential::{shared_token_credential, AzureCredential, SharedKeyPolicy};
 use crate::error::{Error, Result};
 
 /// Azurite's well-known account and key (public, documented by Microsoft).
@@ -123,8 +124,10 @@ impl AzureOptions {
     }
 }
 
-/// Everything needed to talk to one container.
-#[derive(Debug, Clone)]
+/// Everything needed to talk to one container. Two equal configurations
+/// make clients that behave the same (the process-wide client cache's key,
+/// `super::AzureStore::open`); `Debug` never shows a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AzureConfig {
     pub account: String,
     pub container: String,
@@ -360,7 +363,7 @@ pub fn resolve(
                     display_url(&container_url)
                 )));
             }
-            AzureCredential::Token(token_credential(env)?)
+            AzureCredential::Token(shared_token_credential(env)?)
         }
     };
     Ok(AzureConfig {

@@ -23,6 +23,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::error::{Error, Result};
+use crate::store::shared::{env_snapshot, EnvSnapshot, Shared};
 
 /// What authorizes our requests. `Debug` never shows a secret.
 #[derive(Clone)]
@@ -48,6 +49,25 @@ impl AzureCredential {
         }
     }
 }
+
+/// Equal when requests would be authorized the same way: the same key,
+/// the same SAS, or the very same token credential (whose token cache is
+/// then shared). What makes a configuration a cache key.
+impl PartialEq for AzureCredential {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (AzureCredential::SharedKey(a), AzureCredential::SharedKey(b)) => {
+                a.account == b.account && a.key == b.key
+            }
+            (AzureCredential::Sas(a), AzureCredential::Sas(b)) => a == b,
+            (AzureCredential::Token(a), AzureCredential::Token(b)) => Arc::ptr_eq(a, b),
+            (AzureCredential::Anonymous, AzureCredential::Anonymous) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for AzureCredential {}
 
 impl fmt::Debug for AzureCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -246,7 +266,46 @@ pub fn token_credential(env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn 
     }))
 }
 
-/// Tries each source in turn and sticks with the first that works.
+/// Variables the credential types of `azure_identity` may read from the
+/// process environment themselves (tenant, client, secrets, token files,
+/// managed identity endpoints, authority host).
+const IDENTITY_ENV_PREFIXES: &[&str] = &["AZURE_", "IDENTITY_", "MSI_", "IMDS_"];
+
+/// The variables [`token_credential`] reads through `env`.
+const TOKEN_ENV: &[&str] = &[
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_FEDERATED_TOKEN_FILE",
+];
+
+/// What decides which Entra ID credential [`token_credential`] builds: the
+/// variables read through `env` and those the SDK reads itself. Holds
+/// secrets: compared, never formatted.
+#[derive(PartialEq, Eq)]
+struct TokenKey {
+    given: Vec<Option<String>>,
+    process: EnvSnapshot,
+}
+
+static TOKEN_CREDENTIALS: Shared<TokenKey, Arc<dyn TokenCredential>> = Shared::new();
+
+/// [`token_credential`], one per distinct environment and process: the
+/// SDK's credentials cache their token and refresh it before it expires,
+/// so sharing one keeps a token across stores instead of asking Entra ID
+/// (or the CLI) again for every store opened.
+pub fn shared_token_credential(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn TokenCredential>> {
+    let key = TokenKey {
+        given: TOKEN_ENV.iter().map(|name| env(name)).collect(),
+        process: env_snapshot(IDENTITY_ENV_PREFIXES),
+    };
+    TOKEN_CREDENTIALS.get_or_try_insert(key, || token_credential(env))
+}
+
+/// Tries each source in turn and sticks with the first that works while
+/// it keeps working.
 struct ChainedCredential {
     sources: Vec<Arc<dyn TokenCredential>>,
     chosen: AtomicUsize,
@@ -266,11 +325,21 @@ impl TokenCredential for ChainedCredential {
         options: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessToken> {
         let chosen = self.chosen.load(Ordering::Relaxed);
-        if let Some(source) = self.sources.get(chosen) {
-            return source.get_token(scopes, options).await;
-        }
         let mut failures = Vec::new();
+        if let Some(source) = self.sources.get(chosen) {
+            match source.get_token(scopes, options.clone()).await {
+                Ok(token) => return Ok(token),
+                // The chain is shared by every store of the process (see
+                // `shared_token_credential`): a source that stopped working
+                // (a CLI signed out, an identity removed) is not the end,
+                // the chain is tried again as a fresh one would be.
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
         for (i, source) in self.sources.iter().enumerate() {
+            if i == chosen {
+                continue;
+            }
             match source.get_token(scopes, options.clone()).await {
                 Ok(token) => {
                     self.chosen.store(i, Ordering::Relaxed);

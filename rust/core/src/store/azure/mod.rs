@@ -23,6 +23,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::ranged::{self, check_version, Cursor, Opened, RangedGet};
+use super::shared::Shared;
 use super::{DirListing, ObjectMeta, ObjectStore, ObjectWriter, PutOptions};
 use crate::error::{Error, Result};
 
@@ -34,6 +35,9 @@ pub mod writer;
 
 pub use builder::{AzureConfig, AzureOptions};
 use client::AzureClient;
+
+/// Clients of `open`, by resolved configuration.
+static CLIENTS: Shared<AzureConfig, Arc<AzureClient>> = Shared::new();
 
 /// Size of one ranged GET of a large read.
 const READ_PART: u64 = 8 << 20;
@@ -53,12 +57,28 @@ impl AzureStore {
     }
 
     /// The store for `az://<account>/<container>`, configured from
-    /// `options` and the process environment.
+    /// `options` and the process environment. The client (and so its
+    /// connection pool) is the one an earlier open built for an equal
+    /// resolved configuration in this process, if any (see
+    /// `store/shared.rs`): any change of options or environment
+    /// resolves to another configuration and so another client.
     pub fn open(account: &str, container: &str, options: &AzureOptions) -> Result<Self> {
         let env = |name: &str| std::env::var(name).ok();
-        Ok(AzureStore::new(builder::resolve(
-            account, container, options, &env,
-        )?))
+        Self::open_in(account, container, options, &env)
+    }
+
+    /// [`AzureStore::open`] with the environment given (tests).
+    fn open_in(
+        account: &str,
+        container: &str,
+        options: &AzureOptions,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let config = builder::resolve(account, container, options, env)?;
+        let client = CLIENTS.get_or_try_insert::<Error>(config.clone(), || {
+            Ok(Arc::new(AzureClient::new(config)))
+        })?;
+        Ok(AzureStore { client })
     }
 
     /// Create this store's container; `false` when it already existed.
@@ -273,5 +293,116 @@ impl ObjectStore for AzureStore {
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
         self.check_key(key)?;
         Ok(self.client.put_blob(key, data, true).await?.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::builder::{DEV_ACCOUNT, DEV_KEY};
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn open(options: &AzureOptions, env: &dyn Fn(&str) -> Option<String>) -> AzureStore {
+        AzureStore::open_in(DEV_ACCOUNT, "shared-clients", options, env).unwrap()
+    }
+
+    #[test]
+    fn equal_configurations_share_one_client() {
+        // A port nothing listens on: opening makes no request.
+        let endpoint = "http://127.0.0.1:9/devstoreaccount1";
+        let mut opts = AzureOptions::default();
+        opts.set("endpoint", endpoint).unwrap();
+        opts.set("account_key", DEV_KEY).unwrap();
+        let no_env = env_of(&[]);
+        let first = open(&opts, &no_env);
+        assert!(Arc::ptr_eq(&first.client, &open(&opts, &no_env).client));
+
+        // Every option that changes behaviour is another client.
+        for (key, value) in [
+            ("max_retries", "1"),
+            ("retry_timeout", "3"),
+            ("read_timeout", "4"),
+            ("endpoint", "http://127.0.0.1:10/devstoreaccount1"),
+            ("sas_token", "sv=1&sig=x"),
+        ] {
+            let mut changed = opts.clone();
+            changed.set(key, value).unwrap();
+            if key == "sas_token" {
+                changed.account_key = None;
+            }
+            let other = open(&changed, &no_env);
+            assert!(!Arc::ptr_eq(&first.client, &other.client), "{key}");
+            assert!(Arc::ptr_eq(&other.client, &open(&changed, &no_env).client));
+        }
+        let other_container =
+            AzureStore::open_in(DEV_ACCOUNT, "shared-clients-2", &opts, &no_env).unwrap();
+        assert!(!Arc::ptr_eq(&first.client, &other_container.client));
+    }
+
+    #[test]
+    fn a_changed_environment_is_another_client() {
+        let cs = |port: u16, key: &str| {
+            format!(
+                "DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={key};\
+                 BlobEndpoint=http://127.0.0.1:{port}/{DEV_ACCOUNT};"
+            )
+        };
+        let opts = AzureOptions::default();
+        let first_cs = cs(11, DEV_KEY);
+        let first_env = env_of(&[("AZURE_STORAGE_CONNECTION_STRING", &first_cs)]);
+        let first = open(&opts, &first_env);
+        assert!(Arc::ptr_eq(&first.client, &open(&opts, &first_env).client));
+        // Another key (a rotated credential) in the same variable.
+        let rotated_cs = cs(11, "cm90YXRlZC1rZXk=");
+        let rotated = open(
+            &opts,
+            &env_of(&[("AZURE_STORAGE_CONNECTION_STRING", &rotated_cs)]),
+        );
+        assert!(!Arc::ptr_eq(&first.client, &rotated.client));
+        // Another endpoint.
+        let moved_cs = cs(12, DEV_KEY);
+        let moved = open(
+            &opts,
+            &env_of(&[("AZURE_STORAGE_CONNECTION_STRING", &moved_cs)]),
+        );
+        assert!(!Arc::ptr_eq(&first.client, &moved.client));
+        // The same settings given as options resolve to the same
+        // configuration: the key is what was resolved, not where from.
+        let mut same = AzureOptions::default();
+        same.set("endpoint", &format!("http://127.0.0.1:11/{DEV_ACCOUNT}"))
+            .unwrap();
+        same.set("account_key", DEV_KEY).unwrap();
+        let from_options = open(&same, &env_of(&[]));
+        assert!(Arc::ptr_eq(&first.client, &from_options.client));
+    }
+
+    #[test]
+    fn entra_credentials_are_shared_per_environment() {
+        let mut opts = AzureOptions::default();
+        opts.set("endpoint", "https://127.0.0.1:9/devstoreaccount1")
+            .unwrap();
+        let one = env_of(&[
+            ("AZURE_TENANT_ID", "tenant"),
+            ("AZURE_CLIENT_ID", "client"),
+            ("AZURE_CLIENT_SECRET", "secret-one"),
+        ]);
+        let a = open(&opts, &one);
+        let b = open(&opts, &one);
+        assert!(Arc::ptr_eq(&a.client, &b.client));
+        let two = env_of(&[
+            ("AZURE_TENANT_ID", "tenant"),
+            ("AZURE_CLIENT_ID", "client"),
+            ("AZURE_CLIENT_SECRET", "secret-two"),
+        ]);
+        let c = open(&opts, &two);
+        assert!(!Arc::ptr_eq(&a.client, &c.client));
+        assert_ne!(a.client.config().credential, c.client.config().credential);
     }
 }

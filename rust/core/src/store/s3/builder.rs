@@ -3,10 +3,7 @@
 //! credential chain of aws-config), then defaults. One SDK client per
 //! distinct configuration and process, built on first use and shared.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_config::meta::region::RegionProviderChain;
@@ -16,6 +13,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::Credentials;
 
 use crate::error::{Error, Result};
+use crate::store::shared::{self, EnvSnapshot, Shared};
 
 /// Region used when none is configured anywhere: SigV4 needs one, and
 /// S3-compatible servers accept any.
@@ -230,25 +228,12 @@ fn check_endpoint(url: &str) -> Result<String> {
     }
 }
 
-/// Environment variables that change what a client resolves: part of the
-/// cache key, so a process that changes them gets a fresh client.
-const ENV_INPUTS: &[&str] = &[
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_ENDPOINT_URL",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_PROFILE",
-    "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_ARN",
-    "AWS_MAX_ATTEMPTS",
-    "AWS_RETRY_MODE",
-    "AWS_EC2_METADATA_DISABLED",
-];
+/// What the SDK reads from the environment: every `AWS_*` variable (the
+/// endpoint, region, credentials, profile and file locations, retries,
+/// IMDS and container credential settings, ...) and `HOME` (where
+/// `~/.aws` is). Part of the client's cache key, so a process that changes
+/// any of them gets a fresh client, as it would without the cache.
+const ENV_PREFIXES: &[&str] = &["AWS_", "HOME"];
 
 fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -326,48 +311,38 @@ impl Resolved {
         out
     }
 
-    fn cache_key(&self) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::process::id().hash(&mut h);
-        self.options.hash(&mut h);
-        self.endpoint.hash(&mut h);
-        for name in ENV_INPUTS {
-            std::env::var(name).ok().hash(&mut h);
+    /// Everything that decides how a client built from `self` behaves:
+    /// the options, the endpoint, and the environment the SDK reads.
+    fn client_key(&self) -> ClientKey {
+        ClientKey {
+            options: self.options.clone(),
+            endpoint: self.endpoint.clone(),
+            env: shared::env_snapshot(ENV_PREFIXES),
         }
-        h.finish()
     }
 }
 
-type ClientCache = HashMap<u64, aws_sdk_s3::Client>;
-static CLIENTS: Mutex<Option<(u32, ClientCache)>> = Mutex::new(None);
+/// The cache key of an SDK client. It holds secrets (keys from options or
+/// the environment), so it has no `Debug` and is never formatted.
+#[derive(PartialEq, Eq)]
+struct ClientKey {
+    options: S3Options,
+    endpoint: Option<String>,
+    env: EnvSnapshot,
+}
 
-/// The shared client for `cfg`, built on first use. Clients hold
-/// connection pools tied to the runtime of the process that built them, so
-/// after `fork()` a child builds its own (the inherited ones are leaked, as
-/// the runtime's are).
+static CLIENTS: Shared<ClientKey, aws_sdk_s3::Client> = Shared::new();
+
+/// The shared client for `cfg`, built on first use in this process (see
+/// [`crate::store::shared`]). The SDK's credential providers refresh
+/// their credentials themselves, so a long-lived client keeps working.
 pub(crate) async fn client(cfg: &Resolved) -> Result<aws_sdk_s3::Client> {
-    let key = cfg.cache_key();
-    if let Some(c) = cached(key) {
+    let key = cfg.client_key();
+    if let Some(c) = CLIENTS.get(&key) {
         return Ok(c);
     }
     let built = build(cfg).await?;
-    let mut slot = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
-    let pid = std::process::id();
-    if slot.as_ref().is_some_and(|(owner, _)| *owner != pid) {
-        if let Some(inherited) = slot.take() {
-            std::mem::forget(inherited);
-        }
-    }
-    let (_, map) = slot.get_or_insert_with(|| (pid, HashMap::new()));
-    Ok(map.entry(key).or_insert(built).clone())
-}
-
-fn cached(key: u64) -> Option<aws_sdk_s3::Client> {
-    let slot = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
-    match slot.as_ref() {
-        Some((owner, map)) if *owner == std::process::id() => map.get(&key).cloned(),
-        _ => None,
-    }
+    Ok(CLIENTS.insert(key, built))
 }
 
 async fn build(cfg: &Resolved) -> Result<aws_sdk_s3::Client> {
@@ -486,5 +461,40 @@ mod tests {
         o.set("aws_access_key_id", "id").unwrap();
         let err = Resolved::new(&o).unwrap_err().to_string();
         assert!(err.contains("aws_secret_access_key"), "{err}");
+    }
+
+    #[test]
+    fn one_client_per_resolved_configuration() {
+        let mut o = S3Options::default();
+        o.set("endpoint_url", "http://127.0.0.1:9").unwrap();
+        o.set("region", "us-east-1").unwrap();
+        o.set("aws_access_key_id", "id").unwrap();
+        o.set("aws_secret_access_key", "secret-for-the-cache-test")
+            .unwrap();
+        let cfg = Resolved::new(&o).unwrap();
+        assert!(cfg.client_key() == Resolved::new(&o).unwrap().client_key());
+        // Every option is part of the key, so a change is another client.
+        for (k, v) in [
+            ("endpoint_url", "http://127.0.0.1:10"),
+            ("region", "eu-west-1"),
+            ("aws_secret_access_key", "a-rotated-secret"),
+            ("aws_session_token", "a-session-token"),
+            ("addressing_style", "virtual"),
+            ("max_attempts", "7"),
+            ("connect_timeout", "1"),
+            ("read_timeout", "5"),
+            ("multipart_threshold", "12345"),
+        ] {
+            let mut changed = o.clone();
+            changed.set(k, v).unwrap();
+            let other = Resolved::new(&changed).unwrap().client_key();
+            assert!(other != cfg.client_key(), "{k}");
+        }
+        // Built on first use (no request: the endpoint is never asked),
+        // then served from the cache.
+        let fresh = || Resolved::new(&o).unwrap();
+        assert!(CLIENTS.get(&fresh().client_key()).is_none());
+        crate::runtime::block_on(client(&fresh())).unwrap().unwrap();
+        assert!(CLIENTS.get(&fresh().client_key()).is_some());
     }
 }

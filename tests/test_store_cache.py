@@ -1,0 +1,156 @@
+"""The process-wide cache of opened cloud clients (rust/core/src/store/shared.rs),
+seen from Python on s3s-fs and Azurite: one-object calls reuse one connection
+pool instead of opening a connection each, while a change of credentials in
+the environment still takes effect on the next call, and a forked child
+works with clients of its own."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from fixtures_azure import ACCOUNT, Azurite
+
+import s3dlio
+from conftest import S3Server
+
+N = 50
+
+
+class ConnectionCounter:
+    """A loopback TCP relay to 127.0.0.1:<upstream> that counts the
+    connections it accepted."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.accepted = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.accepted += 1
+            upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@dataclass
+class Remote:
+    base: str
+    """A fresh, empty prefix or container."""
+    opts: dict[str, str]
+    """storage_options that go through `relay`."""
+    secret_var: str
+    """The environment variable holding the backend's credential."""
+    relay: ConnectionCounter
+
+
+@pytest.fixture(params=["s3", "az"])
+def remote(request: pytest.FixtureRequest) -> Iterator[Remote]:
+    """Each cloud backend's server, reached through a counting relay."""
+    if request.param == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        base = request.getfixturevalue("s3_base")
+        relay = ConnectionCounter(server.port)
+        opts = {"endpoint_url": f"http://127.0.0.1:{relay.port}"}
+        secret_var = "AWS_SECRET_ACCESS_KEY"
+    else:
+        azurite: Azurite = request.getfixturevalue("azurite")
+        base = request.getfixturevalue("az_base")
+        relay = ConnectionCounter(azurite.port)
+        opts = {"endpoint": f"http://127.0.0.1:{relay.port}/{ACCOUNT}"}
+        secret_var = "AZURE_STORAGE_CONNECTION_STRING"
+    try:
+        yield Remote(base, opts, secret_var, relay)
+    finally:
+        relay.close()
+
+
+def test_one_object_calls_share_connections(remote: Remote) -> None:
+    opts, relay = remote.opts, remote.relay
+    uri = f"{remote.base}/small.bin"
+    s3dlio.put_bytes(uri, b"x" * 100, storage_options=opts)
+    for _ in range(N):
+        assert s3dlio.stat(uri, storage_options=opts)["size"] == 100
+        # What the JAX path objects' exists()/stat() call.
+        assert s3dlio._native.head_object(uri, opts)[0] == 100
+    # One store opened per call (2N + 1 opens, 3N + 1 requests): without
+    # the cache every open is a new pool and so a new connection.
+    assert relay.accepted <= 4, f"{relay.accepted} connections for {2 * N + 1} calls"
+
+
+def test_changed_credentials_take_effect_on_the_next_call(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts, secret_var = remote.opts, remote.secret_var
+    uri = f"{remote.base}/creds.bin"
+    s3dlio.put_bytes(uri, b"abc", storage_options=opts)
+    assert s3dlio.stat(uri, storage_options=opts)["size"] == 3
+    good = os.environ[secret_var]
+    if secret_var == "AWS_SECRET_ACCESS_KEY":
+        bad = "not-the-secret-key"
+    else:
+        # The same account with another (well-formed) key.
+        key = good.split("AccountKey=")[1].split(";")[0]
+        bad = good.replace(key, "d3Jvbmcta2V5LXdyb25nLWtleQ==")
+    monkeypatch.setenv(secret_var, bad)
+    with pytest.raises(PermissionError):
+        s3dlio.stat(uri, storage_options=opts)
+    monkeypatch.setenv(secret_var, good)
+    assert s3dlio.stat(uri, storage_options=opts)["size"] == 3
+
+
+def _child_stat(uri: str, opts: dict[str, str], out: multiprocessing.Queue) -> None:
+    try:
+        out.put(s3dlio._native.head_object(uri, opts)[0])
+    except BaseException as e:  # report anything to the parent
+        out.put(repr(e))
+
+
+def test_a_forked_child_opens_its_own_clients(remote: Remote) -> None:
+    opts = remote.opts
+    uri = f"{remote.base}/fork.bin"
+    s3dlio.put_bytes(uri, b"forked", storage_options=opts)
+    # The parent's client (and pool) is cached before the fork.
+    assert s3dlio._native.head_object(uri, opts)[0] == 6
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_child_stat, args=(uri, opts, out))
+    child.start()
+    try:
+        got = out.get(timeout=60)
+    finally:
+        child.join(timeout=60)
+    assert got == 6
+    assert child.exitcode == 0
+    assert s3dlio._native.head_object(uri, opts)[0] == 6
