@@ -108,15 +108,12 @@ impl<K: Eq, V: Clone> Shared<K, V> {
 
     fn insert_in(&self, pid: u32, key: K, value: V) -> V {
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        if Self::owned_by(&mut slot, pid).is_none() {
-            *slot = Some(Entries {
-                pid,
-                items: VecDeque::new(),
-            });
-        }
-        let Some(entries) = slot.as_mut() else {
-            unreachable!("set just above")
-        };
+        // Another process's entries go first (see `owned_by`).
+        Self::owned_by(&mut slot, pid);
+        let entries = slot.get_or_insert_with(|| Entries {
+            pid,
+            items: VecDeque::new(),
+        });
         if let Some(at) = entries.items.iter().position(|(k, _)| *k == key) {
             if let Some(raced) = entries.items.remove(at) {
                 let value = raced.1.clone();
