@@ -207,6 +207,12 @@ class PackedItem:
     def crc32c(self) -> int | None: ...
     @property
     def grouping(self) -> tuple[int, int, int, int] | None: ...
+    @property
+    def frames(self) -> list[tuple[int, int]]:
+        """A byte-grouped item's data frames in order, `(stored length,
+        CRC32C of the logical bytes)`: each reads alone as a grouped item
+        `(0, its logical length, width, frame)`; empty for other items."""
+        ...
 
 class PackWriter:
     """Many items streamed into one object (one zstd frame per item when

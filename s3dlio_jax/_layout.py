@@ -16,7 +16,11 @@ logical ``size``, its ``crc32c`` and its ``encoding`` (False: as is, True:
 one zstd frame, or the byte-grouping ``[start, length, width, frame]``).
 A piece stored as is and larger than one block also has ``block`` and
 ``block_crc32c`` (one CRC32C per ``block`` bytes), so that a restore
-reading part of it checks every byte it reads.
+reading part of it checks every byte it reads. A byte-grouped piece of
+more than one frame has them too (``block`` is its frame size, one CRC32C
+per frame's logical bytes) and ``block_stored``, each frame's stored
+length: the frames lie back to back from ``offset`` and each decodes
+alone, so a restore reads only the frames covering the part it needs.
 """
 
 from __future__ import annotations

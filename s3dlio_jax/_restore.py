@@ -1,7 +1,8 @@
 """Restore of a tree saved by `S3DlioCheckpointHandler`: each process reads
 what its devices' slices hold of the stored pieces (whole pieces with
-their CRC32C, or the CRC blocks of a piece stored as is that cover the
-part needed, each block checked) straight into the slices where the
+their CRC32C, or the blocks that cover the part needed, each checked:
+CRC blocks of a piece stored as is, frames of a byte-grouped piece)
+straight into the slices where the
 layout allows, and builds arrays with ``jax.make_array_from_callback``."""
 
 from __future__ import annotations
@@ -211,15 +212,24 @@ def _blocks_needed(record: dict[str, Any], starts: np.ndarray, length: int) -> n
 def _block_item(
     leaf: dict[str, Any], record: dict[str, Any], i: int, targets: list[Any]
 ) -> _native.ItemRead:
-    """The read of block `i` of `record`, its CRC32C checked."""
+    """The read of block `i` of `record`, its CRC32C checked: bytes of a
+    piece stored as is, or one frame of a byte-grouped piece, decoded
+    alone."""
     block = record["block"]
     start = i * block
     length = min(block, record["size"] - start)
+    stored = record.get("block_stored")
+    if stored is None:
+        where, count, encoding = start, length, False
+    else:
+        _, _, width, frame = record["encoding"]
+        where, count = sum(stored[:i]), stored[i]
+        encoding = (0, length, width, frame)
     return _native.ItemRead(
         record["file"],
-        record["offset"] + start,
-        length,
-        False,
+        record["offset"] + where,
+        count,
+        encoding,
         record["block_crc32c"][i],
         f"{leaf['key']} piece {record['box']} block {i}",
         targets,
@@ -254,7 +264,9 @@ def _fill_slices(batch: _Batch, leaf: dict[str, Any], slices: dict[Any, np.ndarr
     is read in whole CRC blocks covering that part (each block checked):
     into the slice when the part is whole rows of both, else once into a
     scratch copy of the piece shared by all the slices needing it. A
-    compressed piece is read whole, once, however many slices need it."""
+    byte-grouped piece of several frames is read the same way, its frames
+    being its blocks (each decoded alone). Any other compressed piece is
+    read whole, once, however many slices need it."""
     if not slices:
         # No device of this process holds part of the array.
         return

@@ -265,6 +265,12 @@ class Writers:
                         # this piece: whole blocks, each checked.
                         record["block"] = _layout.CRC_BLOCK
                         record["block_crc32c"] = _native.block_crc32c(flat, _layout.CRC_BLOCK)
+                    elif grouping and len(placed.frames) > 1:
+                        # Byte-grouped frames decode alone: they are this
+                        # piece's blocks, located by their stored lengths.
+                        record["block"] = grouping[3]
+                        record["block_crc32c"] = [crc for _, crc in placed.frames]
+                        record["block_stored"] = [n for n, _ in placed.frames]
                     with self._lock:
                         self.records.append((piece.leaf, record))
                 finally:

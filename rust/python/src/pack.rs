@@ -236,6 +236,9 @@ pub struct PyPackedItem {
     /// A byte-grouped item's `(start, length, width, frame)`, else None.
     /// A plain tuple: adapters store it in their own metadata as it is.
     grouping: Option<GroupTuple>,
+    /// A byte-grouped item's data frames, in order: `(stored length,
+    /// CRC32C of the logical bytes)`, each readable alone; empty otherwise.
+    frames: Vec<(u64, u32)>,
 }
 
 #[pymethods]
@@ -249,8 +252,12 @@ impl PyPackedItem {
             |(s, l, w, f)| format!("({s}, {l}, {w}, {f})"),
         );
         format!(
-            "PackedItem(offset={}, length={}, size={}, crc32c={crc}, grouping={grouping})",
-            self.offset, self.length, self.size
+            "PackedItem(offset={}, length={}, size={}, crc32c={crc}, grouping={grouping}, \
+             frames={})",
+            self.offset,
+            self.length,
+            self.size,
+            self.frames.len()
         )
     }
 }
@@ -264,6 +271,7 @@ fn placed_item(placed: pack::PackedItem) -> PyPackedItem {
         grouping: placed
             .grouping
             .map(|g| (g.start, g.length, g.width, g.frame)),
+        frames: placed.frames.iter().map(|f| (f.stored, f.crc32c)).collect(),
     }
 }
 

@@ -98,8 +98,20 @@ impl Grouping {
 /// the same ratio and the same bounded memory per compressing thread.
 pub const GROUP_FRAME: usize = crate::format::DEFAULT_FRAME_SIZE;
 
-/// Where one item landed.
+/// One byte-grouped data frame as stored: it decodes alone (as a grouped
+/// item of its own, starting at 0), so a reader needing part of an item
+/// can fetch only the frames covering that part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataFrame {
+    /// Stored bytes of the frame; frames lie back to back from the first
+    /// data frame's offset.
+    pub stored: u64,
+    /// CRC32C of the frame's logical bytes.
+    pub crc32c: u32,
+}
+
+/// Where one item landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackedItem {
     /// Stored byte range inside the object.
     pub offset: u64,
@@ -111,6 +123,10 @@ pub struct PackedItem {
     /// How a byte-grouped item is stored (`None`: plain, or one zstd
     /// frame when the writer compresses).
     pub grouping: Option<Grouping>,
+    /// A byte-grouped item's data frames, in order (the frame of logical
+    /// bytes before the grouped run, when there is one, comes first and is
+    /// not listed); empty for other items.
+    pub frames: Vec<DataFrame>,
 }
 
 #[cfg(test)]

@@ -256,7 +256,7 @@ fn truncated_and_oversized_items_are_corrupt() {
     let items = vec![vec![data(100_000, 9)]];
     for (level, compressed) in [(None, false), (Some(2), true)] {
         let placed = write(&store, "t.distcp", &items, opts(level, 0));
-        let p = placed[0];
+        let p = placed[0].clone();
         // The object is shorter than the item says.
         let stored = block_on(store.get("t.distcp")).unwrap().unwrap();
         block_on(store.put(
@@ -615,7 +615,7 @@ fn damaged_grouped_item_is_an_error_naming_it() {
         assert!(err.to_string().contains("bad.distcp (item w)"), "{err}");
     }
     // A recorded run that does not fit the item is refused up front.
-    let mut wrong = placed[0];
+    let mut wrong = placed[0].clone();
     if let Some(g) = wrong.grouping.as_mut() {
         g.length += 1000;
     }
@@ -734,4 +734,60 @@ fn in_place_writes_only_where_supported_and_abort_publishes_nothing() {
         None
     );
     block_on(w.finish()).unwrap().unwrap();
+}
+
+/// Each data frame a byte-grouped item lists reads alone, as a grouped
+/// item of its own, with its own CRC32C: what a reader needing part of a
+/// large item relies on.
+#[test]
+fn each_grouped_data_frame_reads_alone() {
+    let store: Arc<dyn ObjectStore> = MemoryStore::new();
+    let run = floats((GROUP_FRAME * 2 + 1000) / 4, 4, 9);
+    let item = (
+        vec![run.clone()],
+        Some(GroupRequest {
+            segment: 0,
+            width: 4,
+        }),
+    );
+    for workers in [0, 2] {
+        let placed = write_grouped(
+            &store,
+            "f",
+            std::slice::from_ref(&item),
+            opts(Some(1), workers),
+        )
+        .unwrap();
+        let p = &placed[0];
+        assert_eq!(p.frames.len(), 3);
+        assert_eq!(p.frames.iter().map(|f| f.stored).sum::<u64>(), p.length);
+        let mut at = p.offset;
+        for (k, f) in p.frames.iter().enumerate() {
+            let lo = k * GROUP_FRAME;
+            let hi = (lo + GROUP_FRAME).min(run.len());
+            assert_eq!(f.crc32c, crc32c(&run[lo..hi]));
+            let mut out = vec![0u8; hi - lo];
+            read_items(
+                store.clone(),
+                vec![ItemRead {
+                    key: "f".into(),
+                    offset: at,
+                    length: f.stored,
+                    encoding: Encoding::Grouped(Grouping {
+                        start: 0,
+                        length: (hi - lo) as u64,
+                        width: 4,
+                        frame: GROUP_FRAME,
+                    }),
+                    crc32c: Some(f.crc32c),
+                    label: format!("frame {k}"),
+                    targets: vec![Target::Into(&mut out)],
+                }],
+                &small_reads(),
+            )
+            .unwrap();
+            assert!(out == run[lo..hi], "frame {k}");
+            at += f.stored;
+        }
+    }
 }

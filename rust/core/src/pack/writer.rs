@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{GroupRequest, Grouping, PackOptions, PackedItem, GROUP_FRAME};
+use super::{DataFrame, GroupRequest, Grouping, PackOptions, PackedItem, GROUP_FRAME};
 use crate::crc::{crc32c, crc32c_append, crc32c_combine};
 use crate::error::{Error, Result};
 use crate::format::grouped::GroupedCompressor;
@@ -99,16 +99,23 @@ impl PackWriter {
         };
         let result = match grouping {
             Some((index, g)) => self.write_grouped(segments, index, g).await,
-            None if self.opts.level.is_some() => self.write_compressed(segments, size).await,
-            None => self.write_plain(segments).await,
+            None if self.opts.level.is_some() => self
+                .write_compressed(segments, size)
+                .await
+                .map(|crc| (crc, Vec::new())),
+            None => self
+                .write_plain(segments)
+                .await
+                .map(|crc| (crc, Vec::new())),
         };
         match result {
-            Ok(crc) => Ok(PackedItem {
+            Ok((crc, frames)) => Ok(PackedItem {
                 offset,
                 length: self.position - offset,
                 size,
                 crc32c: crc,
                 grouping: grouping.map(|(_, g)| g),
+                frames,
             }),
             Err(e) => {
                 self.failed = true;
@@ -329,7 +336,7 @@ impl PackWriter {
         mut segments: Vec<Bytes>,
         index: usize,
         g: Grouping,
-    ) -> Result<Option<u32>> {
+    ) -> Result<(Option<u32>, Vec<DataFrame>)> {
         let checksum = self.opts.checksum;
         let after = segments.split_off(index + 1);
         let run = segments.pop().unwrap_or_default();
@@ -340,6 +347,7 @@ impl PackWriter {
         }
         let workers = (self.opts.zstd_workers as usize).max(1);
         let level = self.opts.level.unwrap_or(crate::format::MIN_LEVEL);
+        let mut frames = Vec::new();
         let mut chunks = (0..run.len())
             .step_by(g.frame)
             .map(|at| run.slice(at..(at + g.frame).min(run.len())));
@@ -365,6 +373,10 @@ impl PackWriter {
             self.grouped.push(compressor);
             let (stored, chunk_crc) = out.map_err(|e| self.codec_failed(e))?;
             crc = crc32c_combine(crc, chunk_crc, len);
+            frames.push(DataFrame {
+                stored: stored.len() as u64,
+                crc32c: chunk_crc,
+            });
             self.put(crate::format::out_pool::into_bytes(stored))
                 .await?;
         }
@@ -373,7 +385,7 @@ impl PackWriter {
             let tail_crc = self.write_compressed(after, tail).await?;
             crc = crc32c_combine(crc, tail_crc.unwrap_or(0), tail);
         }
-        Ok(checksum.then_some(crc))
+        Ok((checksum.then_some(crc), frames))
     }
 
     fn codec_failed(&self, e: std::io::Error) -> Error {
@@ -429,6 +441,7 @@ fn write_in_place(
             size,
             crc32c: checksum.then_some(crc),
             grouping: None,
+            frames: Vec::new(),
         });
         position += size;
     }
