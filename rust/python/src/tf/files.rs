@@ -56,9 +56,29 @@ pub struct ReadFile {
 struct ReadState {
     start: u64,
     window: Bytes,
+    /// On direct://, the window after this one, being read meanwhile.
+    ahead: Option<Ahead>,
     /// Bytes `0..crc_end` have been fetched in order; `crc` is theirs.
     crc_end: u64,
     crc: u32,
+}
+
+/// A direct:// window read in the background while TF works through the
+/// one before it: TF reads a checkpoint front to back, and a window read
+/// only when TF reaches it left the disk idle meanwhile (TF's own local
+/// reads have the kernel's read-ahead).
+struct Ahead {
+    start: u64,
+    end: u64,
+    task: tokio::task::JoinHandle<Result<Vec<u8>>>,
+}
+
+impl Drop for ReadState {
+    fn drop(&mut self) {
+        if let Some(ahead) = self.ahead.take() {
+            ahead.task.abort();
+        }
+    }
 }
 
 impl ReadFile {
@@ -98,7 +118,16 @@ impl ReadFile {
             if pos >= self.size {
                 break;
             }
-            let win_end = st.start + st.window.len() as u64;
+            let mut win_end = st.start + st.window.len() as u64;
+            if (pos < st.start || pos >= win_end)
+                && st
+                    .ahead
+                    .as_ref()
+                    .is_some_and(|a| (a.start..a.end).contains(&pos))
+            {
+                self.take_ahead(&mut st)?;
+                win_end = st.start + st.window.len() as u64;
+            }
             let outside = pos < st.start || pos >= win_end;
             let want = (dst.len() - done) as u64;
             if outside && want >= READ_AHEAD && self.reader.codec() == Codec::None {
@@ -120,6 +149,9 @@ impl ReadFile {
                 self.track_crc(&mut st, pos, into)?;
                 done += into.len();
                 *done_ref = done;
+                if self.target.local.is_some() {
+                    self.read_ahead(&mut st, end)?;
+                }
                 continue;
             }
             if outside && self.target.local.is_some() && self.reader.codec() == Codec::None {
@@ -129,6 +161,7 @@ impl ReadFile {
                 self.track_crc(&mut st, pos, &data)?;
                 st.start = pos;
                 st.window = Bytes::from(data);
+                self.read_ahead(&mut st, end)?;
             } else if outside {
                 let ahead = if self.target.loc.store.is_remote() {
                     REMOTE_READ_AHEAD
@@ -169,49 +202,55 @@ impl ReadFile {
     }
 
     /// Fill `dst` with the stored bytes from `pos` (a plain file on
-    /// direct://, all inside it) by [`PIECE`]-sized reads, up to
-    /// [`PARALLEL_READS`] of them in flight on the blocking pool, each
-    /// copied into place as it arrives.
+    /// direct://, all inside it), see [`fetch_pieces`].
     fn fetch_parallel(&self, pos: u64, dst: &mut [u8]) -> OpResult<()> {
-        use futures::stream::{self, StreamExt, TryStreamExt};
-
-        let end = pos + dst.len() as u64;
-        // Pieces end on PIECE boundaries of the file, so all but the first
-        // start aligned and each O_DIRECT read covers no extra block.
-        let mut ranges = Vec::new();
-        let mut at = pos;
-        while at < end {
-            let next = ((at / PIECE + 1) * PIECE).min(end);
-            ranges.push(at..next);
-            at = next;
-        }
-        let store = &self.target.loc.store;
-        let key = self.target.key();
-        block_on(async {
-            let mut pieces = stream::iter(ranges)
-                .map(|r| async move {
-                    let data = store.get_range(key, r.clone()).await?;
-                    Ok::<_, Error>((r, data))
-                })
-                .buffered(PARALLEL_READS);
-            while let Some((r, data)) = pieces.try_next().await? {
-                if data.len() as u64 != r.end - r.start {
-                    return Err(Error::corrupt(
-                        &self.uri,
-                        format!(
-                            "read {} bytes at {}, expected {}",
-                            data.len(),
-                            r.start,
-                            r.end - r.start
-                        ),
-                    ));
-                }
-                let from = (r.start - pos) as usize;
-                dst[from..from + data.len()].copy_from_slice(&data);
-            }
-            Ok(())
-        })??;
+        let store = self.target.loc.store.clone();
+        block_on(fetch_pieces(&store, self.target.key(), &self.uri, pos, dst))??;
         Ok(())
+    }
+
+    /// Start reading the direct:// window from `from` in the background,
+    /// unless one is already on its way or the file ends there.
+    fn read_ahead(&self, st: &mut ReadState, from: u64) -> OpResult<()> {
+        if from >= self.size || self.reader.codec() != Codec::None {
+            return Ok(());
+        }
+        if st.ahead.as_ref().is_some_and(|a| a.start == from) {
+            return Ok(());
+        }
+        if let Some(stale) = st.ahead.take() {
+            stale.task.abort();
+        }
+        let end = (from + DIRECT_READ_AHEAD).min(self.size);
+        let store = self.target.loc.store.clone();
+        let key = self.target.key().to_string();
+        let uri = self.uri.clone();
+        let task = s3dlio_core::runtime::runtime()?.spawn(async move {
+            let mut data = vec![0u8; (end - from) as usize];
+            fetch_pieces(&store, &key, &uri, from, &mut data).await?;
+            Ok(data)
+        });
+        st.ahead = Some(Ahead {
+            start: from,
+            end,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Make the window read ahead the current one (waiting for it), and
+    /// start reading the one after it.
+    fn take_ahead(&self, st: &mut ReadState) -> OpResult<()> {
+        let Some(ahead) = st.ahead.take() else {
+            return Ok(());
+        };
+        let data = block_on(ahead.task)?.map_err(|e| {
+            Error::backend(&self.uri, format!("read-ahead task failed: {e}"), false)
+        })??;
+        self.track_crc(st, ahead.start, &data)?;
+        st.start = ahead.start;
+        st.window = Bytes::from(data);
+        self.read_ahead(st, ahead.end)
     }
 
     fn track_crc(&self, st: &mut ReadState, pos: u64, data: &[u8]) -> OpResult<()> {
@@ -233,6 +272,52 @@ impl ReadFile {
             _ => Ok(()),
         }
     }
+}
+
+/// Fill `dst` with the stored bytes of `key` from `pos` by
+/// [`PIECE`]-sized reads, up to [`PARALLEL_READS`] of them in flight,
+/// each copied into place as it arrives.
+async fn fetch_pieces(
+    store: &std::sync::Arc<dyn s3dlio_core::store::ObjectStore>,
+    key: &str,
+    uri: &str,
+    pos: u64,
+    dst: &mut [u8],
+) -> Result<()> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+
+    let end = pos + dst.len() as u64;
+    // Pieces end on PIECE boundaries of the file, so all but the first
+    // start aligned and each O_DIRECT read covers no extra block.
+    let mut ranges = Vec::new();
+    let mut at = pos;
+    while at < end {
+        let next = ((at / PIECE + 1) * PIECE).min(end);
+        ranges.push(at..next);
+        at = next;
+    }
+    let mut pieces = stream::iter(ranges)
+        .map(|r| async move {
+            let data = store.get_range(key, r.clone()).await?;
+            Ok::<_, Error>((r, data))
+        })
+        .buffered(PARALLEL_READS);
+    while let Some((r, data)) = pieces.try_next().await? {
+        if data.len() as u64 != r.end - r.start {
+            return Err(Error::corrupt(
+                uri,
+                format!(
+                    "read {} bytes at {}, expected {}",
+                    data.len(),
+                    r.start,
+                    r.end - r.start
+                ),
+            ));
+        }
+        let from = (r.start - pos) as usize;
+        dst[from..from + data.len()].copy_from_slice(&data);
+    }
+    Ok(())
 }
 
 pub struct WriteFile {
