@@ -21,27 +21,15 @@ mod azure_support;
 use azure_support::Azurite;
 #[path = "support/hold.rs"]
 mod hold;
+#[path = "support/seed.rs"]
+mod seed;
 use hold::HoldProxy;
+use seed::save;
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[2] ^ seed)
         .collect()
-}
-
-async fn save_step(store: &CheckpointStore, step: u64, data: &[u8]) -> Result<(), Error> {
-    let w = store.writer(1, 0, false)?;
-    let shard = w.save_shard(step, data).await?;
-    w.finalize(
-        step,
-        0,
-        "test",
-        Some(vec![shard]),
-        serde_json::Value::Null,
-        Duration::ZERO,
-    )
-    .await?;
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +48,7 @@ async fn server_killed_mid_upload_leaves_nothing_and_keeps_the_previous_checkpoi
     };
     let store = CheckpointStore::open(&base, Strategy::Flat, write, &azurite.options()).unwrap();
     let good = pattern(3 << 20, 1);
-    save_step(&store, 1, &good).await.unwrap();
+    save(&store, 1, &good, false).await.unwrap();
     // Let Azurite persist its metadata (a graceful restart saves it), so
     // the crash below can only lose what was in flight.
     azurite.stop();
