@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 import numpy as np
-from _common import Bench, Row, interleaved, mb_per_s
+from _common import Bench, Row, interleaved, speed_row
 from _raw_s3 import cut
 
 # The raw ceiling's request pattern, matched to ours: writer threads, and
@@ -108,15 +108,13 @@ def run(bench: Bench, state: dict[str, np.ndarray], scratch: pathlib.Path, repea
     gib = nbytes / (1 << 30)
     for op, runs in [("save until wait_until_finished", saved), ("restore", loaded)]:
         bench.add(
-            Row(
+            speed_row(
                 "frameworks",
                 f"JAX CheckpointManager: {op} {gib:.2f} GiB fp32 (file://)",
-                mb_per_s(nbytes, runs["ours"].seconds),
+                nbytes,
+                runs["ours"],
                 peer,
-                mb_per_s(nbytes, runs["peer"].seconds),
-                "MB/s",
-                ours_rss_mib=runs["ours"].rss_mib,
-                peer_rss_mib=runs["peer"].rss_mib,
+                runs["peer"],
                 notes="ours: S3DlioSave/S3DlioRestore; no fsync on either side; best of runs",
             )
         )
@@ -272,15 +270,13 @@ def _remote(
         ("restore", loaded, "restore"),
     ):
         bench.add(
-            Row(
+            speed_row(
                 "frameworks",
                 f"JAX CheckpointManager: {op} {gib:.2f} GiB fp32 ({scheme}://, {server})",
-                mb_per_s(nbytes, runs["ours"].seconds),
+                nbytes,
+                runs["ours"],
                 f"raw HTTP ceiling (presigned/SAS, keep-alive, no checksums; {pattern[what]})",
-                mb_per_s(nbytes, runs["raw"].seconds),
-                "MB/s",
-                ours_rss_mib=runs["ours"].rss_mib,
-                peer_rss_mib=runs["raw"].rss_mib,
+                runs["raw"],
                 notes=f"ours: S3DlioSave/S3DlioRestore, CRC32C per piece; {NO_ORBAX_ROW}",
             )
         )

@@ -26,7 +26,7 @@ import sys
 from typing import Any
 
 import numpy as np
-from _common import Bench, Row, interleaved, mb_per_s
+from _common import Bench, Row, interleaved, speed_row
 
 
 def tensorflow(bench: Bench, state: dict[str, np.ndarray], repeat: int, scratch: Any) -> None:
@@ -72,16 +72,14 @@ def tensorflow(bench: Bench, state: dict[str, np.ndarray], repeat: int, scratch:
     peer_name = f"TF {tf.__version__} own local filesystem (same disk)"
     for op, runs in [("save", saved), ("restore", loaded)]:
         bench.add(
-            Row(
+            speed_row(
                 "frameworks",
                 f"TensorFlow tf.train.Checkpoint {op} {logical / (1 << 30):.2f} GiB fp32: "
                 "s3dlio plugin direct:// vs TF local",
-                mb_per_s(logical, runs["ours"].seconds),
+                logical,
+                runs["ours"],
                 peer_name,
-                mb_per_s(logical, runs["peer"].seconds),
-                "MB/s",
-                ours_rss_mib=runs["ours"].rss_mib,
-                peer_rss_mib=runs["peer"].rss_mib,
+                runs["peer"],
                 notes=(
                     "ours durable (O_DIRECT + fsync at close), TF's page cache, no fsync"
                     if op == "save"
@@ -214,16 +212,14 @@ def tensorflow_cloud(bench: Bench, state: dict[str, np.ndarray], repeat: int) ->
         )
         for op, runs in [("save", saved), ("restore", loaded)]:
             bench.add(
-                Row(
+                speed_row(
                     "frameworks",
                     f"TensorFlow tf.train.Checkpoint {op} {logical / (1 << 30):.2f} GiB fp32: "
                     f"s3dlio plugin {scheme}:// vs raw HTTP",
-                    mb_per_s(logical, runs["ours"].seconds),
+                    logical,
+                    runs["ours"],
                     peer_name,
-                    mb_per_s(logical, runs["peer"].seconds),
-                    "MB/s",
-                    ours_rss_mib=runs["ours"].rss_mib,
-                    peer_rss_mib=runs["peer"].rss_mib,
+                    runs["peer"],
                     notes=(
                         f"one save: {total} requests, {copies} server-side copies ({shown})"
                         if op == "save"
