@@ -13,9 +13,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::runtime::Runtime;
-use tokio::task::JoinHandle;
 
-use super::reader::{Checked, Target};
+use super::reader::{Checked, Target, Windows};
 use super::Grouping;
 use crate::crc::crc32c;
 use crate::error::{Error, Result};
@@ -189,56 +188,13 @@ fn cut<'a>(targets: Vec<Target<'a>>, frames: &[Frame]) -> Vec<Vec<Target<'a>>> {
 /// The item's stored bytes, fetched a window ahead and handed out as
 /// whole frames.
 struct Stored<'c> {
-    rt: &'c Runtime,
-    store: &'c Arc<dyn ObjectStore>,
-    key: &'c str,
+    windows: Windows<'c>,
     what: &'c str,
-    /// Next stored offset to fetch, and where the item's bytes end.
-    next: u64,
-    end: u64,
-    window: u64,
-    ahead: Option<(u64, JoinHandle<Result<Bytes>>)>,
     /// Fetched bytes not yet handed out, in order.
     parts: VecDeque<Bytes>,
 }
 
 impl<'c> Stored<'c> {
-    fn fetch_ahead(&mut self) {
-        if self.ahead.is_some() || self.next >= self.end {
-            return;
-        }
-        let stop = (self.next + self.window).min(self.end);
-        let range = self.next..stop;
-        self.next = stop;
-        let store = self.store.clone();
-        let key = self.key.to_string();
-        let want = range.end - range.start;
-        let task = self
-            .rt
-            .spawn(async move { store.get_range_view(&key, range).await });
-        self.ahead = Some((want, task));
-    }
-
-    /// The next window, `None` past the item's end.
-    fn next_window(&mut self) -> Result<Option<Bytes>> {
-        let Some((want, task)) = self.ahead.take() else {
-            return Ok(None);
-        };
-        let data = self
-            .rt
-            .block_on(task)
-            .map_err(|e| Error::backend(self.what, format!("read task failed: {e}"), false))?
-            .map_err(|e| super::reader::truncated(self.what, e))?;
-        if data.len() as u64 != want {
-            return Err(Error::corrupt(
-                self.what,
-                format!("truncated: read {} of {want} bytes", data.len()),
-            ));
-        }
-        self.fetch_ahead();
-        Ok(Some(data))
-    }
-
     /// Length of the next `count` zstd frames, if the bytes at hand hold them.
     fn measure(&self, count: usize) -> Result<Option<usize>> {
         let spans: Vec<&[u8]> = self.parts.iter().map(|b| &b[..]).collect();
@@ -269,7 +225,7 @@ impl<'c> Stored<'c> {
             if !wait {
                 return Ok(None);
             }
-            match self.next_window()? {
+            match self.windows.next()? {
                 Some(w) => self.parts.push_back(w),
                 None => {
                     return Err(Error::corrupt(
@@ -309,7 +265,7 @@ impl<'c> Stored<'c> {
 
     /// Every stored byte went into a frame.
     fn finish(&mut self) -> Result<()> {
-        let left = self.parts.iter().any(|p| !p.is_empty()) || self.next_window()?.is_some();
+        let left = self.parts.iter().any(|p| !p.is_empty()) || self.windows.next()?.is_some();
         if left {
             return Err(Error::corrupt(
                 self.what,
@@ -352,17 +308,17 @@ pub(super) fn read(
     let frame_stored = (g.frame + g.frame / 64 + (64 << 10)) as u64;
     let window = (part_size as u64).max(frame_stored * cores().clamp(2, 8) as u64);
     let mut stored = Stored {
-        rt: item.rt,
-        store: item.store,
-        key: item.key,
+        windows: Windows::new(
+            item.rt,
+            item.store,
+            item.key,
+            item.what,
+            item.offset..item.offset + item.length,
+            window,
+        ),
         what: item.what,
-        next: item.offset,
-        end: item.offset + item.length,
-        window,
-        ahead: None,
         parts: VecDeque::new(),
     };
-    stored.fetch_ahead();
     if lanes.is_empty() {
         lanes.push(Lane::new(item.what)?);
     }
@@ -545,19 +501,11 @@ mod tests {
         end: u64,
         window: u64,
     ) -> Stored<'c> {
-        let mut s = Stored {
-            rt,
-            store,
-            key,
+        Stored {
+            windows: Windows::new(rt, store, key, key, 0..end, window),
             what: key,
-            next: 0,
-            end,
-            window,
-            ahead: None,
             parts: VecDeque::new(),
-        };
-        s.fetch_ahead();
-        s
+        }
     }
 
     #[test]

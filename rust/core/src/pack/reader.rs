@@ -537,17 +537,6 @@ impl Ctx<'_> {
         truncated(&format!("{}{label}", self.store.uri(key)), e)
     }
 
-    fn fetch(
-        &self,
-        key: &str,
-        range: std::ops::Range<u64>,
-    ) -> tokio::task::JoinHandle<Result<Bytes>> {
-        let store = self.store.clone();
-        let key = key.to_string();
-        self.rt
-            .spawn(async move { store.get_range_view(&key, range).await })
-    }
-
     /// Fetch the item's frame in parts (one ahead) and decode it into its
     /// targets, checksumming what comes out.
     fn run_frame(
@@ -559,35 +548,18 @@ impl Ctx<'_> {
         let info = &self.infos[item];
         let what = info.what(self.store.as_ref());
         decoder.begin(&what)?;
-        let part = self.opts.part_size as u64;
-        let end = info.offset + info.length;
-        let mut next_start = info.offset;
-        let mut start_fetch = |this: &Self| {
-            let start = next_start;
-            if start >= end {
-                return None;
-            }
-            let stop = (start + part).min(end);
-            next_start = stop;
-            Some((stop - start, this.fetch(&info.key, start..stop)))
-        };
-        let mut pending = start_fetch(self);
+        let mut windows = Windows::new(
+            self.rt,
+            self.store,
+            &info.key,
+            &what,
+            info.offset..info.offset + info.length,
+            self.opts.part_size as u64,
+        );
         let mut out = Output::new(&mut targets);
         let mut crc = 0u32;
         let mut finished = false;
-        while let Some((want, handle)) = pending.take() {
-            let data = self
-                .rt
-                .block_on(handle)
-                .map_err(|e| Error::backend(&what, format!("read task failed: {e}"), false))?
-                .map_err(|e| truncated(&what, e))?;
-            if data.len() as u64 != want {
-                return Err(Error::corrupt(
-                    &what,
-                    format!("truncated: read {} of {want} bytes", data.len()),
-                ));
-            }
-            pending = start_fetch(self);
+        while let Some(data) = windows.next()? {
             let mut used = 0;
             while used < data.len() {
                 if finished {
@@ -655,10 +627,86 @@ impl Ctx<'_> {
     }
 }
 
+/// An item's stored bytes in windows of at most `window` bytes, in order,
+/// the next one fetched while the caller works on the current one.
+pub(super) struct Windows<'c> {
+    rt: &'c Runtime,
+    store: &'c Arc<dyn ObjectStore>,
+    key: &'c str,
+    /// Names the item in errors.
+    what: &'c str,
+    /// Next stored offset to fetch, and where the item's bytes end.
+    next: u64,
+    end: u64,
+    window: u64,
+    ahead: Option<(u64, tokio::task::JoinHandle<Result<Bytes>>)>,
+}
+
+impl<'c> Windows<'c> {
+    pub(super) fn new(
+        rt: &'c Runtime,
+        store: &'c Arc<dyn ObjectStore>,
+        key: &'c str,
+        what: &'c str,
+        range: std::ops::Range<u64>,
+        window: u64,
+    ) -> Self {
+        let mut w = Windows {
+            rt,
+            store,
+            key,
+            what,
+            next: range.start,
+            end: range.end,
+            window,
+            ahead: None,
+        };
+        w.fetch_ahead();
+        w
+    }
+
+    fn fetch_ahead(&mut self) {
+        if self.ahead.is_some() || self.next >= self.end {
+            return;
+        }
+        let stop = (self.next + self.window).min(self.end);
+        let range = self.next..stop;
+        self.next = stop;
+        let store = self.store.clone();
+        let key = self.key.to_string();
+        let want = range.end - range.start;
+        let task = self
+            .rt
+            .spawn(async move { store.get_range_view(&key, range).await });
+        self.ahead = Some((want, task));
+    }
+
+    /// The next window, `None` past the item's end; an object that ends
+    /// first is damage to the item.
+    pub(super) fn next(&mut self) -> Result<Option<Bytes>> {
+        let Some((want, task)) = self.ahead.take() else {
+            return Ok(None);
+        };
+        let data = self
+            .rt
+            .block_on(task)
+            .map_err(|e| Error::backend(self.what, format!("read task failed: {e}"), false))?
+            .map_err(|e| truncated(self.what, e))?;
+        if data.len() as u64 != want {
+            return Err(Error::corrupt(
+                self.what,
+                format!("truncated: read {} of {want} bytes", data.len()),
+            ));
+        }
+        self.fetch_ahead();
+        Ok(Some(data))
+    }
+}
+
 /// A ranged read of an item's bytes refused as past the end: the object
 /// ends before the item does (an empty or cut-short data file), which is
 /// damage to `what`, not bad input.
-pub(super) fn truncated(what: &str, e: Error) -> Error {
+fn truncated(what: &str, e: Error) -> Error {
     match e {
         Error::InvalidInput(reason) => Error::corrupt(what, format!("truncated: {reason}")),
         other => other,
