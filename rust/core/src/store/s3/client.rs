@@ -434,22 +434,7 @@ impl BucketClient {
         key: &str,
         metadata: HashMap<String, String>,
     ) -> Result<String> {
-        let out = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_metadata(Some(metadata))
-            .send()
-            .await
-            .map_err(|e| self.fail(key, "CreateMultipartUpload", e))?;
-        out.upload_id().map(str::to_string).ok_or_else(|| {
-            Error::backend(
-                self.uri(key),
-                "CreateMultipartUpload returned no upload id",
-                false,
-            )
-        })
+        self.create_upload(key, Some(metadata), None).await
     }
 
     /// UploadPartCopy: bytes `range` of `from` become part `number` of
@@ -522,12 +507,24 @@ impl BucketClient {
     }
 
     pub async fn create_multipart(&self, key: &str) -> Result<String> {
+        self.create_upload(key, None, Some(ChecksumAlgorithm::Crc32C))
+            .await
+    }
+
+    /// CreateMultipartUpload; the upload id.
+    async fn create_upload(
+        &self,
+        key: &str,
+        metadata: Option<HashMap<String, String>>,
+        checksum: Option<ChecksumAlgorithm>,
+    ) -> Result<String> {
         let out = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .set_metadata(metadata)
+            .set_checksum_algorithm(checksum)
             .send()
             .await
             .map_err(|e| self.fail(key, "CreateMultipartUpload", e))?;
