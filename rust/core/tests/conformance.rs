@@ -657,4 +657,19 @@ for_each_backend!(copy_replaces_the_target_and_keeps_the_source, |b| {
         "{}: copy of a missing object: {missing:?}",
         b.name
     );
+    // The copy that also records a CRC32C: same bytes, and a CRC32C the
+    // store reports for the copy is the one given, never another.
+    let crc = s3dlio_core::crc::crc32c(&data);
+    let recorded = key(b, "copy-recorded");
+    b.store
+        .copy_recording_crc32c(&src, &recorded, crc)
+        .await
+        .unwrap();
+    assert_eq!(b.store.get(&recorded).await.unwrap(), data, "{}", b.name);
+    let reported = b.store.head(&recorded).await.unwrap().crc32c;
+    assert!(
+        reported.is_none_or(|c| c == crc),
+        "{}: {reported:?}",
+        b.name
+    );
 });

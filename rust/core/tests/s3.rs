@@ -531,5 +531,30 @@ async fn a_multipart_object_gets_its_crc_recorded_in_metadata() {
         assert!(loc.store.get(&loc.key).await.unwrap() == data);
         let err = loc.store.record_crc32c("nope.bin", 1).await.unwrap_err();
         assert!(err.is_not_found(), "{err}");
+
+        // A move records it in its one copy instead (TF's renames).
+        let mut w = loc
+            .store
+            .writer("fresh.bin", &multipart_opts())
+            .await
+            .unwrap();
+        w.write(Bytes::from(data.clone())).await.unwrap();
+        w.finish().await.unwrap();
+        loc.store
+            .copy_recording_crc32c("fresh.bin", "moved.bin", crc32c(&data))
+            .await
+            .unwrap();
+        assert_eq!(
+            loc.store.head("moved.bin").await.unwrap().crc32c,
+            Some(crc32c(&data))
+        );
+        assert!(loc.store.get("moved.bin").await.unwrap() == data);
+        assert_eq!(loc.store.head("fresh.bin").await.unwrap().crc32c, None);
+        let err = loc
+            .store
+            .copy_recording_crc32c("nope.bin", "moved.bin", 1)
+            .await
+            .unwrap_err();
+        assert!(err.is_not_found(), "{err}");
     }
 }

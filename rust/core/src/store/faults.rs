@@ -347,6 +347,11 @@ impl ObjectStore for FaultStore {
         let entry = self.enter(Op::Put, key).await?;
         Self::settle(entry, self.inner.record_crc32c(key, crc).await)
     }
+
+    async fn copy_recording_crc32c(&self, from: &str, to: &str, crc: u32) -> Result<ObjectMeta> {
+        let entry = self.enter(Op::Get, from).await?;
+        Self::settle(entry, self.inner.copy_recording_crc32c(from, to, crc).await)
+    }
 }
 
 struct FaultWriter {

@@ -149,6 +149,7 @@ pub trait BlockingWrite {
 /// | `is_remote` | reads are network requests driven by the runtime | `false` | s3://, az:// |
 /// | `copy` | server-side where the service can | streams through the client | s3:// (CopyObject, UploadPartCopy), az:// (Copy Blob) |
 /// | `record_crc32c` | `head` reports the CRC32C given from now on | `false` (nowhere to keep it) | s3:// (self-copy with user metadata) |
+/// | `copy_recording_crc32c` | `copy`, then `head` of the copy reports the CRC32C given | `copy`, then `record_crc32c` | s3:// (one copy carrying the metadata) |
 ///
 /// Helpers that every store gets the same way and no backend overrides
 /// live in [`ObjectStoreExt`].
@@ -227,6 +228,16 @@ pub trait ObjectStore: Send + Sync + Debug {
     async fn record_crc32c(&self, key: &str, crc: u32) -> Result<bool> {
         let _ = (key, crc);
         Ok(false)
+    }
+
+    /// `copy`, with `crc` (the CRC32C of the bytes of `from`) recorded for
+    /// `to` as `record_crc32c` would: for a move of an object whose store
+    /// kept no CRC32C when it was written, the copy records it in the same
+    /// pass instead of a second one. Returns what `copy` does.
+    async fn copy_recording_crc32c(&self, from: &str, to: &str, crc: u32) -> Result<ObjectMeta> {
+        let meta = self.copy(from, to).await?;
+        self.record_crc32c(to, crc).await?;
+        Ok(meta)
     }
 
     /// One level under `prefix`, like `aws s3 ls`: the objects directly

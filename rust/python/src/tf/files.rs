@@ -343,6 +343,8 @@ impl WriteFile {
     /// file already there (rewritten, as objects cannot grow in place).
     pub fn create(uri: &str, level: Option<i32>, append: bool) -> Result<WriteFile> {
         let target = Target::open(uri)?;
+        // A CRC32C left for the rename of an earlier file here is not this one's.
+        integrity::forget(&target.uri());
         let opts = WriteOptions {
             encode: EncodeOptions {
                 level,

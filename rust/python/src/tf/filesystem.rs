@@ -161,6 +161,7 @@ pub fn delete_file(uri: &str) -> OpResult<()> {
         return std::fs::remove_file(path).map_err(|e| io_err(path, e));
     }
     block_on(t.loc.store.delete(t.key()))??;
+    integrity::forget(&t.uri());
     Ok(())
 }
 
@@ -207,6 +208,7 @@ pub fn delete_recursively(uri: &str) -> OpResult<(u64, u64)> {
         }
         stream::iter(keys)
             .map(|k| async move {
+                integrity::forget(&store.uri(&k));
                 match store.delete(&k).await {
                     // Gone already (a concurrent delete) is what we wanted.
                     Err(e) if e.is_not_found() => Ok(()),
@@ -346,10 +348,18 @@ pub fn copy_file(from: &str, to: &str, remove_source: bool) -> OpResult<()> {
     let same_store = src.loc.store.uri("") == dst.loc.store.uri("");
     let copied: Result<()> = block_on(async {
         if same_store {
-            // Server-side where the store can (S3 CopyObject).
-            src.loc.store.copy(src.key(), dst.key()).await?;
+            // Server-side where the store can (S3 CopyObject), recording the
+            // CRC32C a closed temporary file left to its rename.
+            let store = &src.loc.store;
+            match integrity::pending_crc(&src.uri()) {
+                Some(crc) => store.copy_recording_crc32c(src.key(), dst.key(), crc),
+                None => store.copy(src.key(), dst.key()),
+            }
+            .await?;
+            integrity::forget(&dst.uri());
             if remove_source {
-                src.loc.store.delete(src.key()).await?;
+                store.delete(src.key()).await?;
+                integrity::forget(&src.uri());
             }
             return Ok(());
         }
@@ -361,8 +371,10 @@ pub fn copy_file(from: &str, to: &str, remove_source: bool) -> OpResult<()> {
         .await?;
         // Stored bytes copied as they are: no level, no decoding.
         copy_object(&reader, &dst.loc, &WriteOptions::default(), &|_| {}).await?;
+        integrity::forget(&dst.uri());
         if remove_source {
             src.loc.store.delete(src.key()).await?;
+            integrity::forget(&src.uri());
         }
         Ok(())
     })?;

@@ -12,10 +12,21 @@
 //!   full-object multipart checksum is AWS-only (s3s-fs ignores it).
 //! - az://: the blob metadata `s3dlio_crc32c`, which the core's Azure
 //!   writer sets with every Put Blob and Put Block List.
+//!
+//! TF's checkpoint writer closes each file under a temporary name
+//! (`<name>.tempstate<digits>`) and renames it at once, and on S3 a
+//! rename is a server-side copy. For such a file the self-copy is left to
+//! the rename: its CRC32C waits here, in this process, and the rename's
+//! copy records it (`ObjectStore::copy_recording_crc32c`), one server pass
+//! over the data instead of two. Until then the temporary file carries no
+//! CRC32C: a read of it is not checked, and one left behind by a killed
+//! process (garbage TF never points to) never is.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::{LazyLock, Mutex, MutexGuard};
 
 use s3dlio_core::runtime::block_on;
 use s3dlio_core::store::PutOptions;
@@ -36,10 +47,43 @@ pub fn record(target: &Target, crc: u32, size: u64, put: &PutOptions) -> Result<
     // itself; stores without one (Azure) record it while writing.
     match store.single_put_limit(put) {
         Some(limit) if size >= limit => {
+            if is_tf_temporary(target.key()) {
+                pending().insert(target.uri(), crc);
+                return Ok(());
+            }
             block_on(store.record_crc32c(target.key(), crc))??;
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// CRC32Cs of closed temporary files whose rename will record them, by URI.
+/// An entry leaves when its file is renamed, deleted or written again.
+fn pending() -> MutexGuard<'static, HashMap<String, u32>> {
+    static PENDING: LazyLock<Mutex<HashMap<String, u32>>> = LazyLock::new(Default::default);
+    PENDING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The CRC32C waiting for the rename of the temporary file at `uri`.
+pub fn pending_crc(uri: &str) -> Option<u32> {
+    pending().get(uri).copied()
+}
+
+/// `uri` was renamed, deleted or opened for writing: its waiting CRC32C,
+/// if any, no longer describes an object there.
+pub fn forget(uri: &str) {
+    pending().remove(uri);
+}
+
+/// A name TF's checkpoint writer (`BundleWriter`) gives a file it renames
+/// as soon as it is closed: `<final name>.tempstate<decimal digits>`.
+fn is_tf_temporary(key: &str) -> bool {
+    match key.rsplit_once(".tempstate") {
+        Some((stem, digits)) => {
+            !stem.is_empty() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
     }
 }
 
@@ -111,5 +155,27 @@ pub fn copy_local(from: &Path, to: &Path) -> Result<()> {
     match get_xattr(from)? {
         Some(crc) => set_xattr(to, crc),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bundle_writer_temporaries_wait_for_their_rename() {
+        assert!(is_tf_temporary(
+            "run/ckpt.part-00000-of-00001.data-00000-of-00001.tempstate1297021079455968021"
+        ));
+        assert!(is_tf_temporary("ckpt.index.tempstate7"));
+        for key in [
+            "run/ckpt.data-00000-of-00001",
+            "run/ckpt.tempstate",
+            "run/ckpt.tempstate12x",
+            ".tempstate12",
+            "run/ckpt.tempstate12/more",
+        ] {
+            assert!(!is_tf_temporary(key), "{key}");
+        }
     }
 }

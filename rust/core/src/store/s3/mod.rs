@@ -170,6 +170,40 @@ impl S3Store {
     /// parts at a time; the copy keeps the source's user metadata and gets
     /// its CRC32C (`crc`) recorded there, as S3 computes no full-object
     /// checksum for it. The upload is aborted on any failure.
+    /// The source of a copy: its size, ETag and user metadata.
+    async fn head_for_copy(
+        &self,
+        key: &str,
+    ) -> Result<(ObjectMeta, std::collections::HashMap<String, String>)> {
+        let head = self.client().await?.head_with_metadata(key).await;
+        match head {
+            Ok(m) => Ok(m),
+            Err(e) => Err(self.explain(e).await),
+        }
+    }
+
+    /// Copy `from` (described by `meta`, `metadata`) to `to` with `crc`
+    /// added to the user metadata, server-side either way.
+    async fn copy_with_crc32c(
+        &self,
+        from: &str,
+        to: &str,
+        meta: &ObjectMeta,
+        mut metadata: std::collections::HashMap<String, String>,
+        crc: u32,
+    ) -> Result<ObjectMeta> {
+        if meta.size > self.copy_threshold() {
+            return self
+                .copy_multipart(from, to, meta, Some(crc), metadata)
+                .await;
+        }
+        metadata.insert(client::CRC_METADATA.to_string(), format!("{crc:08x}"));
+        self.client()
+            .await?
+            .copy_object(from, to, meta.size, Some(metadata))
+            .await
+    }
+
     async fn copy_multipart(
         &self,
         from: &str,
@@ -378,10 +412,7 @@ impl ObjectStore for S3Store {
     /// process either way.
     async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta> {
         self.check_key(to)?;
-        let (meta, metadata) = match self.client().await?.head_with_metadata(from).await {
-            Ok(m) => m,
-            Err(e) => return Err(self.explain(e).await),
-        };
+        let (meta, metadata) = self.head_for_copy(from).await?;
         if meta.size > self.copy_threshold() {
             return self
                 .copy_multipart(from, to, &meta, meta.crc32c, metadata)
@@ -399,24 +430,19 @@ impl ObjectStore for S3Store {
     /// checksum S3 does not keep as a full-object CRC32C (multipart).
     async fn record_crc32c(&self, key: &str, crc: u32) -> Result<bool> {
         self.check_key(key)?;
-        let client = self.client().await?.clone();
-        let (meta, mut metadata) = match client.head_with_metadata(key).await {
-            Ok(m) => m,
-            Err(e) => return Err(self.explain(e).await),
-        };
-        if meta.crc32c == Some(crc) {
-            return Ok(true);
-        }
-        if meta.size > self.copy_threshold() {
-            self.copy_multipart(key, key, &meta, Some(crc), metadata)
+        let (meta, metadata) = self.head_for_copy(key).await?;
+        if meta.crc32c != Some(crc) {
+            self.copy_with_crc32c(key, key, &meta, metadata, crc)
                 .await?;
-            return Ok(true);
         }
-        metadata.insert(client::CRC_METADATA.to_string(), format!("{crc:08x}"));
-        client
-            .copy_object(key, key, meta.size, Some(metadata))
-            .await?;
         Ok(true)
+    }
+
+    /// One server-side copy whose user metadata carries the CRC32C.
+    async fn copy_recording_crc32c(&self, from: &str, to: &str, crc: u32) -> Result<ObjectMeta> {
+        self.check_key(to)?;
+        let (meta, metadata) = self.head_for_copy(from).await?;
+        self.copy_with_crc32c(from, to, &meta, metadata, crc).await
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
