@@ -8,7 +8,7 @@
   ceiling (bench/_raw_s3.py, bench/_raw_azure.py: the same bytes in 8 MiB
   requests from 8 threads, no checksums), and the requests and server-side
   copies one save costs, counted by a relay in front of the server
-  (bench/_count_requests.py) on one extra, untimed save.
+  (tests/request_counter.py) on one extra, untimed save.
 - Peak RSS growth while one large variable (4 GiB; 512 MiB with --quick)
   is saved through the plugin on direct://, against TF's own local save, each
   in a fresh process.
@@ -126,7 +126,8 @@ def _raw_client(scheme: str) -> Any:
 
 def _counted_save(scheme: str, save: Any) -> dict[str, int]:
     """The requests one `save()` sends, by kind, through a counting relay."""
-    from _count_requests import CountingProxy
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+    from request_counter import CountingProxy
 
     if scheme == "s3":
         name = "AWS_ENDPOINT_URL_S3"
@@ -183,15 +184,19 @@ def tensorflow_cloud(bench: Bench, state: dict[str, np.ndarray], repeat: int) ->
         def ours_restore(prefix: str = prefix) -> None:
             ckpt.read(prefix).assert_consumed()
 
-        try:
-            saved = interleaved(
-                {
-                    "ours": lambda prefix=prefix: ckpt.write(prefix),
-                    "peer": lambda raw=raw, pieces=pieces: raw.put_each(pieces),
-                },
-                repeat,
-                setup=clear,
+        savers = {
+            "ours": lambda prefix=prefix: ckpt.write(prefix),
+            "peer": lambda raw=raw, pieces=pieces: raw.put_each(pieces),
+        }
+        if hasattr(raw, "put_multipart"):
+            # TF writes the variables as one data file of unknown size, which
+            # any client must send as a multipart upload: the ceiling for
+            # storing them as one object, completion included.
+            savers["one object"] = lambda raw=raw, pieces=pieces: raw.put_multipart(
+                "tf-bench-raw/one-object", list(pieces.values())
             )
+        try:
+            saved = interleaved(savers, repeat, setup=clear)
             loaded = interleaved({"ours": ours_restore, "peer": raw_read}, repeat)
             for v in variables:
                 v.assign(tf.zeros_like(v))
@@ -210,6 +215,23 @@ def tensorflow_cloud(bench: Bench, state: dict[str, np.ndarray], repeat: int) ->
         peer_name = (
             f"raw HTTP ceiling ({server}; {RAW_PIECE >> 20} MiB requests, {RAW_WORKERS} threads)"
         )
+        if "one object" in saved:
+            bench.add(
+                speed_row(
+                    "frameworks",
+                    f"TensorFlow tf.train.Checkpoint save {logical / (1 << 30):.2f} GiB fp32: "
+                    f"s3dlio plugin {scheme}:// vs raw HTTP, one object",
+                    logical,
+                    saved["ours"],
+                    f"raw HTTP multipart upload of one object ({server}; "
+                    f"{RAW_PIECE >> 20} MiB parts, {RAW_WORKERS} threads)",
+                    saved["one object"],
+                    notes=(
+                        "the same bytes as one object, as TF's data file is stored; the "
+                        "server's completion rewrites it, as do TF's two renames (copies)"
+                    ),
+                )
+            )
         for op, runs in [("save", saved), ("restore", loaded)]:
             bench.add(
                 speed_row(

@@ -1,10 +1,12 @@
-"""A loopback TCP relay in front of a test server that counts the HTTP
-requests passing through it, by kind, for the "requests per save" rows.
+"""A loopback TCP relay in front of a test server that counts the
+connections it accepts and the HTTP requests passing through it, by kind:
+for tests that count what an operation costs the server, and for the
+benchmarks' "requests per save" rows (bench/ imports it from here).
 
 Only the client-to-server direction is parsed (request line, headers, and
 the body skipped by Content-Length or chunked framing); responses are
-relayed untouched. Used for one extra, untimed run: the timed runs talk to
-the server directly.
+relayed untouched. Benchmarks use it for one extra, untimed run: the timed runs
+talk to the server directly.
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ def kind(method: str, target: str, headers: dict[str, str]) -> str:
 
 class CountingProxy:
     """Relays 127.0.0.1:<port> to 127.0.0.1:<upstream_port>; `counts` holds
-    the requests seen, by `kind`."""
+    the requests seen, by `kind`, `accepted` the connections."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.counts: collections.Counter[str] = collections.Counter()
+        self.accepted = 0
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -64,6 +67,8 @@ class CountingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            with self._lock:
+                self.accepted += 1
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
             threading.Thread(target=self._relay, args=(upstream, client), daemon=True).start()

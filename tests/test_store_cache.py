@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,50 +16,9 @@ from fixtures_azure import ACCOUNT, Azurite
 
 import s3dlio
 from conftest import S3Server
+from request_counter import CountingProxy
 
 N = 50
-
-
-class ConnectionCounter:
-    """A loopback TCP relay to 127.0.0.1:<upstream> that counts the
-    connections it accepted."""
-
-    def __init__(self, upstream: int) -> None:
-        self.upstream = upstream
-        self.accepted = 0
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.accepted += 1
-            upstream = socket.create_connection(("127.0.0.1", self.upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(1 << 16):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 @dataclass
@@ -72,7 +29,7 @@ class Remote:
     """storage_options that go through `relay`."""
     secret_var: str
     """The environment variable holding the backend's credential."""
-    relay: ConnectionCounter
+    relay: CountingProxy
 
 
 @pytest.fixture(params=["s3", "az"])
@@ -81,13 +38,13 @@ def remote(request: pytest.FixtureRequest) -> Iterator[Remote]:
     if request.param == "s3":
         server: S3Server = request.getfixturevalue("s3_server")
         base = request.getfixturevalue("s3_base")
-        relay = ConnectionCounter(server.port)
+        relay = CountingProxy(server.port)
         opts = {"endpoint_url": f"http://127.0.0.1:{relay.port}"}
         secret_var = "AWS_SECRET_ACCESS_KEY"
     else:
         azurite: Azurite = request.getfixturevalue("azurite")
         base = request.getfixturevalue("az_base")
-        relay = ConnectionCounter(azurite.port)
+        relay = CountingProxy(azurite.port)
         opts = {"endpoint": f"http://127.0.0.1:{relay.port}/{ACCOUNT}"}
         secret_var = "AZURE_STORAGE_CONNECTION_STRING"
     try:

@@ -19,6 +19,7 @@ import tensorflow as tf
 import s3dlio._native as native
 import s3dlio_tf
 from conftest import BUCKET, flip_byte
+from request_counter import CountingProxy
 
 TF_BACKENDS = ["direct", "s3", "az"]
 
@@ -406,6 +407,36 @@ def test_s3_multipart_file_records_its_crc(s3_base, s3_server):
     with pytest.raises(tf.errors.DataLossError, match="integrity") as e:
         tf.io.gfile.GFile(uri, "rb").read()
     assert uri.split("://")[1] in str(e.value)
+
+
+def test_s3_checkpoint_rename_records_the_crc_in_its_copy(s3_base, s3_server, monkeypatch):
+    # TF closes the data file as `<name>.tempstate<digits>` and renames it at
+    # once; on S3 a rename is a copy, so the copy records the file's CRC32C
+    # instead of a self-copy of its own after the upload.
+    n = (80 << 20) // 4  # above the 64 MiB multipart threshold
+    v = tf.Variable(tf.range(n, dtype=tf.float32))
+    relay = CountingProxy(s3_server.port)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{relay.port}")
+    try:
+        tf.train.Checkpoint(v=v).write(f"{s3_base}/crc/ckpt")
+    finally:
+        monkeypatch.undo()
+        relay.close()
+    assert relay.counts["CompleteMultipartUpload"] == 1, relay.counts
+    # The data file's two renames (temporary -> shard -> final name) and the
+    # shard index's one; a self-copy would make it four.
+    assert relay.counts["copy (server-side)"] == 3, relay.counts
+    key = s3_base.split("/", 3)[3] + "/crc/ckpt.data-00000-of-00001"
+    head = s3_server.client().head_object(Bucket=BUCKET, Key=key)
+    assert "s3dlio-crc32c" in head["Metadata"], head["Metadata"]
+    uri = f"s3://{BUCKET}/{key}"
+    # The variable and TF's small object-graph entry, read whole and checked.
+    data = tf.io.gfile.GFile(uri, "rb").read()
+    assert len(data) == head["ContentLength"] > 4 * n
+    assert np.arange(n, dtype=np.float32).tobytes() in data
+    flip_byte(s3_server.data / BUCKET / key, 70 << 20)
+    with pytest.raises(tf.errors.DataLossError, match="integrity"):
+        tf.io.gfile.GFile(uri, "rb").read()
 
 
 @pytest.mark.parametrize("backend", ["s3", "az"])
