@@ -603,17 +603,28 @@ for_each_backend!(store_capabilities_say_what_the_backend_is, |b| {
     );
 });
 
-// Writer capabilities: `write_with_crc` writes what `write` does, and the
-// blocking form exists where the backend has one (local files), wrapped
-// or not, and appends what it is handed.
+// Writer capabilities: `write_with_crc` and `write_slice` write what
+// `write` does, `prefers_slices` where slices are copied once (direct://),
+// and the blocking form exists where the backend has one (local files),
+// wrapped or not, and appends what it is handed.
 for_each_backend!(writer_capabilities_write_the_same_bytes, |b| {
     let k = key(b, "caps/obj");
     let data = pattern(300_001, 8);
     let mut w = b.store.writer(&k, &PutOptions::default()).await.unwrap();
     let (head, tail) = data.split_at(100_000);
+    let (head, middle) = head.split_at(60_001);
     w.write_with_crc(Bytes::copy_from_slice(head), s3dlio_core::crc::crc32c(head))
         .await
         .unwrap();
+    for piece in middle.chunks(4_099) {
+        w.write_slice(piece).await.unwrap();
+    }
+    assert_eq!(
+        w.prefers_slices(),
+        plain_name(b) == "direct",
+        "{}: prefers_slices",
+        b.name
+    );
     let has_blocking = w.blocking().is_some();
     assert_eq!(
         has_blocking,

@@ -270,7 +270,10 @@ impl EncodingWriter {
         self.usable()?;
         let r = if self.zstd.is_some() {
             self.write_copied(buf).await
+        } else if self.inner.prefers_slices() {
+            self.pass_through_slice(buf).await
         } else {
+            // The owned copy lets the CRC of a large buffer run beside the write.
             self.write_bytes(Bytes::copy_from_slice(buf)).await
         };
         self.failed = r.is_err();
@@ -414,6 +417,20 @@ impl EncodingWriter {
             crc
         };
         self.crc = crc32c_combine(self.crc, piece_crc, len as u64);
+        self.logical += len as u64;
+        self.stored += len as u64;
+        Ok(())
+    }
+
+    /// `pass_through` of borrowed memory, for a store writer that copies it
+    /// where it needs it anyway (`ObjectWriter::prefers_slices`).
+    async fn pass_through_slice(&mut self, buf: &[u8]) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let len = buf.len();
+        self.inner.write_slice(buf).await?;
+        self.crc = crc32c_combine(self.crc, crc32c(buf), len as u64);
         self.logical += len as u64;
         self.stored += len as u64;
         Ok(())

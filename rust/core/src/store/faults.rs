@@ -383,6 +383,15 @@ impl ObjectWriter for FaultWriter {
         FaultStore::settle(entry, self.inner.write_with_crc(buf, crc32c).await)
     }
 
+    async fn write_slice(&mut self, buf: &[u8]) -> Result<()> {
+        let entry = self.state.enter(Op::Write, &self.key, &self.uri).await?;
+        FaultStore::settle(entry, self.inner.write_slice(buf).await)
+    }
+
+    fn prefers_slices(&self) -> bool {
+        self.inner.prefers_slices()
+    }
+
     async fn finish(self: Box<Self>) -> Result<ObjectMeta> {
         match self.state.enter(Op::Finish, &self.key, &self.uri).await {
             Ok(entry) => FaultStore::settle(entry, self.inner.finish().await),

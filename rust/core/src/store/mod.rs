@@ -85,9 +85,24 @@ impl Default for PutOptions {
 /// |---|---|---|---|
 /// | `write_with_crc` | `write` of a buffer whose CRC32C the caller computed | ignores the CRC, calls `write` | the multipart engine (skips re-reading the bytes), `FaultStore` |
 /// | `blocking` | a [`BlockingWrite`] appending borrowed memory on the calling thread | `None` | local files, `FaultStore` |
+/// | `write_slice` | `write` of borrowed memory | copies it into owned `Bytes`, calls `write` | direct:// (straight into its aligned staging buffers), `FaultStore` |
+/// | `prefers_slices` | `write_slice` costs no more than `write` of owned bytes | `false` | direct://, `FaultStore` |
 #[async_trait]
 pub trait ObjectWriter: Send {
     async fn write(&mut self, buf: Bytes) -> Result<()>;
+    /// `write` of memory the caller keeps. A writer that copies what it is
+    /// given anyway (into aligned buffers for O_DIRECT) takes it from here,
+    /// one copy instead of two; the default makes the owned copy `write`
+    /// needs.
+    async fn write_slice(&mut self, buf: &[u8]) -> Result<()> {
+        self.write(Bytes::copy_from_slice(buf)).await
+    }
+    /// Whether `write_slice` copies no more than `write` of owned bytes
+    /// does, so a caller holding borrowed memory should hand it over as is
+    /// rather than make an owned copy (which it can then work on in parallel).
+    fn prefers_slices(&self) -> bool {
+        false
+    }
     /// `write` of a buffer whose CRC32C the caller already computed (the
     /// pack writer's item checksums), so a writer that checksums what it
     /// uploads need not read the bytes again. The default ignores it.

@@ -329,7 +329,6 @@ struct WriteState {
     writer: Option<EncodingWriter>,
     pending: Vec<u8>,
     written: u64,
-    crc: u32,
     /// Stored as written (no compression, so no trailer holding the CRC).
     plain: bool,
     /// The write options, to tell which objects went up in parts.
@@ -372,7 +371,6 @@ impl WriteFile {
                 writer: Some(writer),
                 pending: Vec::new(),
                 written: 0,
-                crc: 0,
                 plain: level.is_none(),
                 put: opts.put.clone(),
                 closed: None,
@@ -400,8 +398,12 @@ impl WriteFile {
                 format!("{}: append after close", st.target.uri()),
             ));
         }
-        st.crc = crc32c_append(st.crc, data);
         st.written += data.len() as u64;
+        if st.target.local.is_some() {
+            // direct:// copies into its own aligned buffers, small appends
+            // included: straight there, no buffer of ours in between.
+            return st.send_slice(data);
+        }
         // TF hands a whole tensor to one append (gigabytes for a large
         // variable): it goes on in buffer-sized pieces, so memory stays
         // bounded by the buffer and the writer's own bound.
@@ -441,12 +443,29 @@ impl WriteFile {
 impl WriteState {
     fn send(&mut self, chunk: Bytes) -> OpResult<()> {
         let Some(w) = self.writer.as_mut() else {
-            return Err(Failure::new(
-                code::FAILED_PRECONDITION,
-                format!("{}: an earlier write failed", self.target.uri()),
-            ));
+            return Err(self.failed_earlier());
         };
-        if let Err(e) = block_on(w.write(chunk))? {
+        let r = block_on(w.write(chunk))?;
+        self.sent(r)
+    }
+
+    fn send_slice(&mut self, data: &[u8]) -> OpResult<()> {
+        let Some(w) = self.writer.as_mut() else {
+            return Err(self.failed_earlier());
+        };
+        let r = block_on(w.write_slice(data))?;
+        self.sent(r)
+    }
+
+    fn failed_earlier(&self) -> Failure {
+        Failure::new(
+            code::FAILED_PRECONDITION,
+            format!("{}: an earlier write failed", self.target.uri()),
+        )
+    }
+
+    fn sent(&mut self, r: Result<()>) -> OpResult<()> {
+        if let Err(e) = r {
             // The stored stream has a hole now: drop it, nothing becomes visible.
             if let Some(w) = self.writer.take() {
                 let _ = block_on(w.abort());
@@ -462,14 +481,11 @@ impl WriteState {
             self.send(Bytes::from(rest))?;
         }
         let Some(w) = self.writer.take() else {
-            return Err(Failure::new(
-                code::FAILED_PRECONDITION,
-                format!("{}: an earlier write failed", self.target.uri()),
-            ));
+            return Err(self.failed_earlier());
         };
-        block_on(w.finish())??;
+        let meta = block_on(w.finish())??;
         if self.plain {
-            integrity::record(&self.target, self.crc, self.written, &self.put)?;
+            integrity::record(&self.target, meta.crc32c, meta.logical_size, &self.put)?;
         }
         Ok(())
     }
@@ -478,10 +494,11 @@ impl WriteState {
     async fn copy_from(&mut self, old: &ObjectReader) -> Result<()> {
         let size = old.logical_size();
         let mut pos = 0;
+        let mut crc = 0;
         while pos < size {
             let end = (pos + READ_AHEAD).min(size);
             let data = old.read_range(pos..end).await?;
-            self.crc = crc32c_append(self.crc, &data);
+            crc = crc32c_append(crc, &data);
             self.written += data.len() as u64;
             pos += data.len() as u64;
             if data.is_empty() {
@@ -492,12 +509,12 @@ impl WriteState {
             }
         }
         if let (Some(expected), true) = (old.crc32c(), size > 0) {
-            if expected != self.crc {
+            if expected != crc {
                 return Err(Error::Integrity {
                     uri: old.uri(),
                     offset: 0,
                     expected,
-                    actual: self.crc,
+                    actual: crc,
                 });
             }
         }

@@ -241,8 +241,14 @@ impl DirectWriter {
 #[async_trait]
 impl ObjectWriter for DirectWriter {
     async fn write(&mut self, buf: Bytes) -> Result<()> {
+        self.write_slice(&buf).await
+    }
+
+    /// Owned or borrowed, the bytes are copied into an aligned staging
+    /// buffer: O_DIRECT needs that alignment.
+    async fn write_slice(&mut self, buf: &[u8]) -> Result<()> {
         self.check_usable()?;
-        let mut data = &buf[..];
+        let mut data = buf;
         while !data.is_empty() {
             let mut stage = match self.stage.take() {
                 Some(s) => s,
@@ -257,6 +263,10 @@ impl ObjectWriter for DirectWriter {
             }
         }
         Ok(())
+    }
+
+    fn prefers_slices(&self) -> bool {
+        true
     }
 
     async fn finish(self: Box<Self>) -> Result<ObjectMeta> {
