@@ -252,40 +252,13 @@ def tensorflow_cloud(bench: Bench, state: dict[str, np.ndarray], repeat: int) ->
         clear("ours")
 
 
-MEMORY_SAVER = """
-import json, resource, sys, threading, time
-import tensorflow as tf
-import s3dlio_tf
-
-prefix, gib = sys.argv[1], float(sys.argv[2])
-n = int(gib * (1 << 30)) // 4
-v = tf.Variable(tf.range(n, dtype=tf.float32))
-ckpt = tf.train.Checkpoint(v=v)
-
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-base, peak, done = rss(), [0], [False]
-def sample():
-    while not done[0]:
-        peak[0] = max(peak[0], rss())
-        time.sleep(0.005)
-t = threading.Thread(target=sample)
-t.start()
-start = time.perf_counter()
-ckpt.write(prefix)
-seconds = time.perf_counter() - start
-done[0] = True
-t.join()
-peak[0] = max(peak[0], rss())
-print(json.dumps({"growth_mib": (peak[0] - base) / (1 << 20), "seconds": seconds}))
-"""
+# The saver the memory test runs too: one variable, peak RSS sampled.
+MEMORY_SAVER = pathlib.Path(__file__).resolve().parent.parent / "tests" / "tf_memory_saver.py"
 
 
 def _save_rss(prefix: str, gib: float) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-c", MEMORY_SAVER, prefix, str(gib)],
+        [sys.executable, str(MEMORY_SAVER), prefix, str(gib)],
         capture_output=True,
         text=True,
         timeout=1800,
