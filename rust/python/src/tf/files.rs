@@ -327,6 +327,8 @@ pub struct WriteFile {
 struct WriteState {
     target: Target,
     writer: Option<EncodingWriter>,
+    /// Appends not yet handed to an object store's writer (unused on
+    /// direct://, whose writer buffers them itself).
     pending: Vec<u8>,
     written: u64,
     /// Stored as written (no compression, so no trailer holding the CRC).
@@ -380,7 +382,10 @@ impl WriteFile {
             }
             Ok(state)
         })??;
-        state.pending.reserve(APPEND_BUFFER);
+        if state.target.local.is_none() {
+            // direct:// appends go straight to its writer (see `append`).
+            state.pending.reserve(APPEND_BUFFER);
+        }
         Ok(WriteFile {
             state: Mutex::new(state),
         })

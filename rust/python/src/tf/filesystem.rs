@@ -347,33 +347,24 @@ pub fn copy_file(from: &str, to: &str, remove_source: bool) -> OpResult<()> {
     }
     let same_store = src.loc.store.uri("") == dst.loc.store.uri("");
     let copied: Result<()> = block_on(async {
+        let store = &src.loc.store;
         if same_store {
             // Server-side where the store can (S3 CopyObject), recording the
             // CRC32C a closed temporary file left to its rename.
-            let store = &src.loc.store;
             match integrity::pending_crc(&src.uri()) {
                 Some(crc) => store.copy_recording_crc32c(src.key(), dst.key(), crc),
                 None => store.copy(src.key(), dst.key()),
             }
             .await?;
-            integrity::forget(&dst.uri());
-            if remove_source {
-                store.delete(src.key()).await?;
-                integrity::forget(&src.uri());
-            }
-            return Ok(());
+        } else {
+            let size = store.head(src.key()).await?.size;
+            let reader = ObjectReader::open_plain(store.clone(), src.key(), size).await?;
+            // Stored bytes copied as they are: no level, no decoding.
+            copy_object(&reader, &dst.loc, &WriteOptions::default(), &|_| {}).await?;
         }
-        let reader = ObjectReader::open_plain(
-            src.loc.store.clone(),
-            src.key(),
-            src.loc.store.head(src.key()).await?.size,
-        )
-        .await?;
-        // Stored bytes copied as they are: no level, no decoding.
-        copy_object(&reader, &dst.loc, &WriteOptions::default(), &|_| {}).await?;
         integrity::forget(&dst.uri());
         if remove_source {
-            src.loc.store.delete(src.key()).await?;
+            store.delete(src.key()).await?;
             integrity::forget(&src.uri());
         }
         Ok(())

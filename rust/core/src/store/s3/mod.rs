@@ -166,10 +166,6 @@ impl S3Store {
             .min(MAX_SINGLE_COPY)
     }
 
-    /// UploadPartCopy of `from` (`source`, pinned by its ETag) to `to`, `concurrency`
-    /// parts at a time; the copy keeps the source's user metadata and gets
-    /// its CRC32C (`crc`) recorded there, as S3 computes no full-object
-    /// checksum for it. The upload is aborted on any failure.
     /// The source of a copy: its size, ETag and user metadata.
     async fn head_for_copy(
         &self,
@@ -182,28 +178,37 @@ impl S3Store {
         }
     }
 
-    /// Copy `from` (described by `meta`, `metadata`) to `to` with `crc`
-    /// added to the user metadata, server-side either way.
-    async fn copy_with_crc32c(
+    /// Copy `from` (described by `meta`, `metadata`) to `to` server-side:
+    /// CopyObject, or UploadPartCopy above the copy threshold. With `crc`,
+    /// the copy's user metadata records it; without, the copy keeps what
+    /// the source has.
+    async fn copy_server_side(
         &self,
         from: &str,
         to: &str,
         meta: &ObjectMeta,
         mut metadata: std::collections::HashMap<String, String>,
-        crc: u32,
+        crc: Option<u32>,
     ) -> Result<ObjectMeta> {
         if meta.size > self.copy_threshold() {
             return self
-                .copy_multipart(from, to, meta, Some(crc), metadata)
+                .copy_multipart(from, to, meta, crc.or(meta.crc32c), metadata)
                 .await;
         }
-        metadata.insert(client::CRC_METADATA.to_string(), format!("{crc:08x}"));
+        let replaced = crc.map(|crc| {
+            metadata.insert(client::CRC_METADATA.to_string(), format!("{crc:08x}"));
+            metadata
+        });
         self.client()
             .await?
-            .copy_object(from, to, meta.size, Some(metadata))
+            .copy_object(from, to, meta.size, replaced)
             .await
     }
 
+    /// UploadPartCopy of `from` (`source`, pinned by its ETag) to `to`, `concurrency`
+    /// parts at a time; the copy keeps the source's user metadata and gets
+    /// its CRC32C (`crc`) recorded there, as S3 computes no full-object
+    /// checksum for it. The upload is aborted on any failure.
     async fn copy_multipart(
         &self,
         from: &str,
@@ -413,15 +418,7 @@ impl ObjectStore for S3Store {
     async fn copy(&self, from: &str, to: &str) -> Result<ObjectMeta> {
         self.check_key(to)?;
         let (meta, metadata) = self.head_for_copy(from).await?;
-        if meta.size > self.copy_threshold() {
-            return self
-                .copy_multipart(from, to, &meta, meta.crc32c, metadata)
-                .await;
-        }
-        self.client()
-            .await?
-            .copy_object(from, to, meta.size, None)
-            .await
+        self.copy_server_side(from, to, &meta, metadata, None).await
     }
 
     /// A copy of the object onto itself with the CRC32C added to its user
@@ -432,7 +429,7 @@ impl ObjectStore for S3Store {
         self.check_key(key)?;
         let (meta, metadata) = self.head_for_copy(key).await?;
         if meta.crc32c != Some(crc) {
-            self.copy_with_crc32c(key, key, &meta, metadata, crc)
+            self.copy_server_side(key, key, &meta, metadata, Some(crc))
                 .await?;
         }
         Ok(true)
@@ -442,7 +439,8 @@ impl ObjectStore for S3Store {
     async fn copy_recording_crc32c(&self, from: &str, to: &str, crc: u32) -> Result<ObjectMeta> {
         self.check_key(to)?;
         let (meta, metadata) = self.head_for_copy(from).await?;
-        self.copy_with_crc32c(from, to, &meta, metadata, crc).await
+        self.copy_server_side(from, to, &meta, metadata, Some(crc))
+            .await
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
