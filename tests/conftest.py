@@ -1,5 +1,6 @@
 """Shared fixtures: scratch locations on the work disk (O_DIRECT needs a real
-filesystem, not tmpfs) and helpers to corrupt stored bytes."""
+filesystem, not tmpfs), each cloud backend behind a request-counting relay,
+and helpers to corrupt stored bytes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import pathlib
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from fixtures_s3 import (  # noqa: F401 - fixtures for every module, helpers for test_s3
@@ -57,7 +60,9 @@ def local_uri(request: pytest.FixtureRequest, scratch: pathlib.Path) -> str:
 BACKENDS = ["file", "direct", "az", "s3"]  # s3_base: tests/fixtures_s3.py
 
 # Remote backends' server fixtures (imported so pytest registers them here).
-from fixtures_azure import az_base, azurite  # noqa: E402, F401
+from fixtures_azure import ACCOUNT, Azurite, az_base, azurite  # noqa: E402, F401
+
+from request_counter import CountingProxy  # noqa: E402
 
 
 @pytest.fixture
@@ -87,3 +92,35 @@ def flip_byte(path: pathlib.Path, offset: int) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env=os.environ.copy())
+
+
+@dataclass
+class Remote:
+    base: str
+    """A fresh, empty prefix or container."""
+    opts: dict[str, str]
+    """storage_options that go through `relay`."""
+    secret_var: str
+    """The environment variable holding the backend's credential."""
+    relay: CountingProxy
+
+
+@pytest.fixture(params=["s3", "az"])
+def remote(request: pytest.FixtureRequest) -> Iterator[Remote]:
+    """Each cloud backend's server, reached through a counting relay."""
+    if request.param == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        base = request.getfixturevalue("s3_base")
+        relay = CountingProxy(server.port)
+        opts = {"endpoint_url": f"http://127.0.0.1:{relay.port}"}
+        secret_var = "AWS_SECRET_ACCESS_KEY"
+    else:
+        azurite: Azurite = request.getfixturevalue("azurite")
+        base = request.getfixturevalue("az_base")
+        relay = CountingProxy(azurite.port)
+        opts = {"endpoint": f"http://127.0.0.1:{relay.port}/{ACCOUNT}"}
+        secret_var = "AZURE_STORAGE_CONNECTION_STRING"
+    try:
+        yield Remote(base, opts, secret_var, relay)
+    finally:
+        relay.close()

@@ -8,49 +8,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from fixtures_azure import ACCOUNT, Azurite
 
 import s3dlio
-from conftest import S3Server
-from request_counter import CountingProxy
+from conftest import Remote
 
 N = 50
-
-
-@dataclass
-class Remote:
-    base: str
-    """A fresh, empty prefix or container."""
-    opts: dict[str, str]
-    """storage_options that go through `relay`."""
-    secret_var: str
-    """The environment variable holding the backend's credential."""
-    relay: CountingProxy
-
-
-@pytest.fixture(params=["s3", "az"])
-def remote(request: pytest.FixtureRequest) -> Iterator[Remote]:
-    """Each cloud backend's server, reached through a counting relay."""
-    if request.param == "s3":
-        server: S3Server = request.getfixturevalue("s3_server")
-        base = request.getfixturevalue("s3_base")
-        relay = CountingProxy(server.port)
-        opts = {"endpoint_url": f"http://127.0.0.1:{relay.port}"}
-        secret_var = "AWS_SECRET_ACCESS_KEY"
-    else:
-        azurite: Azurite = request.getfixturevalue("azurite")
-        base = request.getfixturevalue("az_base")
-        relay = CountingProxy(azurite.port)
-        opts = {"endpoint": f"http://127.0.0.1:{relay.port}/{ACCOUNT}"}
-        secret_var = "AZURE_STORAGE_CONNECTION_STRING"
-    try:
-        yield Remote(base, opts, secret_var, relay)
-    finally:
-        relay.close()
 
 
 def test_one_object_calls_share_connections(remote: Remote) -> None:

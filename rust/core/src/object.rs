@@ -55,13 +55,22 @@ impl WriteOptions {
 /// A streaming encoded writer on `loc`.
 pub async fn open_writer(loc: &Location, opts: &WriteOptions) -> Result<EncodingWriter> {
     opts.check()?;
-    let inner = loc.store.writer(&loc.key, &opts.put).await?;
+    let put = PutOptions {
+        plain: opts.encode.level.is_none(),
+        ..opts.put.clone()
+    };
+    let inner = loc.store.writer(&loc.key, &put).await?;
     EncodingWriter::new(inner, loc.uri(), opts.encode.clone())
 }
 
 /// Store `data` at `loc`, compressed when a level is set.
 pub async fn put_object(loc: &Location, data: &[u8], opts: &WriteOptions) -> Result<EncodedMeta> {
-    let opts = sized(loc, opts, data.len() as u64)?;
+    let mut opts = sized(loc, opts, data.len() as u64)?;
+    if opts.encode.level.is_none() {
+        // Known before the first byte goes: a store can record it with
+        // the object where it would otherwise keep none (S3 multipart).
+        opts.put.crc32c = Some(crate::crc::crc32c(data));
+    }
     let mut w = open_writer(loc, &opts).await?;
     for chunk in data.chunks(CHUNK.max(1)) {
         if let Err(e) = w.write_slice(chunk).await {

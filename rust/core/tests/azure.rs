@@ -508,3 +508,58 @@ async fn a_blob_overwritten_between_ranged_gets_is_an_error_not_a_mix() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_written_plain_are_marked_with_their_crc() {
+    use s3dlio_core::codec::crc::crc32c;
+    use s3dlio_core::codec::ObjectReader;
+    use s3dlio_core::object::put_object;
+    let Some(azurite) = azure_support::shared() else {
+        return;
+    };
+    let base = azurite.fresh_uri();
+    let loc = |key: &str| open_store(&format!("{base}/{key}"), &azurite.options()).unwrap();
+    let small = pattern((1 << 20) + 3, 7);
+    let blocks = WriteOptions {
+        put: PutOptions {
+            part_size: 1 << 20,
+            concurrency: 2,
+            ..Default::default()
+        },
+        ..WriteOptions::with_level(None)
+    };
+    let one_put = WriteOptions::with_level(None);
+    put_object(&loc("small.bin"), &small, &one_put)
+        .await
+        .unwrap();
+    put_object(&loc("blocks.bin"), &small, &blocks)
+        .await
+        .unwrap();
+    put_object(
+        &loc("small.zst"),
+        &small,
+        &WriteOptions::with_level(Some(3)),
+    )
+    .await
+    .unwrap();
+    let raw = loc("raw.bin");
+    raw.store
+        .put(&raw.key, Bytes::from(small.clone()), &PutOptions::default())
+        .await
+        .unwrap();
+    let store = raw.store.clone();
+    for key in ["small.bin", "blocks.bin"] {
+        let head = store.head(key).await.unwrap();
+        assert!(head.plain, "{key}");
+        assert_eq!(head.crc32c, Some(crc32c(&small)), "{key}");
+        let r = ObjectReader::open(store.clone(), key).await.unwrap();
+        assert!(r.read_all(None).await.unwrap() == small[..], "{key}");
+    }
+    assert!(!store.head("small.zst").await.unwrap().plain);
+    assert!(!store.head("raw.bin").await.unwrap().plain, "unknown");
+    store.copy("blocks.bin", "copied.bin").await.unwrap();
+    assert!(
+        store.head("copied.bin").await.unwrap().plain,
+        "Copy Blob keeps it"
+    );
+}

@@ -558,3 +558,113 @@ async fn a_multipart_object_gets_its_crc_recorded_in_metadata() {
         assert!(err.is_not_found(), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_written_plain_are_marked_and_checked_on_full_reads() {
+    use s3dlio_core::codec::ObjectReader;
+    use s3dlio_core::object::{put_object, WriteOptions};
+    let Some(s) = server("plainmark") else { return };
+    let loc = |key: &str| open(&format!("s3://plainmark/{key}"), &s.options());
+    let small = pattern((1 << 20) + 3, 7);
+    let big = pattern((11 << 20) + 5, 8);
+    let multipart = WriteOptions {
+        put: multipart_opts(),
+        ..WriteOptions::with_level(None)
+    };
+    put_object(&loc("small.bin"), &small, &WriteOptions::with_level(None))
+        .await
+        .unwrap();
+    put_object(&loc("big.bin"), &big, &multipart).await.unwrap();
+    put_object(
+        &loc("small.zst"),
+        &small,
+        &WriteOptions::with_level(Some(3)),
+    )
+    .await
+    .unwrap();
+    let raw = loc("raw.bin");
+    raw.store
+        .put(&raw.key, Bytes::from(small.clone()), &PutOptions::default())
+        .await
+        .unwrap();
+
+    let store = raw.store.clone();
+    let head = store.head("small.bin").await.unwrap();
+    assert!(head.plain);
+    assert_eq!(head.crc32c, Some(crc32c(&small)), "a single PUT knows it");
+    let head = store.head("big.bin").await.unwrap();
+    assert!(head.plain, "marked when the upload is created");
+    assert_eq!(head.crc32c, Some(crc32c(&big)), "known before the upload");
+    // A stream's CRC32C is known only at its end, after the creation.
+    let streamed = PutOptions {
+        plain: true,
+        ..multipart_opts()
+    };
+    let mut w = store.writer("streamed.bin", &streamed).await.unwrap();
+    w.write(Bytes::from(big.clone())).await.unwrap();
+    w.finish().await.unwrap();
+    let head = store.head("streamed.bin").await.unwrap();
+    assert!(head.plain);
+    assert_eq!(head.crc32c, None, "a composite checksum is none");
+    // Bytes that do not match a declared CRC32C are never completed.
+    let declared = PutOptions {
+        crc32c: Some(crc32c(&big) ^ 1),
+        ..streamed
+    };
+    let mut w = store.writer("lied.bin", &declared).await.unwrap();
+    w.write(Bytes::from(big.clone())).await.unwrap();
+    let err = w.finish().await.unwrap_err();
+    assert!(
+        err.to_string().contains("do not match the CRC32C declared"),
+        "{err}"
+    );
+    assert!(store.head("lied.bin").await.unwrap_err().is_not_found());
+    assert!(!store.head("small.zst").await.unwrap().plain);
+    assert!(!store.head("raw.bin").await.unwrap().plain, "unknown");
+    // Copies keep the mark, with or without a CRC32C recorded on the way.
+    store.copy("small.bin", "copied.bin").await.unwrap();
+    assert!(store.head("copied.bin").await.unwrap().plain);
+    store
+        .copy_recording_crc32c("big.bin", "moved.bin", crc32c(&big))
+        .await
+        .unwrap();
+    let head = store.head("moved.bin").await.unwrap();
+    assert!(head.plain);
+    assert_eq!(head.crc32c, Some(crc32c(&big)));
+    for (key, data) in [
+        ("small.bin", &small),
+        ("big.bin", &big),
+        ("moved.bin", &big),
+        ("streamed.bin", &big),
+    ] {
+        let r = ObjectReader::open(store.clone(), key).await.unwrap();
+        assert_eq!(r.logical_size(), data.len() as u64);
+        assert!(r.read_all(None).await.unwrap() == data[..], "{key}");
+    }
+    assert!(
+        ObjectReader::open(store.clone(), "small.zst")
+            .await
+            .unwrap()
+            .read_all(None)
+            .await
+            .unwrap()
+            == small[..]
+    );
+
+    // A byte flipped on the server's disk: a full read of a marked object
+    // with its CRC32C is an integrity error naming it, in memory or into a
+    // buffer.
+    for key in ["small.bin", "big.bin"] {
+        let path = s.data.join("plainmark").join(key);
+        let mut stored = std::fs::read(&path).unwrap();
+        stored[4321] ^= 0x10;
+        std::fs::write(&path, &stored).unwrap();
+        let r = ObjectReader::open(store.clone(), key).await.unwrap();
+        let err = r.read_all(None).await.unwrap_err();
+        assert!(matches!(err, Error::Integrity { .. }), "{err}");
+        assert!(err.to_string().contains(key), "{err}");
+        let mut dst = vec![0u8; r.logical_size() as usize];
+        let err = r.read_into(&mut dst, None).await.unwrap_err();
+        assert!(matches!(err, Error::Integrity { .. }), "{err}");
+    }
+}

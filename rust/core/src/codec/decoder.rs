@@ -48,6 +48,9 @@ struct Inner {
     uri: String,
     stored_size: u64,
     layout: Layout,
+    /// CRC32C of a plain object, as the store recorded it when s3dlio
+    /// wrote it (`ObjectMeta::plain`): full reads are checked against it.
+    recorded_crc32c: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -129,10 +132,16 @@ async fn refuse_headless_zstd(
 
 impl ObjectReader {
     /// `head`s the object and reads its tail to tell a seekable zstd object
-    /// (by its trailer) from a plain one.
+    /// (by its trailer) from a plain one, unless the store recorded that
+    /// s3dlio wrote it plain: then the tail read, a round trip before any
+    /// data on S3 and Azure, is skipped, and full reads are checked against
+    /// the CRC32C recorded with it.
     pub async fn open(store: Arc<dyn ObjectStore>, key: &str) -> Result<Self> {
-        let size = store.head(key).await?.size;
-        let uri = store.uri(key);
+        let meta = store.head(key).await?;
+        let (size, uri) = (meta.size, store.uri(key));
+        if meta.plain {
+            return Ok(Self::plain(store, key, uri, size, meta.crc32c));
+        }
         let mut want = size.min(SNIFF_TAIL);
         // A trailer asks for at most one longer read; a third would mean it
         // keeps changing under us.
@@ -154,10 +163,10 @@ impl ObjectReader {
             match parse_tail(&tail, size).map_err(|reason| Error::corrupt(&uri, reason))? {
                 Sniff::Plain => {
                     refuse_headless_zstd(&store, key, &uri, size, &tail).await?;
-                    return Ok(Self::plain(store, key, uri, size));
+                    return Ok(Self::plain(store, key, uri, size, None));
                 }
                 // A whole archive of another writer: its bytes, as they are.
-                Sniff::Foreign => return Ok(Self::plain(store, key, uri, size)),
+                Sniff::Foreign => return Ok(Self::plain(store, key, uri, size, None)),
                 Sniff::Seekable(trailer) => {
                     return Ok(Self::seekable(store, key, uri, size, trailer))
                 }
@@ -176,10 +185,16 @@ impl ObjectReader {
     /// A reader for an object the caller knows is plain, of `size` bytes.
     pub async fn open_plain(store: Arc<dyn ObjectStore>, key: &str, size: u64) -> Result<Self> {
         let uri = store.uri(key);
-        Ok(Self::plain(store, key, uri, size))
+        Ok(Self::plain(store, key, uri, size, None))
     }
 
-    fn plain(store: Arc<dyn ObjectStore>, key: &str, uri: String, size: u64) -> Self {
+    fn plain(
+        store: Arc<dyn ObjectStore>,
+        key: &str,
+        uri: String,
+        size: u64,
+        recorded_crc32c: Option<u32>,
+    ) -> Self {
         ObjectReader {
             inner: Arc::new(Inner {
                 store,
@@ -187,6 +202,7 @@ impl ObjectReader {
                 uri,
                 stored_size: size,
                 layout: Layout::Plain,
+                recorded_crc32c,
             }),
         }
     }
@@ -228,6 +244,7 @@ impl ObjectReader {
                     byte_group: trailer.byte_group as usize,
                     frames,
                 },
+                recorded_crc32c: None,
             }),
         }
     }
@@ -321,7 +338,7 @@ impl ObjectReader {
                 let data = self.inner.store.get(&self.inner.key).await?;
                 self.inner
                     .check_len(data.len() as u64, self.inner.stored_size)?;
-                if let Some(expected) = expected {
+                if let Some(expected) = expected.or(self.inner.recorded_crc32c) {
                     let actual = crc_of(&self.inner.uri, data.clone()).await?;
                     self.inner.check_crc(expected, actual)?;
                 }
@@ -355,6 +372,7 @@ impl ObjectReader {
         }
         match &self.inner.layout {
             Layout::Plain => {
+                let expected = expected.or(self.inner.recorded_crc32c);
                 let actual = self.read_plain_into(dst, expected.is_some()).await?;
                 if let Some(expected) = expected {
                     self.inner.check_crc(expected, actual)?;

@@ -62,6 +62,7 @@ impl MemoryStore {
             etag: None,
             crc32c: Some(crc),
             last_modified: Some(at),
+            plain: false,
         }
     }
 

@@ -36,6 +36,11 @@ pub struct ObjectMeta {
     /// CRC32C of the stored bytes when the backend keeps one.
     pub crc32c: Option<u32>,
     pub last_modified: Option<SystemTime>,
+    /// The store recorded, when s3dlio wrote the object, that its bytes
+    /// are stored as they are (no s3dlio encoding, see
+    /// [`PutOptions::plain`]): a reader need not look for a seek table.
+    /// `false` means unknown.
+    pub plain: bool,
 }
 
 impl ObjectMeta {
@@ -46,8 +51,25 @@ impl ObjectMeta {
             etag: None,
             crc32c: None,
             last_modified: None,
+            plain: false,
         }
     }
+}
+
+/// Value of the codec entry (`s3dlio-codec` on S3, `s3dlio_codec` on
+/// Azure) that s3dlio writes in the user metadata of an object whose bytes
+/// are stored as they are ([`PutOptions::plain`]).
+pub(crate) const PLAIN_CODEC: &str = "none";
+
+/// Whether user metadata says the object is plain: `codec_key` (matched
+/// without case, as servers change it) holds [`PLAIN_CODEC`].
+pub(crate) fn metadata_says_plain(
+    metadata: &std::collections::HashMap<String, String>,
+    codec_key: &str,
+) -> bool {
+    metadata
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case(codec_key) && v.trim() == PLAIN_CODEC)
 }
 
 /// How an object is written.
@@ -62,6 +84,17 @@ pub struct PutOptions {
     /// Objects at least this large are uploaded in parts by backends that
     /// have multipart uploads; smaller ones in a single request.
     pub multipart_threshold: usize,
+    /// The bytes written are the object's logical bytes, not an s3dlio
+    /// encoding. Stores that keep user metadata (S3, Azure) record it with
+    /// the CRC32C, so that [`ObjectStore::head`] reports `plain` and a
+    /// reader skips the round trip that looks for a seek table at the end.
+    pub plain: bool,
+    /// The CRC32C of all the bytes about to be written, when the caller
+    /// knows it before the first one (a whole buffer). An S3 multipart
+    /// upload of a plain object records it at creation, where S3 keeps no
+    /// CRC32C of the whole object, and refuses to complete if the bytes
+    /// sent do not match it.
+    pub crc32c: Option<u32>,
 }
 
 impl Default for PutOptions {
@@ -71,6 +104,8 @@ impl Default for PutOptions {
             part_size: 8 << 20,
             concurrency: 4,
             multipart_threshold: 64 << 20,
+            plain: false,
+            crc32c: None,
         }
     }
 }

@@ -122,6 +122,7 @@ pub(crate) fn meta_from_fs(key: &str, md: &fs::Metadata) -> ObjectMeta {
         etag: None,
         crc32c: None,
         last_modified: md.modified().ok(),
+        plain: false,
     }
 }
 

@@ -33,7 +33,7 @@ use super::builder::{display_url, AzureConfig};
 use super::credential::AzureCredential;
 use crate::crc::crc32c;
 use crate::error::{Error, Result};
-use crate::store::{DirListing, ObjectMeta};
+use crate::store::{metadata_says_plain, DirListing, ObjectMeta, PLAIN_CODEC};
 
 /// The blob metadata entry holding the CRC32C of the blob's bytes (8 hex
 /// digits), written with every Put Blob and Put Block List so that a
@@ -47,8 +47,18 @@ const COPY_PENDING_LIMIT: Duration = Duration::from_secs(600);
 const COPY_POLL_FIRST: Duration = Duration::from_millis(50);
 const COPY_POLL_MAX: Duration = Duration::from_secs(2);
 
-fn crc_metadata(crc: u32) -> HashMap<String, String> {
-    HashMap::from([(CRC_METADATA.to_string(), format!("{crc:08x}"))])
+/// The blob metadata entry (`s3dlio_codec = none`) that marks a blob
+/// s3dlio stored plain (see `PutOptions::plain`); Azure metadata names are
+/// C# identifiers, hence `_`.
+pub const CODEC_METADATA: &str = "s3dlio_codec";
+
+/// Metadata written with a blob: its CRC32C and, when `plain`, the marker.
+fn written_metadata(crc: u32, plain: bool) -> HashMap<String, String> {
+    let mut m = HashMap::from([(CRC_METADATA.to_string(), format!("{crc:08x}"))]);
+    if plain {
+        m.insert(CODEC_METADATA.to_string(), PLAIN_CODEC.to_string());
+    }
+    m
 }
 
 /// The CRC32C recorded in a blob's metadata, if any (and well formed).
@@ -223,12 +233,14 @@ impl AzureClient {
     }
 
     /// Put Blob: the whole object in one request. With `if_absent`, an
-    /// existing blob is left alone and `Ok(None)` returned.
+    /// existing blob is left alone and `Ok(None)` returned; with `plain`,
+    /// its metadata marks it plain.
     pub async fn put_blob(
         &self,
         key: &str,
         data: Bytes,
         if_absent: bool,
+        plain: bool,
     ) -> Result<Option<ObjectMeta>> {
         let size = data.len() as u64;
         let crc = crc32c(&data);
@@ -236,7 +248,7 @@ impl AzureClient {
             // One request whatever the size: never the SDK's own partitioning.
             partition_size: NonZero::new(size.max(1)),
             if_none_match: if_absent.then(|| Etag::from("*")),
-            metadata: Some(crc_metadata(crc)),
+            metadata: Some(written_metadata(crc, plain)),
             ..Default::default()
         };
         match self
@@ -249,6 +261,7 @@ impl AzureClient {
                 meta.etag = r.etag.map(|e| e.to_string());
                 meta.last_modified = r.last_modified.map(SystemTime::from);
                 meta.crc32c = Some(crc);
+                meta.plain = plain;
                 Ok(Some(meta))
             }
             Err(e) if if_absent && is_already_exists(&e) => Ok(None),
@@ -267,13 +280,15 @@ impl AzureClient {
     }
 
     /// Put Block List: the blob becomes exactly these blocks, atomically,
-    /// with `crc` (the CRC32C of all their bytes) in its metadata.
+    /// with `crc` (the CRC32C of all their bytes) in its metadata, and the
+    /// plain marker when `plain`.
     pub async fn commit_blocks(
         &self,
         key: &str,
         block_ids: Vec<Vec<u8>>,
         size: u64,
         crc: u32,
+        plain: bool,
     ) -> Result<ObjectMeta> {
         let list = BlockLookupList {
             latest: Some(block_ids),
@@ -285,7 +300,7 @@ impl AzureClient {
             .commit_block_list(
                 content,
                 Some(BlockBlobClientCommitBlockListOptions {
-                    metadata: Some(crc_metadata(crc)),
+                    metadata: Some(written_metadata(crc, plain)),
                     ..Default::default()
                 }),
             )
@@ -296,6 +311,7 @@ impl AzureClient {
         meta.etag = r.etag().ok().flatten().map(|e| e.to_string());
         meta.last_modified = r.last_modified().ok().flatten().map(SystemTime::from);
         meta.crc32c = Some(crc);
+        meta.plain = plain;
         Ok(meta)
     }
 
@@ -311,7 +327,9 @@ impl AzureClient {
         let mut meta = ObjectMeta::new(key, size);
         meta.etag = r.etag().map_err(header)?.map(|e| e.to_string());
         meta.last_modified = r.last_modified().map_err(header)?.map(SystemTime::from);
-        meta.crc32c = crc_from_metadata(&r.metadata().map_err(header)?);
+        let metadata = r.metadata().map_err(header)?;
+        meta.crc32c = crc_from_metadata(&metadata);
+        meta.plain = metadata_says_plain(&metadata, CODEC_METADATA);
         Ok(meta)
     }
 

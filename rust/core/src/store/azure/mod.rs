@@ -232,7 +232,7 @@ impl ObjectStore for AzureStore {
         if data.len() < opts.multipart_threshold.max(1) {
             return self
                 .client
-                .put_blob(key, data, false)
+                .put_blob(key, data, false, opts.plain)
                 .await?
                 .ok_or_else(|| Error::backend(self.uri(key), "unconditional put refused", false));
         }
@@ -292,7 +292,11 @@ impl ObjectStore for AzureStore {
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
         self.check_key(key)?;
-        Ok(self.client.put_blob(key, data, true).await?.is_some())
+        Ok(self
+            .client
+            .put_blob(key, data, true, false)
+            .await?
+            .is_some())
     }
 }
 

@@ -55,6 +55,7 @@ pub fn block_writer(
     let target = BlockTarget {
         client,
         key: key.to_string(),
+        plain: opts.plain,
     };
     Ok(Box::new(MultipartWriter::new(Arc::new(target), limits)))
 }
@@ -65,6 +66,8 @@ pub fn block_writer(
 pub(crate) struct BlockTarget {
     client: Arc<AzureClient>,
     key: String,
+    /// Mark the blob plain in its metadata (`PutOptions::plain`).
+    plain: bool,
 }
 
 #[async_trait]
@@ -75,7 +78,7 @@ impl MultipartTarget for BlockTarget {
 
     async fn put_whole(&self, data: Bytes, _crc32c: u32) -> Result<ObjectMeta> {
         self.client
-            .put_blob(&self.key, data, false)
+            .put_blob(&self.key, data, false, self.plain)
             .await?
             .ok_or_else(|| Error::backend(self.uri(), "unconditional put refused", false))
     }
@@ -118,7 +121,7 @@ impl MultipartTarget for BlockTarget {
     ) -> Result<ObjectMeta> {
         let ids = parts.iter().map(|p| p.tag.clone().into_bytes()).collect();
         self.client
-            .commit_blocks(&self.key, ids, size, crc32c)
+            .commit_blocks(&self.key, ids, size, crc32c, self.plain)
             .await
     }
 

@@ -20,13 +20,27 @@ use super::error::{Context, Failure};
 use crate::error::{Error, Result};
 use crate::store::ranged::{check_version, Cursor};
 use crate::store::upload::UploadedPart;
-use crate::store::{DirListing, ObjectMeta};
+use crate::store::{metadata_says_plain, DirListing, ObjectMeta, PLAIN_CODEC};
 
 /// The user metadata entry (`x-amz-meta-s3dlio-crc32c`, 8 hex digits)
 /// holding the CRC32C of an object's bytes where S3 keeps no full-object
 /// checksum: multipart uploads (their checksum is composite) and
 /// multipart copies. Single PUTs carry `x-amz-checksum-crc32c` instead.
 pub(crate) const CRC_METADATA: &str = "s3dlio-crc32c";
+
+/// The user metadata entry (`x-amz-meta-s3dlio-codec: none`) that marks
+/// an object s3dlio stored plain (see `PutOptions::plain`).
+pub(crate) const CODEC_METADATA: &str = "s3dlio-codec";
+
+/// User metadata of a plain object written by s3dlio: the marker, and the
+/// CRC32C when it is known before the upload.
+fn plain_metadata(crc: Option<u32>) -> HashMap<String, String> {
+    let mut m = HashMap::from([(CODEC_METADATA.to_string(), PLAIN_CODEC.to_string())]);
+    if let Some(crc) = crc {
+        m.insert(CRC_METADATA.to_string(), format!("{crc:08x}"));
+    }
+    m
+}
 
 /// First and longest wait between resumes of a broken body.
 const RESUME_BACKOFF: Duration = Duration::from_millis(100);
@@ -97,7 +111,8 @@ impl BucketClient {
     }
 
     /// Single-request upload carrying `x-amz-checksum-crc32c`; with
-    /// `if_absent`, only when no object exists under `key`.
+    /// `if_absent`, only when no object exists under `key`; with `plain`,
+    /// the plain marker and the CRC32C go into its user metadata.
     /// `data` is the object's bytes in order, sent without joining them.
     pub async fn put_object(
         &self,
@@ -105,6 +120,7 @@ impl BucketClient {
         data: Vec<Bytes>,
         crc: u32,
         if_absent: bool,
+        plain: bool,
     ) -> Result<(Created, ObjectMeta)> {
         let size: u64 = data.iter().map(|c| c.len() as u64).sum();
         let mut req = self
@@ -115,7 +131,8 @@ impl BucketClient {
             .content_length(size as i64)
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .checksum_crc32_c(crc_header(crc))
-            .body(super::body::chunked(data));
+            .body(super::body::chunked(data))
+            .set_metadata(plain.then(|| plain_metadata(Some(crc))));
         if if_absent {
             req = req.if_none_match("*");
         }
@@ -127,6 +144,7 @@ impl BucketClient {
                 let mut meta = ObjectMeta::new(key, size);
                 meta.etag = out.e_tag().map(str::to_string);
                 meta.crc32c = Some(crc);
+                meta.plain = plain;
                 Ok((Created::Yes, meta))
             }
             Err(err) => {
@@ -167,8 +185,15 @@ impl BucketClient {
         // multipart upload replaces a single-PUT object. Composite
         // checksums of multipart uploads ("…-N") are not the CRC32C of the
         // bytes; only a full-object value is.
-        let crc32c = crc_from_metadata(&metadata)
-            .or_else(|| out.checksum_crc32_c().and_then(parse_crc_header));
+        // An object marked plain is checked against its CRC32C on every
+        // full read, so only ours, never a header that may be stale, is
+        // taken for it.
+        let plain = metadata_says_plain(&metadata, CODEC_METADATA);
+        let crc32c = crc_from_metadata(&metadata).or_else(|| {
+            (!plain)
+                .then(|| out.checksum_crc32_c().and_then(parse_crc_header))
+                .flatten()
+        });
         let meta = ObjectMeta {
             key: key.to_string(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
@@ -177,6 +202,7 @@ impl BucketClient {
             last_modified: out
                 .last_modified()
                 .and_then(|t| SystemTime::try_from(*t).ok()),
+            plain,
         };
         Ok((meta, metadata))
     }
@@ -361,6 +387,7 @@ impl BucketClient {
                     last_modified: obj
                         .last_modified()
                         .and_then(|t| SystemTime::try_from(*t).ok()),
+                    plain: false,
                 });
             }
             token = match (page.is_truncated(), page.next_continuation_token()) {
@@ -506,8 +533,17 @@ impl BucketClient {
         Ok(())
     }
 
-    pub async fn create_multipart(&self, key: &str) -> Result<String> {
-        self.create_upload(key, None, Some(ChecksumAlgorithm::Crc32C))
+    /// CreateMultipartUpload of a new object; with `plain`, its user
+    /// metadata carries the plain marker and `crc`, the CRC32C of the bytes
+    /// to come, when the caller knows it.
+    pub async fn create_multipart(
+        &self,
+        key: &str,
+        plain: bool,
+        crc: Option<u32>,
+    ) -> Result<String> {
+        let metadata = plain.then(|| plain_metadata(crc));
+        self.create_upload(key, metadata, Some(ChecksumAlgorithm::Crc32C))
             .await
     }
 

@@ -349,7 +349,7 @@ impl ObjectStore for S3Store {
             let (_, meta) = self
                 .client()
                 .await?
-                .put_object(key, vec![data], crc, false)
+                .put_object(key, vec![data], crc, false, opts.plain)
                 .await?;
             return Ok(meta);
         }
@@ -363,7 +363,7 @@ impl ObjectStore for S3Store {
 
     async fn writer(&self, key: &str, opts: &PutOptions) -> Result<Box<dyn ObjectWriter>> {
         self.check_key(key)?;
-        let target = target::S3Target::new(self.client().await?.clone(), key);
+        let target = target::S3Target::new(self.client().await?.clone(), key, opts);
         Ok(Box::new(MultipartWriter::new(
             Arc::new(target),
             self.limits(opts),
@@ -455,14 +455,19 @@ impl ObjectStore for S3Store {
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
-            match client.put_object(key, vec![data.clone()], crc, true).await {
+            match client
+                .put_object(key, vec![data.clone()], crc, true, false)
+                .await
+            {
                 Ok((Created::Yes, _)) => return Ok(true),
                 Ok((Created::AlreadyExists, _)) => return Ok(false),
                 Ok((Created::Unsupported, _)) => {
                     // The server refuses conditional PUTs: fall back to the
                     // HEAD above, racy against a concurrent creator (see
                     // docs/ARCHITECTURE.md, S3 backend).
-                    client.put_object(key, vec![data], crc, false).await?;
+                    client
+                        .put_object(key, vec![data], crc, false, false)
+                        .await?;
                     return Ok(true);
                 }
                 // 409 ConditionalRequestConflict: another create of the same

@@ -6,21 +6,28 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::client::BucketClient;
+use crate::error::Error;
 use crate::error::Result;
 use crate::store::upload::{MultipartTarget, UploadedPart};
-use crate::store::ObjectMeta;
+use crate::store::{ObjectMeta, PutOptions};
 
 /// One object being uploaded.
 pub(crate) struct S3Target {
     client: Arc<BucketClient>,
     key: String,
+    /// Mark the object plain in its user metadata (`PutOptions::plain`).
+    plain: bool,
+    /// The CRC32C the caller declared for the bytes (`PutOptions::crc32c`).
+    declared_crc32c: Option<u32>,
 }
 
 impl S3Target {
-    pub fn new(client: Arc<BucketClient>, key: &str) -> Self {
+    pub fn new(client: Arc<BucketClient>, key: &str, opts: &PutOptions) -> Self {
         S3Target {
             client,
             key: key.to_string(),
+            plain: opts.plain,
+            declared_crc32c: opts.crc32c,
         }
     }
 }
@@ -38,13 +45,15 @@ impl MultipartTarget for S3Target {
     async fn put_chunks(&self, chunks: Vec<Bytes>, crc32c: u32) -> Result<ObjectMeta> {
         let (_, meta) = self
             .client
-            .put_object(&self.key, chunks, crc32c, false)
+            .put_object(&self.key, chunks, crc32c, false, self.plain)
             .await?;
         Ok(meta)
     }
 
     async fn start(&self) -> Result<String> {
-        self.client.create_multipart(&self.key).await
+        self.client
+            .create_multipart(&self.key, self.plain, self.declared_crc32c)
+            .await
     }
 
     async fn put_part(
@@ -66,6 +75,14 @@ impl MultipartTarget for S3Target {
         size: u64,
         crc32c: u32,
     ) -> Result<ObjectMeta> {
+        // The metadata recorded at creation must not name other bytes
+        // than those sent; the engine aborts the upload on this error.
+        if self.plain && self.declared_crc32c.is_some_and(|d| d != crc32c) {
+            return Err(Error::invalid(format!(
+                "{}: the bytes written do not match the CRC32C declared for them",
+                self.uri()
+            )));
+        }
         let etag = self
             .client
             .complete_multipart(&self.key, upload_id, parts)
@@ -73,6 +90,7 @@ impl MultipartTarget for S3Target {
         let mut meta = ObjectMeta::new(&self.key, size);
         meta.etag = etag;
         meta.crc32c = Some(crc32c);
+        meta.plain = self.plain;
         Ok(meta)
     }
 
