@@ -5,6 +5,8 @@ its end, and a full read is checked against the CRC32C recorded with it."""
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -25,6 +27,10 @@ def test_a_plain_object_is_read_with_a_head_and_its_data_gets(remote: Remote) ->
     s3dlio.put_bytes(plain, data, storage_options=opts)
     s3dlio.put_bytes(packed, data, compression_level=1, storage_options=opts)
 
+    written = s3dlio.stat(plain, storage_options=opts)
+    assert written["codec"] == "none" and written["crc32c"] is not None
+    assert written["crc32c"] == s3dlio.put_bytes(plain, data, storage_options=opts)["crc32c"]
+
     relay.reset()
     out = np.empty_like(data)
     assert s3dlio.read_into(plain, 0, out, storage_options=opts) == len(data)
@@ -42,7 +48,7 @@ def test_a_plain_object_is_read_with_a_head_and_its_data_gets(remote: Remote) ->
 
 @pytest.mark.parametrize("size", [3 * MIB + 1, 70 * MIB + 3], ids=["one-put", "multipart"])
 def test_a_flipped_byte_in_a_plain_s3_object_is_an_integrity_error(
-    s3_server: S3Server, s3_base: str, size: int
+    s3_server: S3Server, s3_base: str, scratch: pathlib.Path, size: int
 ) -> None:
     data = _data(size, 2)
     uri = f"{s3_base}/rot.bin"
@@ -55,3 +61,7 @@ def test_a_flipped_byte_in_a_plain_s3_object_is_an_integrity_error(
         s3dlio.get_bytes(uri)
     with pytest.raises(s3dlio.IntegrityError, match="rot.bin"):
         s3dlio.read_into(uri, 0, np.empty_like(data))
+    dest = scratch / "rot.bin"
+    with pytest.raises(s3dlio.IntegrityError, match="rot.bin"):
+        s3dlio.download(uri, str(dest))
+    assert not dest.exists(), "nothing unverified becomes visible"

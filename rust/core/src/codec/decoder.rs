@@ -275,11 +275,12 @@ impl ObjectReader {
         }
     }
 
-    /// CRC32C of the logical bytes as the trailer records it; `None` for
-    /// plain objects, which carry none.
+    /// CRC32C of the logical bytes: the trailer's for a compressed object,
+    /// the one the store recorded for a plain object s3dlio wrote
+    /// (`ObjectMeta::plain`), else `None`.
     pub fn crc32c(&self) -> Option<u32> {
         match self.inner.layout {
-            Layout::Plain => None,
+            Layout::Plain => self.inner.recorded_crc32c,
             Layout::Seekable { crc32c, .. } => Some(crc32c),
         }
     }
