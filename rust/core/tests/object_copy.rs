@@ -30,39 +30,46 @@ fn at(store: &Arc<dyn ObjectStore>, key: &str) -> Location {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_reports_progress_and_reencodes_exactly() {
     let store: Arc<dyn ObjectStore> = MemoryStore::new();
-    let data = sample((64 << 20) + 12_345);
-    put_object(
-        &at(&store, "src"),
-        &data,
-        &WriteOptions::with_level(Some(1)),
-    )
-    .await
-    .expect("put source");
+    // Re-encoded (the sink keeps windows while compressing them), and plain
+    // over three windows (the sink hands each back for the next one).
+    for (size, from, to, windows) in [
+        ((64 << 20) + 12_345, Some(1), Some(3), 2),
+        ((128 << 20) + 777, None, None, 3),
+    ] {
+        let data = sample(size);
+        put_object(&at(&store, "src"), &data, &WriteOptions::with_level(from))
+            .await
+            .expect("put source");
 
-    let reader = ObjectReader::open(store.clone(), "src")
+        let reader = ObjectReader::open(store.clone(), "src")
+            .await
+            .expect("open");
+        let seen = AtomicU64::new(0);
+        let steps = AtomicU64::new(0);
+        let progress = |n: u64| {
+            seen.fetch_add(n, Ordering::Relaxed);
+            steps.fetch_add(1, Ordering::Relaxed);
+        };
+        let meta = copy_object(
+            &reader,
+            &at(&store, "dst"),
+            &WriteOptions::with_level(to),
+            &progress,
+        )
         .await
-        .expect("open");
-    let seen = AtomicU64::new(0);
-    let steps = AtomicU64::new(0);
-    let progress = |n: u64| {
-        seen.fetch_add(n, Ordering::Relaxed);
-        steps.fetch_add(1, Ordering::Relaxed);
-    };
-    let meta = copy_object(
-        &reader,
-        &at(&store, "dst"),
-        &WriteOptions::with_level(Some(3)),
-        &progress,
-    )
-    .await
-    .expect("copy");
+        .expect("copy");
 
-    assert_eq!(seen.load(Ordering::Relaxed), data.len() as u64);
-    assert_eq!(steps.load(Ordering::Relaxed), 2, "one call per window");
-    assert_eq!(meta.logical_size, data.len() as u64);
-    assert_eq!(meta.level, Some(3));
-    let back = get_object(&at(&store, "dst")).await.expect("read copy");
-    assert!(back == data, "the copy differs from the source");
+        assert_eq!(seen.load(Ordering::Relaxed), data.len() as u64);
+        assert_eq!(
+            steps.load(Ordering::Relaxed),
+            windows,
+            "one call per window"
+        );
+        assert_eq!(meta.logical_size, data.len() as u64);
+        assert_eq!(meta.level, to);
+        let back = get_object(&at(&store, "dst")).await.expect("read copy");
+        assert!(back == data, "the copy differs from the source");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

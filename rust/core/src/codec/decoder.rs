@@ -289,6 +289,29 @@ impl ObjectReader {
         self.inner.uri.clone()
     }
 
+    /// Logical bytes `start..start + dst.len()` into `dst`, as `read_range`
+    /// reads them, for a caller that reuses its buffer; a range past the
+    /// end of the object is an error.
+    pub async fn read_range_into(&self, start: u64, dst: &mut [u8]) -> Result<()> {
+        let size = self.logical_size();
+        let end = start.saturating_add(dst.len() as u64);
+        if end > size {
+            return Err(Error::invalid(format!(
+                "{}: bytes {start}..{end} asked of an object of {size} bytes",
+                self.inner.uri
+            )));
+        }
+        match &self.inner.layout {
+            Layout::Plain => self
+                .inner
+                .store
+                .get_range_into(&self.inner.key, start, dst)
+                .await
+                .map_err(|e| self.inner.shorter(e)),
+            Layout::Seekable { .. } => self.fill(start, dst).await,
+        }
+    }
+
     /// Logical bytes `range`, the end clipped to the object. Compressed
     /// objects fetch and decompress only the frames that cover it, each
     /// checked against its CRC32C.
@@ -820,11 +843,27 @@ mod tests {
             n..n,
             n..n + 10,
         ];
+        put_encoded(&store, "r.bin", &data, None).await;
+        let plain = ObjectReader::open(dyn_store(&store), "r.bin")
+            .await
+            .unwrap();
         for range in cases {
             let got = r.read_range(range.clone()).await.unwrap();
             let end = range.end.min(n) as usize;
             let start = (range.start as usize).min(end);
             assert_eq!(&got[..], &data[start..end], "range {range:?}");
+            // Into a reused buffer, compressed and plain: the same bytes,
+            // and a range past the end is an error rather than clipped.
+            for reader in [&r, &plain] {
+                let mut dst = vec![0xAA; (range.end - range.start) as usize];
+                let into = reader.read_range_into(range.start, &mut dst).await;
+                if range.end <= n {
+                    into.unwrap();
+                    assert_eq!(&dst[..], &data[start..end], "into {range:?}");
+                } else {
+                    assert!(matches!(into, Err(Error::InvalidInput(_))), "{range:?}");
+                }
+            }
         }
         assert!(matches!(
             r.read_range(n + 1..n + 2).await,
