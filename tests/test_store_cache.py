@@ -25,9 +25,12 @@ def test_one_object_calls_share_connections(remote: Remote) -> None:
         assert s3dlio.stat(uri, storage_options=opts)["size"] == 100
         # What the JAX path objects' exists()/stat() call.
         assert s3dlio._native.head_object(uri, opts)[0] == 100
-    # One store opened per call (2N + 1 opens, 3N + 1 requests): without
-    # the cache every open is a new pool and so a new connection.
+    # One store opened per call (2N + 1 opens): without the cache every
+    # open is a new pool and so a new connection.
     assert relay.accepted <= 4, f"{relay.accepted} connections for {2 * N + 1} calls"
+    # A stat of an object s3dlio wrote plain is one HEAD: no second HEAD,
+    # no read of its tail for a seek table.
+    assert relay.reset() == {"PUT (whole object)": 1, "HEAD": 2 * N}
 
 
 def test_changed_credentials_take_effect_on_the_next_call(

@@ -175,11 +175,7 @@ pub fn stat<'py>(
     let loc = locate(uri, storage_options)?;
     let store = loc.store.clone();
     let key = loc.key.clone();
-    let (meta, reader) = run(py, async move {
-        let meta = store.head(&key).await?;
-        let reader = ObjectReader::open(store.clone(), &key).await?;
-        Ok((meta, reader))
-    })?;
+    let (meta, reader) = run(py, ObjectReader::open_with_head(store, &key))?;
     let d = PyDict::new(py);
     d.set_item("uri", loc.uri())?;
     d.set_item("size", reader.logical_size())?;

@@ -14,8 +14,7 @@ use crate::ui;
 pub async fn run(ctx: &Ctx, args: StatArgs) -> CliResult<i32> {
     let target = Target::open(&args.uri, &ctx.store)?;
     let loc = &target.loc;
-    let head = loc.store.head(&loc.key).await?;
-    let reader = ObjectReader::open(loc.store.clone(), &loc.key).await?;
+    let (head, reader) = ObjectReader::open_with_head(loc.store.clone(), &loc.key).await?;
     let logical = reader.logical_size();
     let stored = reader.stored_size();
     let ratio = format::ratio(stored, logical);

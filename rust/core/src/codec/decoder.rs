@@ -17,7 +17,7 @@ use crate::crc::{crc32c, crc32c_combine};
 use crate::error::{Error, Result};
 use crate::format::grouped;
 use crate::format::seekable::{parse_tail, Sniff, Trailer};
-use crate::store::{ObjectStore, ObjectStoreExt};
+use crate::store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 /// First read when sniffing: covers the trailer of objects up to ~5,000
 /// frames (20 GiB at 4 MiB frames); bigger trailers take one more read.
@@ -137,7 +137,26 @@ impl ObjectReader {
     /// data on S3 and Azure, is skipped, and full reads are checked against
     /// the CRC32C recorded with it.
     pub async fn open(store: Arc<dyn ObjectStore>, key: &str) -> Result<Self> {
+        Ok(Self::open_with_head(store, key).await?.1)
+    }
+
+    /// `open`, also handing back what the store's `head` said (etag, last
+    /// modified), for a caller that shows both without a second HEAD.
+    pub async fn open_with_head(
+        store: Arc<dyn ObjectStore>,
+        key: &str,
+    ) -> Result<(ObjectMeta, Self)> {
         let meta = store.head(key).await?;
+        let reader = Self::open_after_head(store, key, &meta).await?;
+        Ok((meta, reader))
+    }
+
+    /// The rest of `open`, once `head` has answered.
+    async fn open_after_head(
+        store: Arc<dyn ObjectStore>,
+        key: &str,
+        meta: &ObjectMeta,
+    ) -> Result<Self> {
         let (size, uri) = (meta.size, store.uri(key));
         if meta.plain {
             return Ok(Self::plain(store, key, uri, size, meta.crc32c));
