@@ -363,6 +363,23 @@ def test_copy_and_rename_move_no_data_through_the_client(backend, request):
     assert tf.io.gfile.GFile(f"{base}/moved.bin", "rb").read() == payload
 
 
+def test_a_compressed_file_moved_to_another_bucket_stays_compressed(s3_base, s3_server):
+    # Across buckets a rename streams the stored bytes through the client,
+    # compressed as they are: the copy must not be taken for a plain object.
+    s3_server.client().create_bucket(Bucket="tf-other-bucket")
+    payload = os.urandom(3 << 20) + bytes(5 << 20)
+    s3dlio_tf.configure(compression_level=1)
+    try:
+        with tf.io.gfile.GFile(f"{s3_base}/z.bin", "wb") as f:
+            f.write(payload)
+    finally:
+        s3dlio_tf.configure(None)
+    moved = "s3://tf-other-bucket/moved/z.bin"
+    tf.io.gfile.rename(f"{s3_base}/z.bin", moved)
+    assert native.stat(moved)["codec"] == "zstd-seekable"
+    assert tf.io.gfile.GFile(moved, "rb").read() == payload
+
+
 def _corrupt_blob(azurite, uri: str, offset: int) -> None:
     """Rewrite a blob with one byte inverted and its metadata (the recorded
     CRC32C) kept, as bit rot under an intact record would look."""

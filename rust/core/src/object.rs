@@ -187,7 +187,36 @@ pub async fn copy_object(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<EncodedMeta> {
     let opts = sized(dst, opts, reader.logical_size())?;
-    let mut out = open_writer(dst, &opts).await?;
+    let out = open_writer(dst, &opts).await?;
+    copy_into(reader, out, progress).await
+}
+
+/// Copy the stored bytes of an object, whatever their encoding, to `dst`
+/// as they are: `reader` is opened with [`ObjectReader::open_plain`] on
+/// them. The copy is marked plain ([`PutOptions::plain`]) only when the
+/// source was (`source_plain`): `open_writer` would mark any write without
+/// a level, and these bytes may be a compressed object's.
+pub async fn copy_stored(
+    reader: &ObjectReader,
+    dst: &Location,
+    source_plain: bool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<EncodedMeta> {
+    let put = PutOptions {
+        plain: source_plain,
+        ..PutOptions::default()
+    };
+    let inner = dst.store.writer(&dst.key, &put).await?;
+    let out = EncodingWriter::new(inner, dst.uri(), EncodeOptions::default())?;
+    copy_into(reader, out, progress).await
+}
+
+/// Stream `reader` into `out` and finish it, or abort it on any error.
+async fn copy_into(
+    reader: &ObjectReader,
+    mut out: EncodingWriter,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<EncodedMeta> {
     if let Err(e) = stream_verified(reader, &mut out, progress).await {
         out.abort().await?;
         return Err(e);

@@ -7,7 +7,7 @@ use std::time::UNIX_EPOCH;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use s3dlio_core::codec::ObjectReader;
-use s3dlio_core::object::{copy_object, WriteOptions};
+use s3dlio_core::object::copy_stored;
 use s3dlio_core::runtime::block_on;
 use s3dlio_core::store::ObjectMeta;
 use s3dlio_core::{Error, Result};
@@ -357,10 +357,10 @@ pub fn copy_file(from: &str, to: &str, remove_source: bool) -> OpResult<()> {
             }
             .await?;
         } else {
-            let size = store.head(src.key()).await?.size;
-            let reader = ObjectReader::open_plain(store.clone(), src.key(), size).await?;
+            let head = store.head(src.key()).await?;
+            let reader = ObjectReader::open_plain(store.clone(), src.key(), head.size).await?;
             // Stored bytes copied as they are: no level, no decoding.
-            copy_object(&reader, &dst.loc, &WriteOptions::default(), &|_| {}).await?;
+            copy_stored(&reader, &dst.loc, head.plain, &|_| {}).await?;
         }
         integrity::forget(&dst.uri());
         if remove_source {
