@@ -66,9 +66,14 @@ pub async fn open_writer(loc: &Location, opts: &WriteOptions) -> Result<Encoding
 /// Store `data` at `loc`, compressed when a level is set.
 pub async fn put_object(loc: &Location, data: &[u8], opts: &WriteOptions) -> Result<EncodedMeta> {
     let mut opts = sized(loc, opts, data.len() as u64)?;
-    if opts.encode.level.is_none() {
-        // Known before the first byte goes: a store can record it with
-        // the object where it would otherwise keep none (S3 multipart).
+    let in_parts = loc
+        .store
+        .single_put_limit(&opts.put)
+        .is_some_and(|limit| data.len() as u64 >= limit);
+    if opts.encode.level.is_none() && in_parts {
+        // Known before the first byte goes: a store that uploads it in
+        // parts can record it with the object where it would otherwise
+        // keep none (S3 multipart). Other writes need no extra pass.
         opts.put.crc32c = Some(crate::crc::crc32c(data));
     }
     let mut w = open_writer(loc, &opts).await?;

@@ -190,9 +190,9 @@ impl BucketClient {
         // taken for it.
         let plain = metadata_says_plain(&metadata, CODEC_METADATA);
         let crc32c = crc_from_metadata(&metadata).or_else(|| {
-            (!plain)
-                .then(|| out.checksum_crc32_c().and_then(parse_crc_header))
-                .flatten()
+            out.checksum_crc32_c()
+                .and_then(parse_crc_header)
+                .filter(|_| !plain)
         });
         let meta = ObjectMeta {
             key: key.to_string(),

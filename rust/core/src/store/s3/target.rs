@@ -6,8 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::client::BucketClient;
-use crate::error::Error;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::upload::{MultipartTarget, UploadedPart};
 use crate::store::{ObjectMeta, PutOptions};
 
