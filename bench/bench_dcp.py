@@ -44,6 +44,7 @@ own cost, not the disk.
 
 from __future__ import annotations
 
+import gc
 import importlib.resources
 import json
 import os
@@ -388,6 +389,9 @@ class Timed:
 
 
 def timed(fn: Callable[[], None]) -> Timed:
+    # Every timed operation starts from a collected heap, so no side pays
+    # for the garbage (or the deferred collections) the one before it left.
+    gc.collect()
     dist.barrier()
     with peak_rss() as rss:
         server0, cpu0 = server_cpu(), cpu_seconds()

@@ -19,8 +19,9 @@ from torch.futures import Future
 
 from s3dlio import _native
 from s3dlio_torch import _framing, _layout
+from s3dlio_torch._gc_freeze import GcFreeze
 from s3dlio_torch._layout import ItemRecord
-from s3dlio_torch._writer import _check_positive, resolve
+from s3dlio_torch._writer import _check_flag, _check_positive, resolve
 
 # Memory held at once for items that cannot be read straight into their
 # destination (resharded chunks, foreign items): reads are done in batches.
@@ -91,6 +92,10 @@ class S3DlioReader(StorageReader):
         storage_options: backend settings (credentials, endpoints, ...).
         _extension_registry: stream transforms for items written with
             torch's ``_extensions`` (as torch's ``FileSystemReader`` takes).
+        freeze_gc: keep Python's cyclic garbage collector off the objects
+            that existed before the load while the metadata is unpickled
+            and from ``set_up_storage_reader`` to the end of ``read_data``
+            (see `S3DlioWriter`).
     """
 
     def __init__(
@@ -100,10 +105,12 @@ class S3DlioReader(StorageReader):
         *,
         thread_count: int | None = None,
         storage_options: dict[str, str] | None = None,
+        freeze_gc: bool = True,
     ) -> None:
         super().__init__()
         self.extension_registry = _extension_registry or ExtensionRegistry()
         _check_positive("thread_count", thread_count)
+        _check_flag("freeze_gc", freeze_gc)
         self.storage_options = dict(storage_options) if storage_options else None
         self.path = resolve(path, self.storage_options)
         self.thread_count = thread_count or 8
@@ -111,10 +118,13 @@ class S3DlioReader(StorageReader):
         self.load_id = str(uuid.uuid4())
         self.rank: int | None = None
         self.use_collectives = True
+        self.freeze_gc = freeze_gc
+        self._gc = GcFreeze()
 
     # -- StorageReader ---------------------------------------------------
 
     def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
+        self._gc.release()
         self.storage_data = {}
         if checkpoint_id:
             self.path = resolve(checkpoint_id, self.storage_options)
@@ -128,7 +138,8 @@ class S3DlioReader(StorageReader):
             raise FileNotFoundError(
                 f"no distributed checkpoint at {self.path}: {uri} does not exist"
             ) from e
-        metadata = pickle.loads(blob)
+        with self._gc.held_during(self, self.freeze_gc):
+            metadata = pickle.loads(blob)
         if not isinstance(metadata, Metadata):
             raise ValueError(f"{uri} is not DCP metadata (got {type(metadata).__name__})")
         if getattr(metadata, "storage_meta", None) is None:
@@ -144,6 +155,7 @@ class S3DlioReader(StorageReader):
         self.storage_data = metadata.storage_data
         self.rank = kwargs.get("rank")
         self.use_collectives = kwargs.get("use_collectives", True)
+        self._gc.begin(self, self.freeze_gc)
 
     def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
         return plan
@@ -152,6 +164,13 @@ class S3DlioReader(StorageReader):
         return plans
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
+        # The last storage hook of a load on every rank.
+        try:
+            return self._read_data(plan, planner)
+        finally:
+            self._gc.release()
+
+    def _read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
         by_item: dict[MetadataIndex, list[ReadItem]] = {}
         for req in plan.items:
             by_item.setdefault(req.storage_index, []).append(req)

@@ -21,6 +21,7 @@ from torch.futures import Future
 
 from s3dlio import _native
 from s3dlio_torch import _framing, _layout, _staging
+from s3dlio_torch._gc_freeze import GcFreeze
 from s3dlio_torch._layout import FilePrefix, ItemRecord
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,11 @@ class CheckpointExistsError(FileExistsError, RuntimeError):
 def _check_positive(name: str, value: int | None) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
         raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 def _check_encoding(level: int | None, byte_grouping: bool | None) -> None:
@@ -104,6 +110,12 @@ class S3DlioWriter(StorageWriter):
         sync_files: make data and metadata durable (fsync) before the save
             returns, like torch's ``FileSystemWriter`` (local backends).
         storage_options: backend settings (credentials, endpoints, ...).
+        freeze_gc: keep Python's cyclic garbage collector off the objects
+            that existed before the save (``gc.freeze()``) from this rank's
+            first storage hook to its last: torch's planning allocates
+            objects per item that otherwise cost several full collections
+            of the whole heap per save. Given back (``gc.unfreeze()``) when
+            the save ends or fails.
     """
 
     def __init__(
@@ -118,11 +130,13 @@ class S3DlioWriter(StorageWriter):
         verify: bool = True,
         sync_files: bool = True,
         storage_options: dict[str, str] | None = None,
+        freeze_gc: bool = True,
     ) -> None:
         super().__init__()
         _check_encoding(compression_level, byte_grouping)
         _check_positive("thread_count", thread_count)
         _check_positive("part_size", part_size)
+        _check_flag("freeze_gc", freeze_gc)
         self.storage_options = dict(storage_options) if storage_options else None
         self.path = resolve(path, self.storage_options)
         # What the caller named, recorded as is in storage_meta (as torch's
@@ -139,10 +153,13 @@ class S3DlioWriter(StorageWriter):
         self.rank: int | None = None
         self.use_collectives = True
         self.is_coordinator = False
+        self.freeze_gc = freeze_gc
+        self._gc = GcFreeze()
 
     # -- StorageWriter ---------------------------------------------------
 
     def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
+        self._gc.release()
         if checkpoint_id:
             self.path = resolve(checkpoint_id, self.storage_options)
             self.given_id = checkpoint_id
@@ -152,8 +169,13 @@ class S3DlioWriter(StorageWriter):
         self.is_coordinator = is_coordinator
         self.rank = kwargs.get("rank")
         self.use_collectives = kwargs.get("use_collectives", True)
+        self._gc.begin(self, self.freeze_gc)
 
     def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
+        with self._gc.released_on_failure():
+            return self._prepare_local_plan(plan)
+
+    def _prepare_local_plan(self, plan: SavePlan) -> SavePlan:
         if not self.overwrite:
             existing = self._existing_metadata()
             if existing:
@@ -176,6 +198,15 @@ class S3DlioWriter(StorageWriter):
         ]
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
+        with self._gc.released_on_failure():
+            fut = self._write_data(plan, planner)
+        # finish, the last hook, runs on the coordinator only (and on every
+        # rank without collectives).
+        if self.use_collectives and not self.is_coordinator:
+            self._gc.release()
+        return fut
+
+    def _write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
         prefix: FilePrefix = plan.storage_data
         # On object stores, data files stay below the size the store
         # uploads in one request: a multipart upload costs the server a
@@ -213,6 +244,12 @@ class S3DlioWriter(StorageWriter):
         return fut
 
     def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
+        try:
+            self._finish(metadata, results)
+        finally:
+            self._gc.release()
+
+    def _finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
         if hasattr(metadata, "version"):
             metadata.version = DCP_VERSION
         metadata.storage_data = {wr.index: wr.storage_data for rs in results for wr in rs}

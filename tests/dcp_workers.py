@@ -5,6 +5,7 @@ children import only this."""
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import socket
@@ -199,6 +200,12 @@ def check(sd: dict[str, Any]) -> None:
 SIZES = (4, 2, 1)
 
 
+def heap_given_back() -> None:
+    """Every rank's writer or reader unfroze the heap it froze (the last
+    hook differs between the coordinator and the others)."""
+    assert gc.get_freeze_count() == 0, f"{gc.get_freeze_count()} objects left frozen"
+
+
 def roundtrip(
     rank: int, world: int, base: str, level: int | None, byte_grouping: bool | None = None
 ) -> None:
@@ -212,12 +219,14 @@ def roundtrip(
                 uri, compression_level=level, byte_grouping=byte_grouping, thread_count=2
             )
             dcp.save(build(mesh, saver % 2, zero=False), storage_writer=writer, process_group=pg)
+            heap_given_back()
         dist.barrier()
         for loader, (lmesh, lpg) in meshes.items():
             if rank < loader:
                 out = build(lmesh, 1 - saver % 2, zero=True)
                 reader = S3DlioReader(uri, thread_count=3)
                 dcp.load(out, storage_reader=reader, process_group=lpg)
+                heap_given_back()
                 check(out)
             dist.barrier()
 
@@ -322,6 +331,7 @@ def _model_optimizer_and_async(rank: int, world: int, base: str, pg: dist.Proces
             state, storage_writer=S3DlioWriter(uri), async_checkpointer_type=kind, process_group=pg
         )
         fut.result(timeout=300)
+        heap_given_back()
         restore(uri)
         # The future reports a failed save: the checkpoint exists now.
         fut = dcp.async_save(
@@ -333,10 +343,12 @@ def _model_optimizer_and_async(rank: int, world: int, base: str, pg: dist.Proces
             assert "already exists" in str(e), str(e)
         else:
             raise AssertionError(f"{kind}: second async_save to {uri} did not fail")
+        heap_given_back()
 
     # Without collectives: rank-local metadata, unique file names per rank.
     uri = f"{base}/local"
     dcp.save(state, storage_writer=S3DlioWriter(uri), use_collectives=False, process_group=pg)
+    heap_given_back()
     dist.barrier(group=pg)
     names = [n for n in _names(uri) if n.endswith(".distcp")]
     assert all(n.startswith(tuple(f"__{r}_" for r in range(world))) for n in names), names
