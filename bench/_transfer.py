@@ -11,6 +11,7 @@ and allocator state from helping or hurting the next one.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import resource
 import subprocess
@@ -81,7 +82,13 @@ def add(total: Result | None, part: Result) -> Result:
 
 def run_child(script: str, args: Sequence[str], what: str) -> Result:
     """Run `python script ARGS` and return the JSON of its last line; a
-    failed child is an error carrying its stderr."""
+    failed child is an error carrying its stderr.
+
+    Dirty pages reach the disk first: a measurement must not compete with
+    the writeback of whatever ran before it (a source file just generated,
+    the objects a faster put left pending), which would charge the first
+    peer, or the one after the fastest, for another's writes."""
+    os.sync()
     out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{out.stderr}")
