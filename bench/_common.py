@@ -197,6 +197,24 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+# Where bench/_servers.py puts each test server's process id.
+S3_PID_ENV = "S3DLIO_BENCH_S3_PID"
+AZURE_PID_ENV = "S3DLIO_BENCH_AZ_PID"
+
+
+def server_cpu(pid_env: str) -> float:
+    """CPU seconds the server whose pid is in the environment variable
+    `pid_env` has used so far (0 without one): the server shares the cores
+    with the clients, so its work per byte is part of their comparison."""
+    pid = os.environ.get(pid_env)
+    if not pid:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime, fields 14 and 15 of proc(5), in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Timing:
     seconds: float  # fastest wall time

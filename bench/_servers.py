@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
+from _common import AZURE_PID_ENV, S3_PID_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = Path(os.environ.get("S3DLIO_TOOLS", Path.home() / ".cache/s3dlio/tools"))
 # The pytest fixtures own the start/readiness/teardown logic; reuse it.
@@ -73,7 +75,7 @@ def _s3() -> Iterator[dict[str, str]]:
             **server.env(),
             "S3DLIO_BENCH_S3_BUCKET": BENCH_BUCKET,
             # For scripts that measure the server's CPU time too.
-            "S3DLIO_BENCH_S3_PID": str(server.proc.pid),
+            S3_PID_ENV: str(server.proc.pid),
         }
     finally:
         server.stop()
@@ -93,6 +95,7 @@ def _azure() -> Iterator[dict[str, str]]:
             ENV: server.connection_string,
             "S3DLIO_BENCH_AZ_CONTAINER": BENCH_CONTAINER,
             "S3DLIO_BENCH_AZ_ACCOUNT": ACCOUNT,
+            AZURE_PID_ENV: str(server.proc.pid),
         }
     finally:
         stop_azurite(server.proc)

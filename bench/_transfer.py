@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from _common import Bench, Row, cpu_seconds, peak_rss
+from _common import Bench, Row, cpu_seconds, peak_rss, server_cpu
 
 MIB = 1 << 20
 RAW_CURL = "raw-curl"
@@ -80,26 +80,32 @@ def add(total: Result | None, part: Result) -> Result:
     }
 
 
-def run_child(script: str, args: Sequence[str], what: str) -> Result:
-    """Run `python script ARGS` and return the JSON of its last line; a
-    failed child is an error carrying its stderr.
+def run_child(script: str, args: Sequence[str], what: str, server_pid_env: str) -> Result:
+    """Run `python script ARGS` and return the JSON of its last line, with
+    the CPU seconds the server (pid in `server_pid_env`) spent meanwhile;
+    a failed child is an error carrying its stderr.
 
     Dirty pages reach the disk first: a measurement must not compete with
     the writeback of whatever ran before it (a source file just generated,
     the objects a faster put left pending), which would charge the first
     peer, or the one after the fastest, for another's writes."""
     os.sync()
+    server0 = server_cpu(server_pid_env)
     out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    server = server_cpu(server_pid_env) - server0
     if out.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result: Result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["server_cpu"] = server
+    return result
 
 
 def show(peer: str, op: str, r: Result) -> None:
     """One progress line per measurement."""
     print(
         f"  {op:9s} {peer:17s} {r['seconds']:7.2f} s {r['bytes'] / 1e6 / r['seconds']:8.1f} MB/s"
-        f"  client CPU {r['cpu']:6.2f} s  peak RSS {r['rss_mib']:7.0f} MiB",
+        f"  client CPU {r['cpu']:6.2f} s  server CPU {r['server_cpu']:6.2f} s"
+        f"  peak RSS {r['rss_mib']:7.0f} MiB",
         flush=True,
     )
 
@@ -164,6 +170,9 @@ def peer_rows(
                 "MB/s",
                 ours_rss_mib=ours["rss_mib"],
                 peer_rss_mib=theirs["rss_mib"],
-                notes=(f"{notes}; client CPU {ours['cpu']:.1f} s vs {theirs['cpu']:.1f} s{extra}"),
+                notes=(
+                    f"{notes}; client CPU {ours['cpu']:.1f} s vs {theirs['cpu']:.1f} s, "
+                    f"server CPU {ours['server_cpu']:.1f} s vs {theirs['server_cpu']:.1f} s{extra}"
+                ),
             )
         )

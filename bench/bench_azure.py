@@ -40,7 +40,7 @@ import tempfile
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-from _common import OUT_DIR, Bench
+from _common import AZURE_PID_ENV, OUT_DIR, Bench
 from _transfer import (
     MIB,
     RAW_CURL,
@@ -224,7 +224,8 @@ def digest(path: pathlib.Path) -> str:
 
 
 def run_worker(peer: str, op: str, blob: str, path: str, *extra: str) -> Result:
-    return run_child(__file__, ["--worker", peer, op, blob, path, *extra], f"{peer} {op}")
+    args = ["--worker", peer, op, blob, path, *extra]
+    return run_child(__file__, args, f"{peer} {op}", AZURE_PID_ENV)
 
 
 def main() -> None:

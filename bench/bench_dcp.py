@@ -63,7 +63,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from _common import OUT_DIR, Bench, Row, cpu_seconds, dd_limits, peak_rss
+from _common import OUT_DIR, S3_PID_ENV, Bench, Row, cpu_seconds, dd_limits, peak_rss, server_cpu
 from _raw_s3 import Pieces, RawS3, cut, split_even
 from torch.distributed.checkpoint._extension import ZStandard
 from torch.distributed.device_mesh import init_device_mesh
@@ -369,17 +369,6 @@ def compressed_label(level: int, grouping: bool | None) -> str:
 # -- running -----------------------------------------------------------------
 
 
-def server_cpu() -> float:
-    """CPU seconds the S3 server has used so far (0 without one)."""
-    pid = os.environ.get("S3DLIO_BENCH_S3_PID")
-    if not pid:
-        return 0.0
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # utime and stime, fields 14 and 15 of proc(5), in clock ticks.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Timed:
     seconds: float  # until every rank finished
@@ -394,13 +383,13 @@ def timed(fn: Callable[[], None]) -> Timed:
     gc.collect()
     dist.barrier()
     with peak_rss() as rss:
-        server0, cpu0 = server_cpu(), cpu_seconds()
+        server0, cpu0 = server_cpu(S3_PID_ENV), cpu_seconds()
         start = time.perf_counter()
         fn()
         cpu = cpu_seconds() - cpu0
         dist.barrier()
         elapsed = time.perf_counter() - start
-        server = server_cpu() - server0
+        server = server_cpu(S3_PID_ENV) - server0
     peak = torch.tensor([rss["mib"]])
     dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     total_cpu = torch.tensor([cpu], dtype=torch.float64)

@@ -35,7 +35,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from _common import OUT_DIR, Bench
+from _common import OUT_DIR, S3_PID_ENV, Bench
 from _transfer import (
     MIB,
     RAW_CURL,
@@ -357,7 +357,7 @@ def delete_prefix(prefix: str) -> None:
 
 def run_peer(peer: str, direction: str, objects) -> Result:
     args = ["--child", "--peer", peer, "--direction", direction, "--objects", json.dumps(objects)]
-    return run_child(__file__, args, f"{peer} {direction}")
+    return run_child(__file__, args, f"{peer} {direction}", S3_PID_ENV)
 
 
 def main() -> None:
