@@ -231,44 +231,6 @@ def test_large_reads_on_direct_are_bit_exact_and_checked(scratch):
                 pass
 
 
-def test_s3_sequential_reads_fetch_the_next_window_ahead(s3_base, s3_server, monkeypatch):
-    # On S3 and Azure small reads come from a 64 MiB window fetched as
-    # parallel 8 MiB GETs, and the window after it is fetched in the
-    # background while TF works through the current one.
-    rng = np.random.default_rng(12)
-    payload = rng.integers(0, 256, (130 << 20) + 4097, dtype=np.uint8).tobytes()
-    uri = f"{s3_base}/ahead/raw.bin"
-    with tf.io.gfile.GFile(uri, "wb") as f:
-        f.write(payload)
-    relay = CountingProxy(s3_server.port)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{relay.port}")
-    try:
-        with tf.io.gfile.GFile(uri, "rb") as f:
-            chunks = [f.read(999_999)]
-            # The first window is 8 GETs; the next window's 8 go out
-            # before TF reads past the first.
-            deadline = time.monotonic() + 30
-            while relay.counts["GET"] < 16 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert relay.counts["GET"] == 16, relay.counts
-            while chunk := f.read(999_999):
-                chunks.append(chunk)
-    finally:
-        monkeypatch.undo()
-        relay.close()
-    assert b"".join(chunks) == payload
-    # Three windows, each byte fetched once (the last window is one GET).
-    assert relay.counts["GET"] == 17, relay.counts
-    # A byte flipped in the third window, reached through the window read
-    # ahead: the whole-file CRC32C still catches it.
-    key = uri.split("/", 3)[3]
-    flip_byte(s3_server.data / BUCKET / key, (129 << 20) + 5)
-    with pytest.raises(tf.errors.DataLossError, match="integrity"):
-        with tf.io.gfile.GFile(uri, "rb") as f:
-            while f.read(999_999):
-                pass
-
-
 def test_compressed_files_read_back(tf_base):
     saved = _variables()
     s3dlio_tf.configure(compression_level=1)

@@ -36,8 +36,7 @@ const PIECE: u64 = 8 << 20;
 const PARALLEL_READS: usize = 4;
 /// The window on S3 and Azure: the ranged driver splits it into 8 MiB GETs
 /// sent in parallel, where one 8 MiB window is one GET waited for alone
-/// (TF restores tensor by tensor, mostly smaller than a window). A plain
-/// file's next window is fetched in the background too, like direct://'s.
+/// (TF restores tensor by tensor, mostly smaller than a window).
 const REMOTE_READ_AHEAD: u64 = 64 << 20;
 /// Appends collected before they are handed to the writer.
 const APPEND_BUFFER: usize = 8 << 20;
@@ -57,18 +56,17 @@ pub struct ReadFile {
 struct ReadState {
     start: u64,
     window: Bytes,
-    /// Of a plain file, the window after this one, being read meanwhile.
+    /// On direct://, the window after this one, being read meanwhile.
     ahead: Option<Ahead>,
     /// Bytes `0..crc_end` have been fetched in order; `crc` is theirs.
     crc_end: u64,
     crc: u32,
 }
 
-/// A window of a plain file read in the background while TF works through
-/// the one before it: TF reads a checkpoint front to back, and a window
-/// read only when TF reaches it left the disk or the connections idle
-/// meanwhile (TF's own local reads have the kernel's read-ahead; on S3 and
-/// Azure TF's restore took twice as long as fetching the same bytes).
+/// A direct:// window read in the background while TF works through the
+/// one before it: TF reads a checkpoint front to back, and a window read
+/// only when TF reaches it left the disk idle meanwhile (TF's own local
+/// reads have the kernel's read-ahead).
 struct Ahead {
     start: u64,
     end: u64,
@@ -151,7 +149,9 @@ impl ReadFile {
                 self.track_crc(&mut st, pos, into)?;
                 done += into.len();
                 *done_ref = done;
-                self.read_ahead(&mut st, end)?;
+                if self.target.local.is_some() {
+                    self.read_ahead(&mut st, end)?;
+                }
                 continue;
             }
             if outside && self.target.local.is_some() && self.reader.codec() == Codec::None {
@@ -180,7 +180,6 @@ impl ReadFile {
                 self.track_crc(&mut st, pos, &data)?;
                 st.start = pos;
                 st.window = data;
-                self.read_ahead(&mut st, end)?;
             }
             let from = (pos - st.start) as usize;
             let n = (st.window.len() - from).min(dst.len() - done);
@@ -210,8 +209,8 @@ impl ReadFile {
         Ok(())
     }
 
-    /// Start reading the plain file's window from `from` in the
-    /// background, unless one is already on its way or the file ends there.
+    /// Start reading the direct:// window from `from` in the background,
+    /// unless one is already on its way or the file ends there.
     fn read_ahead(&self, st: &mut ReadState, from: u64) -> OpResult<()> {
         if from >= self.size || self.reader.codec() != Codec::None {
             return Ok(());
@@ -222,23 +221,13 @@ impl ReadFile {
         if let Some(stale) = st.ahead.take() {
             stale.task.abort();
         }
-        let local = self.target.local.is_some();
-        let window = match (local, self.target.loc.store.is_remote()) {
-            (true, _) => DIRECT_READ_AHEAD,
-            (false, true) => REMOTE_READ_AHEAD,
-            (false, false) => return Ok(()),
-        };
-        let end = (from + window).min(self.size);
+        let end = (from + DIRECT_READ_AHEAD).min(self.size);
         let store = self.target.loc.store.clone();
         let key = self.target.key().to_string();
         let uri = self.uri.clone();
         let task = s3dlio_core::runtime::runtime()?.spawn(async move {
             let mut data = vec![0u8; (end - from) as usize];
-            if local {
-                fetch_pieces(&store, &key, &uri, from, &mut data).await?;
-            } else {
-                store.get_range_into(&key, from, &mut data).await?;
-            }
+            fetch_pieces(&store, &key, &uri, from, &mut data).await?;
             Ok(data)
         });
         st.ahead = Some(Ahead {
