@@ -50,10 +50,6 @@ class GcFreeze:
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__init__()
 
-    @property
-    def held(self) -> bool:
-        return self._held
-
     def hold(self, owner: object) -> None:
         with self._lock:
             if self._held or not gc.isenabled() or gc.get_freeze_count():

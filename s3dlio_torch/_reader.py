@@ -124,7 +124,6 @@ class S3DlioReader(StorageReader):
     # -- StorageReader ---------------------------------------------------
 
     def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
-        self._gc.release()
         self.storage_data = {}
         if checkpoint_id:
             self.path = resolve(checkpoint_id, self.storage_options)

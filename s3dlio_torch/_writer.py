@@ -159,7 +159,6 @@ class S3DlioWriter(StorageWriter):
     # -- StorageWriter ---------------------------------------------------
 
     def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
-        self._gc.release()
         if checkpoint_id:
             self.path = resolve(checkpoint_id, self.storage_options)
             self.given_id = checkpoint_id

@@ -25,38 +25,33 @@ def frozen() -> bool:
     return gc.get_freeze_count() > 0
 
 
-class SaveWatcher(DefaultSavePlanner):
-    """Notes whether the heap is frozen in torch's planning steps that run
-    between the storage writer's hooks; fails the last one when asked."""
+class Watching:
+    """Mixed into torch's default planners: notes whether the heap is
+    frozen in the planning steps that run between the storage hooks, and
+    fails the last one when asked."""
 
     def __init__(self, fail: bool = False) -> None:
         super().__init__()
         self.fail = fail
         self.seen: list[bool] = []
 
-    def create_global_plan(self, all_plans: list[Any]) -> Any:
+    def create_global_plan(self, plans: list[Any]) -> Any:
         self.seen.append(frozen())
-        return super().create_global_plan(all_plans)
+        return super().create_global_plan(plans)  # type: ignore[misc]
 
-    def finish_plan(self, new_plan: Any) -> Any:
+    def finish_plan(self, plan: Any) -> Any:
         self.seen.append(frozen())
         if self.fail:
             raise RuntimeError("planner failed on purpose")
-        return super().finish_plan(new_plan)
+        return super().finish_plan(plan)  # type: ignore[misc]
 
 
-class LoadWatcher(DefaultLoadPlanner):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[bool] = []
+class SaveWatcher(Watching, DefaultSavePlanner):
+    pass
 
-    def create_global_plan(self, global_plan: list[Any]) -> Any:
-        self.seen.append(frozen())
-        return super().create_global_plan(global_plan)
 
-    def finish_plan(self, central_plan: Any) -> Any:
-        self.seen.append(frozen())
-        return super().finish_plan(central_plan)
+class LoadWatcher(Watching, DefaultLoadPlanner):
+    pass
 
 
 @pytest.fixture(autouse=True)
