@@ -12,6 +12,7 @@ talk to the server directly.
 from __future__ import annotations
 
 import collections
+import re
 import socket
 import threading
 import urllib.parse
@@ -38,14 +39,20 @@ def kind(method: str, target: str, headers: dict[str, str]) -> str:
     return method
 
 
+_RANGE = re.compile(r"bytes=(\d+)-(\d+)")
+
+
 class CountingProxy:
     """Relays 127.0.0.1:<port> to 127.0.0.1:<upstream_port>; `counts` holds
-    the requests seen, by `kind`, `accepted` the connections."""
+    the requests seen, by `kind`, `accepted` the connections, `ranges` the
+    byte ranges ranged GETs asked for (start, end exclusive), in the order
+    they were sent."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.counts: collections.Counter[str] = collections.Counter()
         self.accepted = 0
+        self.ranges: list[tuple[int, int]] = []
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -101,8 +108,11 @@ class CountingProxy:
                     name, _, value = h.decode("latin-1").partition(":")
                     headers[name.strip().lower()] = value.strip()
                 upstream.sendall(b"\r\n")
+                asked = _RANGE.fullmatch(headers.get("x-ms-range") or headers.get("range") or "")
                 with self._lock:
                     self.counts[kind(method, target, headers)] += 1
+                    if method == "GET" and asked:
+                        self.ranges.append((int(asked[1]), int(asked[2]) + 1))
                 if "chunked" in headers.get("transfer-encoding", ""):
                     self._chunked(reader, upstream)
                 else:

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from fixtures_azure import ENV as AZURE_ENV
 
 import s3dlio._native as native
 import s3dlio_tf
@@ -187,9 +188,8 @@ def test_corrupt_file_is_data_loss(scratch, s3_server):
 
 
 def test_large_reads_on_direct_are_bit_exact_and_checked(scratch):
-    # direct:// serves a read of 8 MiB or more as 8 MiB O_DIRECT pieces in
-    # flight at once, and smaller reads from a 32 MiB window filled the same
-    # way, the next window read in the background meanwhile. BundleReader
+    # direct:// serves reads from 8 MiB O_DIRECT pieces, four in flight
+    # past the one read (tf/read_ahead.rs). BundleReader
     # reads each tensor with one call of its size: a small tensor first
     # puts the big one at an unaligned offset, and its odd element count
     # leaves a tail that ends off any block or piece boundary.
@@ -205,7 +205,7 @@ def test_large_reads_on_direct_are_bit_exact_and_checked(scratch):
     for k, v in saved.items():
         assert _bits(restored[k]) == _bits(v), k
 
-    # Small sequential reads cross window and piece boundaries to an odd
+    # Small sequential reads cross piece boundaries to an odd
     # end; a whole-file read is checked against the CRC recorded at write.
     payload = rng.integers(0, 256, (40 << 20) + 4097, dtype=np.uint8).tobytes()
     uri = f"direct://{scratch}/big/raw.bin"
@@ -223,12 +223,83 @@ def test_large_reads_on_direct_are_bit_exact_and_checked(scratch):
     flip_byte(scratch / "big" / "raw.bin", (37 << 20) + 11)
     with pytest.raises(tf.errors.DataLossError, match="integrity"):
         tf.io.gfile.GFile(uri, "rb").read()
-    # Small reads past the first window are served by the window read
-    # ahead in the background meanwhile: checked all the same.
+    # Small reads served by pieces fetched ahead are checked all the same.
     with pytest.raises(tf.errors.DataLossError, match="integrity"):
         with tf.io.gfile.GFile(uri, "rb") as f:
             while f.read(999_999):
                 pass
+
+
+def _relayed(backend: str, request: pytest.FixtureRequest, monkeypatch) -> CountingProxy:
+    """A relay in front of `backend`'s server, which the plugin's next ops
+    reach (each op opens its path afresh)."""
+    if backend == "s3":
+        relay = CountingProxy(request.getfixturevalue("s3_server").port)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{relay.port}")
+    else:
+        azurite = request.getfixturevalue("azurite")
+        relay = CountingProxy(azurite.port)
+        conn = os.environ[AZURE_ENV].replace(f":{azurite.port}/", f":{relay.port}/")
+        monkeypatch.setenv(AZURE_ENV, conn)
+    return relay
+
+
+def _fetched_up_to(relay: CountingProxy, want: int) -> int:
+    """The end of the ranges fetched from byte 0 without a gap, once it
+    reaches `want` (or as far as it got after ten seconds)."""
+    deadline = time.monotonic() + 10
+    while True:
+        end = 0
+        for start, stop in sorted(relay.ranges):
+            if start > end:
+                break
+            end = max(end, stop)
+        if end >= want or time.monotonic() > deadline:
+            return end
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("backend", ["s3", "az"])
+def test_reads_keep_eight_pieces_in_flight_ahead_and_fetch_each_byte_once(
+    backend, request, monkeypatch
+):
+    # TF reads a data file front to back, one call per tensor, each waiting
+    # for its bytes: the plugin keeps eight 8 MiB pieces in flight past the
+    # one read and starts the next as soon as a read moves past one, so the
+    # server never idles between windows. The ranges asked for show it.
+    base = request.getfixturevalue(f"{backend}_base")
+    mib = 1 << 20
+    payload = os.urandom(100 * mib + 5)
+    uri = f"{base}/ahead/data.bin"
+    with tf.io.gfile.GFile(uri, "wb") as f:
+        f.write(payload)
+    relay = _relayed(backend, request, monkeypatch)
+    try:
+        f = tf.io.gfile.GFile(uri, "rb")
+        assert f.read(1000) == payload[:1000]
+        # The piece read and eight more: a 64 MiB window would stop at 64.
+        assert _fetched_up_to(relay, 72 * mib) == 72 * mib
+        f.seek(8 * mib + 3)
+        assert f.read(10) == payload[8 * mib + 3 : 8 * mib + 13]
+        assert _fetched_up_to(relay, 80 * mib) == 80 * mib
+        # A read reaching back into the piece moved past is still served.
+        f.seek(1000)
+        chunks = [payload[:1000]]
+        while chunk := f.read(999_999):
+            chunks.append(chunk)
+        assert b"".join(chunks) == payload
+        fetched = sorted(relay.ranges)
+        assert all(stop - start <= 8 * mib for start, stop in fetched), fetched
+        assert sum(stop - start for start, stop in fetched) == len(payload), fetched
+        # A piece that fails is the read's error, not short or stale data.
+        tf.io.gfile.remove(uri)
+        with pytest.raises(tf.errors.NotFoundError, match="data.bin"):
+            f.seek(50 * mib)  # TF's buffered stream reads as it seeks
+            f.read(10)
+        f.close()
+    finally:
+        monkeypatch.undo()
+        relay.close()
 
 
 def test_compressed_files_read_back(tf_base):

@@ -1,10 +1,11 @@
 //! The state behind TF's random-access and writable file handles.
 //!
-//! Reads fetch ranged windows ahead of TF's small reads and, while the
-//! windows run contiguously from byte 0, keep a CRC32C of everything read:
-//! a read that reaches the end checks it against the one recorded at write
-//! time. Writes stream through the core's encoding writer (bounded memory,
-//! multipart on object stores) and become visible only on close.
+//! Reads of a plain file come from pieces fetched ahead of TF
+//! ([`ReadAhead`]), a compressed file's from decoded windows; while the
+//! bytes come in order from byte 0 they keep a CRC32C of everything read,
+//! and a read that reaches the end checks it against the one recorded at
+//! write time. Writes stream through the core's encoding writer (bounded
+//! memory, multipart on object stores) and become visible only on close.
 
 use std::sync::Mutex;
 
@@ -13,72 +14,51 @@ use s3dlio_core::codec::crc::crc32c_append;
 use s3dlio_core::codec::{Codec, EncodeOptions, EncodingWriter, ObjectReader};
 use s3dlio_core::object::{open_writer, WriteOptions};
 use s3dlio_core::runtime::block_on;
-use s3dlio_core::store::{ObjectStoreExt, PutOptions};
+use s3dlio_core::store::PutOptions;
 use s3dlio_core::{Error, Result};
 
 use super::abi::code;
 use super::integrity;
+use super::read_ahead::ReadAhead;
 use super::status::{Failure, OpResult};
 use super::target::Target;
 
-/// Bytes fetched per read-ahead window (and the size from which a read of a
-/// plain file skips the window and lands straight in TF's buffer).
-const READ_AHEAD: u64 = 8 << 20;
-/// The window on direct://: filled by [`PIECE`]-sized O_DIRECT reads in
-/// flight at once, so TF's run of small reads (the index, small tensors)
-/// waits on a few deep fetches rather than one 8 MiB read at a time.
-const DIRECT_READ_AHEAD: u64 = 32 << 20;
-/// One O_DIRECT read of a split fetch on direct://.
-const PIECE: u64 = 8 << 20;
-/// O_DIRECT reads in flight per fetch: one cold read waits on the device
-/// alone, several keep its queue busy. Memory in flight stays at
-/// `PARALLEL_READS * PIECE`.
-const PARALLEL_READS: usize = 4;
-/// The window on S3 and Azure: the ranged driver splits it into 8 MiB GETs
-/// sent in parallel, where one 8 MiB window is one GET waited for alone
-/// (TF restores tensor by tensor, mostly smaller than a window).
-const REMOTE_READ_AHEAD: u64 = 64 << 20;
+/// Bytes decoded per window of a compressed file (and copied per step
+/// when an appendable file starts from its old bytes).
+const WINDOW: u64 = 8 << 20;
+/// Pieces in flight past the one TF reads (see [`ReadAhead`]): on S3 and
+/// Azure as many as the raw-HTTP ceiling's threads; on direct:// enough
+/// O_DIRECT reads to keep the device's queue busy; elsewhere the kernel
+/// reads ahead itself.
+const REMOTE_DEPTH: usize = 8;
+const DIRECT_DEPTH: usize = 4;
+const LOCAL_DEPTH: usize = 1;
 /// Appends collected before they are handed to the writer.
 const APPEND_BUFFER: usize = 8 << 20;
 
 pub struct ReadFile {
     uri: String,
     reader: ObjectReader,
-    /// Where a plain file's bytes are, for reads straight into TF's buffer.
-    target: Target,
     size: u64,
     /// CRC32C of the whole logical file, when one was recorded.
     expected: Option<u32>,
     state: Mutex<ReadState>,
 }
 
-#[derive(Default)]
 struct ReadState {
+    /// A plain file's bytes, fetched ahead of TF's reads.
+    plain: Option<ReadAhead>,
+    /// A compressed file's decoded window.
     start: u64,
     window: Bytes,
-    /// On direct://, the window after this one, being read meanwhile.
-    ahead: Option<Ahead>,
-    /// Bytes `0..crc_end` have been fetched in order; `crc` is theirs.
-    crc_end: u64,
-    crc: u32,
+    crc: CrcSoFar,
 }
 
-/// A direct:// window read in the background while TF works through the
-/// one before it: TF reads a checkpoint front to back, and a window read
-/// only when TF reaches it left the disk idle meanwhile (TF's own local
-/// reads have the kernel's read-ahead).
-struct Ahead {
-    start: u64,
+/// Bytes `0..end` have been read in order; `crc` is theirs.
+#[derive(Default)]
+struct CrcSoFar {
     end: u64,
-    task: tokio::task::JoinHandle<Result<Vec<u8>>>,
-}
-
-impl Drop for ReadState {
-    fn drop(&mut self) {
-        if let Some(ahead) = self.ahead.take() {
-            ahead.task.abort();
-        }
-    }
+    crc: u32,
 }
 
 impl ReadFile {
@@ -90,13 +70,29 @@ impl ReadFile {
                 Some(crc) => Some(crc),
                 None => integrity::recorded(&target).await?,
             };
+            let size = reader.logical_size();
+            let plain = (reader.codec() == Codec::None).then(|| {
+                let depth = if target.loc.store.is_remote() {
+                    REMOTE_DEPTH
+                } else if target.local.is_some() {
+                    DIRECT_DEPTH
+                } else {
+                    LOCAL_DEPTH
+                };
+                let store = target.loc.store.clone();
+                ReadAhead::new(store, target.key(), &target.uri(), size, depth)
+            });
             Ok(ReadFile {
                 uri: target.uri(),
-                size: reader.logical_size(),
+                size,
                 reader,
-                target,
                 expected,
-                state: Mutex::new(ReadState::default()),
+                state: Mutex::new(ReadState {
+                    plain,
+                    start: 0,
+                    window: Bytes::new(),
+                    crc: CrcSoFar::default(),
+                }),
             })
         })?
     }
@@ -111,88 +107,40 @@ impl ReadFile {
 
     fn read_counted(&self, offset: u64, dst: &mut [u8], done: &mut usize) -> OpResult<()> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let done_ref = done;
-        let mut done = *done_ref;
-        while done < dst.len() {
-            let pos = offset + done as u64;
+        let ReadState {
+            plain,
+            start,
+            window,
+            crc,
+        } = &mut *st;
+        while *done < dst.len() {
+            let pos = offset + *done as u64;
             if pos >= self.size {
                 break;
             }
-            let mut win_end = st.start + st.window.len() as u64;
-            if (pos < st.start || pos >= win_end)
-                && st
-                    .ahead
-                    .as_ref()
-                    .is_some_and(|a| (a.start..a.end).contains(&pos))
-            {
-                self.take_ahead(&mut st)?;
-                win_end = st.start + st.window.len() as u64;
-            }
-            let outside = pos < st.start || pos >= win_end;
-            let want = (dst.len() - done) as u64;
-            if outside && want >= READ_AHEAD && self.reader.codec() == Codec::None {
-                // TF reads a whole tensor in one call: a large read of a
-                // plain file goes straight into TF's buffer, without a
-                // window of its size next to it.
-                let end = (pos + want).min(self.size);
-                let into = &mut dst[done..done + (end - pos) as usize];
-                if self.target.local.is_some() {
-                    self.fetch_parallel(pos, into)?;
-                } else {
-                    block_on(
-                        self.target
-                            .loc
-                            .store
-                            .get_range_into(self.target.key(), pos, into),
-                    )??;
+            let bytes = match plain {
+                Some(pieces) => {
+                    pieces.bytes_at(pos, &mut |at, data| self.track_crc(crc, at, data))?
                 }
-                self.track_crc(&mut st, pos, into)?;
-                done += into.len();
-                *done_ref = done;
-                if self.target.local.is_some() {
-                    self.read_ahead(&mut st, end)?;
+                None => {
+                    if pos < *start || pos >= *start + window.len() as u64 {
+                        *window = self.decode_window(crc, pos, (dst.len() - *done) as u64)?;
+                        *start = pos;
+                    }
+                    &window[(pos - *start) as usize..]
                 }
-                continue;
-            }
-            if outside && self.target.local.is_some() && self.reader.codec() == Codec::None {
-                let end = (pos + want.max(DIRECT_READ_AHEAD)).min(self.size);
-                let mut data = vec![0u8; (end - pos) as usize];
-                self.fetch_parallel(pos, &mut data)?;
-                self.track_crc(&mut st, pos, &data)?;
-                st.start = pos;
-                st.window = Bytes::from(data);
-                self.read_ahead(&mut st, end)?;
-            } else if outside {
-                let ahead = if self.target.loc.store.is_remote() {
-                    REMOTE_READ_AHEAD
-                } else {
-                    READ_AHEAD
-                };
-                let end = (pos + want.max(ahead)).min(self.size);
-                let data = block_on(self.reader.read_range(pos..end))??;
-                if data.len() as u64 != end - pos {
-                    return Err(Error::corrupt(
-                        &self.uri,
-                        format!("read {} bytes at {pos}, expected {}", data.len(), end - pos),
-                    )
-                    .into());
-                }
-                self.track_crc(&mut st, pos, &data)?;
-                st.start = pos;
-                st.window = data;
-            }
-            let from = (pos - st.start) as usize;
-            let n = (st.window.len() - from).min(dst.len() - done);
-            dst[done..done + n].copy_from_slice(&st.window[from..from + n]);
-            done += n;
-            *done_ref = done;
+            };
+            let n = bytes.len().min(dst.len() - *done);
+            dst[*done..*done + n].copy_from_slice(&bytes[..n]);
+            *done += n;
         }
-        if done < dst.len() {
+        if *done < dst.len() {
             return Err(Failure::new(
                 code::OUT_OF_RANGE,
                 format!(
-                    "{}: read {done} of {} bytes at offset {offset}: the file has {} bytes",
+                    "{}: read {} of {} bytes at offset {offset}: the file has {} bytes",
                     self.uri,
+                    *done,
                     dst.len(),
                     self.size
                 ),
@@ -201,123 +149,41 @@ impl ReadFile {
         Ok(())
     }
 
-    /// Fill `dst` with the stored bytes from `pos` (a plain file on
-    /// direct://, all inside it), see [`fetch_pieces`].
-    fn fetch_parallel(&self, pos: u64, dst: &mut [u8]) -> OpResult<()> {
-        let store = self.target.loc.store.clone();
-        block_on(fetch_pieces(&store, self.target.key(), &self.uri, pos, dst))??;
-        Ok(())
+    /// The logical bytes of a compressed file from `pos`, at least `want`
+    /// of them (or to the end), decoded in one go.
+    fn decode_window(&self, crc: &mut CrcSoFar, pos: u64, want: u64) -> OpResult<Bytes> {
+        let end = (pos + want.max(WINDOW)).min(self.size);
+        let data = block_on(self.reader.read_range(pos..end))??;
+        if data.len() as u64 != end - pos {
+            return Err(Error::corrupt(
+                &self.uri,
+                format!("read {} bytes at {pos}, expected {}", data.len(), end - pos),
+            )
+            .into());
+        }
+        self.track_crc(crc, pos, &data)?;
+        Ok(data)
     }
 
-    /// Start reading the direct:// window from `from` in the background,
-    /// unless one is already on its way or the file ends there.
-    fn read_ahead(&self, st: &mut ReadState, from: u64) -> OpResult<()> {
-        if from >= self.size || self.reader.codec() != Codec::None {
+    fn track_crc(&self, so_far: &mut CrcSoFar, pos: u64, data: &[u8]) -> OpResult<()> {
+        if pos != so_far.end {
             return Ok(());
         }
-        if st.ahead.as_ref().is_some_and(|a| a.start == from) {
-            return Ok(());
-        }
-        if let Some(stale) = st.ahead.take() {
-            stale.task.abort();
-        }
-        let end = (from + DIRECT_READ_AHEAD).min(self.size);
-        let store = self.target.loc.store.clone();
-        let key = self.target.key().to_string();
-        let uri = self.uri.clone();
-        let task = s3dlio_core::runtime::runtime()?.spawn(async move {
-            let mut data = vec![0u8; (end - from) as usize];
-            fetch_pieces(&store, &key, &uri, from, &mut data).await?;
-            Ok(data)
-        });
-        st.ahead = Some(Ahead {
-            start: from,
-            end,
-            task,
-        });
-        Ok(())
-    }
-
-    /// Make the window read ahead the current one (waiting for it), and
-    /// start reading the one after it.
-    fn take_ahead(&self, st: &mut ReadState) -> OpResult<()> {
-        let Some(ahead) = st.ahead.take() else {
-            return Ok(());
-        };
-        let data = block_on(ahead.task)?.map_err(|e| {
-            Error::backend(&self.uri, format!("read-ahead task failed: {e}"), false)
-        })??;
-        self.track_crc(st, ahead.start, &data)?;
-        st.start = ahead.start;
-        st.window = Bytes::from(data);
-        self.read_ahead(st, ahead.end)
-    }
-
-    fn track_crc(&self, st: &mut ReadState, pos: u64, data: &[u8]) -> OpResult<()> {
-        if pos != st.crc_end {
-            return Ok(());
-        }
-        st.crc = crc32c_append(st.crc, data);
-        st.crc_end += data.len() as u64;
+        so_far.crc = crc32c_append(so_far.crc, data);
+        so_far.end += data.len() as u64;
         match self.expected {
-            Some(expected) if st.crc_end == self.size && st.crc != expected => {
+            Some(expected) if so_far.end == self.size && so_far.crc != expected => {
                 Err(Error::Integrity {
                     uri: self.uri.clone(),
                     offset: 0,
                     expected,
-                    actual: st.crc,
+                    actual: so_far.crc,
                 }
                 .into())
             }
             _ => Ok(()),
         }
     }
-}
-
-/// Fill `dst` with the stored bytes of `key` from `pos` by
-/// [`PIECE`]-sized reads, up to [`PARALLEL_READS`] of them in flight,
-/// each copied into place as it arrives.
-async fn fetch_pieces(
-    store: &std::sync::Arc<dyn s3dlio_core::store::ObjectStore>,
-    key: &str,
-    uri: &str,
-    pos: u64,
-    dst: &mut [u8],
-) -> Result<()> {
-    use futures::stream::{self, StreamExt, TryStreamExt};
-
-    let end = pos + dst.len() as u64;
-    // Pieces end on PIECE boundaries of the file, so all but the first
-    // start aligned and each O_DIRECT read covers no extra block.
-    let mut ranges = Vec::new();
-    let mut at = pos;
-    while at < end {
-        let next = ((at / PIECE + 1) * PIECE).min(end);
-        ranges.push(at..next);
-        at = next;
-    }
-    let mut pieces = stream::iter(ranges)
-        .map(|r| async move {
-            let data = store.get_range(key, r.clone()).await?;
-            Ok::<_, Error>((r, data))
-        })
-        .buffered(PARALLEL_READS);
-    while let Some((r, data)) = pieces.try_next().await? {
-        if data.len() as u64 != r.end - r.start {
-            return Err(Error::corrupt(
-                uri,
-                format!(
-                    "read {} bytes at {}, expected {}",
-                    data.len(),
-                    r.start,
-                    r.end - r.start
-                ),
-            ));
-        }
-        let from = (r.start - pos) as usize;
-        dst[from..from + data.len()].copy_from_slice(&data);
-    }
-    Ok(())
 }
 
 pub struct WriteFile {
@@ -501,7 +367,7 @@ impl WriteState {
         let mut pos = 0;
         let mut crc = 0;
         while pos < size {
-            let end = (pos + READ_AHEAD).min(size);
+            let end = (pos + WINDOW).min(size);
             let data = old.read_range(pos..end).await?;
             crc = crc32c_append(crc, &data);
             self.written += data.len() as u64;

@@ -9,6 +9,7 @@ mod files;
 mod filesystem;
 mod integrity;
 mod ops;
+mod read_ahead;
 mod status;
 mod target;
 
