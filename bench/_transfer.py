@@ -156,10 +156,12 @@ def peer_rows(
     peers: dict[str, Result],
     peer_names: dict[str, str],
     notes: str,
+    curl_note: str = RAW_CURL_NOTE,
 ) -> None:
-    """One MB/s row per peer beside our result, with both clients' CPU."""
+    """One MB/s row per peer beside our result, with both clients' CPU
+    (and `curl_note`, what the raw baseline did, on its row)."""
     for peer, theirs in peers.items():
-        extra = f"; {RAW_CURL_NOTE}" if peer == RAW_CURL else ""
+        extra = f"; {curl_note}" if peer == RAW_CURL else ""
         bench.add(
             Row(
                 group,

@@ -13,8 +13,12 @@ Peers:
   raw-curl        the server alone: curl sends the same Put Block / Put Block
                   List / ranged GET requests (same block size, same
                   concurrency, SAS in the URL) with no client-side work: block
-                  files cut beforehand, GET bodies discarded. Where the peers
-                  are close to it, Azurite is the limit, not the client.
+                  files cut beforehand; each GET body written to a file of
+                  its own (every peer's download writes the same bytes to
+                  the local disk; on this VM the page-cache writes alone
+                  cost 0.4-4 s of system CPU per GiB, `dd` from /dev/zero
+                  measured). Where the peers are close to it,
+                  Azurite is the limit, not the client.
 
 The server comes from bench/report.py (bench/_servers.py):
 AZURE_STORAGE_CONNECTION_STRING, S3DLIO_BENCH_AZ_CONTAINER and
@@ -153,10 +157,10 @@ def work_azstoragetorch(srv: Server, op: str, blob: str, path: str) -> None:
             shutil.copyfileobj(src, dst, chunk)
 
 
-def curl(url: str, extra: list[str]) -> None:
+def curl(url: str, extra: list[str], out: str = "/dev/null") -> None:
     # "Expect:" off: curl would otherwise wait for 100-continue before
     # sending each block, which no SDK does.
-    cmd = ["curl", "-sS", "--fail", "-o", "/dev/null", "-H", "Expect:", *extra, url]
+    cmd = ["curl", "-sS", "--fail", "-o", out, "-H", "Expect:", *extra, url]
     subprocess.run(cmd, check=True, capture_output=True)
 
 
@@ -164,9 +168,12 @@ def block_id(n: int) -> str:
     return base64.b64encode(f"{n:08d}".encode()).decode()
 
 
-def work_raw_curl(srv: Server, op: str, blob: str, path: str, blocks: list[str]) -> None:
+def work_raw_curl(srv: Server, op: str, blob: str, path: str, extra: str) -> None:
+    """Upload the part files listed (JSON) in `extra`, or download the blob,
+    `path`'s size, into one file per range in the directory `extra`."""
     sas = srv.sas()
     if op == "upload":
+        blocks = json.loads(extra)
         ids = [block_id(n) for n in range(len(blocks))]
 
         def put_block(i: int) -> None:
@@ -185,7 +192,8 @@ def work_raw_curl(srv: Server, op: str, blob: str, path: str, blocks: list[str])
         url = srv.blob_url(blob, sas)
 
         def get_range(off: int) -> None:
-            curl(url, ["-H", f"x-ms-range: bytes={off}-{min(off + PART, size) - 1}"])
+            rng = f"x-ms-range: bytes={off}-{min(off + PART, size) - 1}"
+            curl(url, ["-H", rng], out=f"{extra}/{off // PART:05d}")
 
         with ThreadPoolExecutor(DOWNLOAD_CONCURRENCY) as pool:
             list(pool.map(get_range, range(0, size, PART)))
@@ -203,8 +211,7 @@ def worker_main(argv: list[str]) -> None:
     srv = Server()
     size = os.path.getsize(path) if op == "upload" or peer == RAW_CURL else 0
     if peer == RAW_CURL:
-        blocks = json.loads(argv[4]) if op == "upload" else []
-        report(measured_curl(size, lambda: work_raw_curl(srv, op, blob, path, blocks)))
+        report(measured_curl(size, lambda: work_raw_curl(srv, op, blob, path, argv[4])))
         return
     with measured(size) as r:
         WORKERS[peer](srv, op, blob, path)
@@ -215,11 +222,13 @@ def worker_main(argv: list[str]) -> None:
 # --- driver ----------------------------------------------------------------
 
 
-def digest(path: pathlib.Path) -> str:
+def digest(*paths: pathlib.Path) -> str:
+    """Of the files' bytes, one after the other."""
     h = hashlib.blake2b()
-    with open(path, "rb") as f:
-        while chunk := f.read(16 * MIB):
-            h.update(chunk)
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(16 * MIB):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -262,15 +271,18 @@ def main() -> None:
             up = run_worker(peer, "upload", blob, str(src), *extra)
             shutil.rmtree(work / "blocks", ignore_errors=True)
             if peer == RAW_CURL:
-                down = run_worker(peer, "download", blob, str(src))
-                # curl discards the bodies; check the blob it built instead.
-                with open(dst, "wb") as f:
-                    container.get_blob_client(blob).download_blob(max_concurrency=8).readinto(f)
+                ranges = work / "ranges"
+                ranges.mkdir()
+                down = run_worker(peer, "download", blob, str(src), str(ranges))
+                got = sorted(ranges.iterdir())
+                if sum(p.stat().st_size for p in got) != size or digest(*got) != want:
+                    raise RuntimeError(f"{peer}: the blob's data differs from the source")
+                shutil.rmtree(ranges)
             else:
                 down = run_worker(peer, "download", blob, str(dst))
-            if dst.stat().st_size != size or digest(dst) != want:
-                raise RuntimeError(f"{peer}: the blob's data differs from the source")
-            dst.unlink()
+                if dst.stat().st_size != size or digest(dst) != want:
+                    raise RuntimeError(f"{peer}: the blob's data differs from the source")
+                dst.unlink()
             container.get_blob_client(blob).delete_blob()
             results[peer] = {"upload": up, "download": down}
             for op, r in results[peer].items():
@@ -285,6 +297,8 @@ def main() -> None:
                 PEER_NAMES,
                 f"Azurite on 127.0.0.1; blocks {PART // MIB} MiB, concurrency "
                 f"{UPLOAD_CONCURRENCY} up / {DOWNLOAD_CONCURRENCY} down; one run each",
+                curl_note="curl sends pre-cut part files / writes each GET body to a file of "
+                "its own, its RSS is the largest curl process's peak",
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
