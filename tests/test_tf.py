@@ -302,6 +302,65 @@ def test_reads_keep_eight_pieces_in_flight_ahead_and_fetch_each_byte_once(
         relay.close()
 
 
+def test_a_read_elsewhere_parks_the_pieces_fetched_ahead(s3_base, request, monkeypatch):
+    # TF's pool threads read big tensors in no fixed order: pieces fetched
+    # ahead into the next tensor are kept while another is read, not thrown
+    # away and fetched again when that tensor's turn comes.
+    mib = 1 << 20
+    payload = os.urandom(100 * mib)
+    uri = f"{s3_base}/park/data.bin"
+    with tf.io.gfile.GFile(uri, "wb") as f:
+        f.write(payload)
+    relay = _relayed("s3", request, monkeypatch)
+    try:
+        with tf.io.gfile.GFile(uri, "rb") as f:
+            for start, end in [(0, mib), (80 * mib, 81 * mib), (mib, 80 * mib), (81 * mib, None)]:
+                f.seek(start)
+                want = payload[start:end]
+                assert f.read(len(want)) == want
+    finally:
+        monkeypatch.undo()
+        relay.close()
+    fetched = sorted(relay.ranges)
+    # TF's seek reads the byte before its target (to check the file has
+    # it), a one-byte piece that may be fetched twice; dropping the queue at
+    # the jump would fetch the 64 MiB fetched ahead of the first read again.
+    assert len(payload) <= sum(stop - start for start, stop in fetched) < len(payload) + 16, fetched
+
+
+def test_a_restore_fetches_each_byte_of_the_data_file_once(s3_base, request, monkeypatch):
+    # TF reads tensors of more than 16M elements last, from its pool
+    # threads: after the smaller ones it goes back to the file's start, and
+    # fetching ahead past the big tensor would fetch theirs again.
+    rng = np.random.default_rng(5)
+    saved = {
+        "a_big": tf.Variable(rng.standard_normal((16 << 20) + 5).astype(np.float32)),
+        "b_mid": tf.Variable(rng.standard_normal(6 << 20).astype(np.float32)),
+        "c_small": tf.Variable(rng.standard_normal(1000).astype(np.float32)),
+    }
+    prefix = tf.train.Checkpoint(**saved).write(f"{s3_base}/pool/ckpt")
+    data_size = native.stat(f"{prefix}.data-00000-of-00001")["size"]
+    relay = _relayed("s3", request, monkeypatch)
+    try:
+        # The restore op itself: `Checkpoint.read` first builds a checkpoint
+        # reader that holds the GIL, which the in-process relay needs.
+        restored = tf.raw_ops.RestoreV2(
+            prefix=prefix,
+            tensor_names=[f"{k}/.ATTRIBUTES/VARIABLE_VALUE" for k in saved],
+            shape_and_slices=[""] * len(saved),
+            dtypes=[tf.float32] * len(saved),
+        )
+    finally:
+        monkeypatch.undo()
+        relay.close()
+    for got, v in zip(restored, saved.values(), strict=True):
+        assert _bits(got) == _bits(v)
+    fetched = sum(stop - start for start, stop in relay.ranges)
+    # The data file once, the small index, and the few bytes opening a file
+    # reads; 24 MiB more when the big tensor's read fetched on past it.
+    assert data_size <= fetched < data_size + (1 << 20), (fetched, data_size)
+
+
 def test_compressed_files_read_back(tf_base):
     saved = _variables()
     s3dlio_tf.configure(compression_level=1)

@@ -120,7 +120,8 @@ impl ReadFile {
             }
             let bytes = match plain {
                 Some(pieces) => {
-                    pieces.bytes_at(pos, &mut |at, data| self.track_crc(crc, at, data))?
+                    let read_end = (offset + dst.len() as u64).min(self.size);
+                    pieces.bytes_at(pos, read_end, &mut |at, data| self.track_crc(crc, at, data))?
                 }
                 None => {
                     if pos < *start || pos >= *start + window.len() as u64 {

@@ -8,8 +8,19 @@
 //! `depth` pieces are in flight past the one TF reads, and every piece TF
 //! moves past is replaced by the next one at once, so the store always has
 //! `depth` requests running, like the ceiling's steady threads.
+//!
+//! Fetching ahead stops at bytes TF has already read: TF 2.21 reads the
+//! tensors of more than 16M elements last, from its pool threads, through
+//! the same file, so after the smaller ones it goes back to the file's
+//! start, and reading on past such a tensor would fetch the smaller ones'
+//! bytes again (a third of the data file in a test of one 64 MiB and one
+//! 24 MiB tensor). And the pool threads take the big tensors in no fixed
+//! order: a read elsewhere parks the queue rather than dropping it, and a
+//! read that lands in the parked queue takes it back, so pieces fetched
+//! ahead into the next big tensor are still there when its turn comes.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
 use s3dlio_core::runtime::{block_on, runtime};
@@ -32,6 +43,10 @@ pub struct ReadAhead {
     /// Contiguous pieces in file order: at most one TF has moved past
     /// (a read may reach back a little), the one it reads, those in flight.
     pieces: VecDeque<Piece>,
+    /// The queue before the last jump, still fetching.
+    parked: VecDeque<Piece>,
+    /// The ranges TF has been served, sorted and merged.
+    served: Vec<Range<u64>>,
     /// Buffers of dropped pieces, reused: on this kind of machine a fresh
     /// 8 MiB buffer costs 2,048 page faults before a byte lands in it.
     spare: Vec<Vec<u8>>,
@@ -59,25 +74,32 @@ impl ReadAhead {
             size,
             depth: depth.max(1),
             pieces: VecDeque::new(),
+            parked: VecDeque::new(),
+            served: Vec::new(),
             spare: Vec::new(),
         }
     }
 
     /// The bytes from `pos` (inside the file) to the end of the piece that
-    /// holds it. `arrived(start, bytes)` hears each piece once, when the
+    /// holds it or to `read_end`, whichever is first: the caller copies all
+    /// of them. `arrived(start, bytes)` hears each piece once, when the
     /// first read reaches it: in file order while TF reads in file order.
-    /// A read outside the queue starts a new one there.
+    /// A read outside the queue takes back the parked one if that holds
+    /// it, or else parks this one and starts a new one there.
     pub fn bytes_at(
         &mut self,
         pos: u64,
+        read_end: u64,
         arrived: &mut dyn FnMut(u64, &[u8]) -> OpResult<()>,
     ) -> OpResult<&[u8]> {
-        let held = self.pieces.front().map(|p| p.start) <= Some(pos)
-            && self.pieces.back().is_some_and(|p| pos < p.end);
-        if !held {
-            self.clear();
-            let end = self.piece_end(pos);
-            self.launch(pos, end)?;
+        let limit = self.ahead_limit(read_end);
+        if !holds(&self.pieces, pos) {
+            std::mem::swap(&mut self.pieces, &mut self.parked);
+            if !holds(&self.pieces, pos) {
+                self.clear();
+                let end = self.piece_end(pos).min(limit);
+                self.launch(pos, end)?;
+            }
         }
         let mut at = self
             .pieces
@@ -89,11 +111,11 @@ impl ReadAhead {
             at -= 1;
         }
         while self.pieces.len() - at - 1 < self.depth {
-            let from = self.pieces.back().map_or(self.size, |p| p.end);
-            if from >= self.size {
+            let from = self.pieces.back().map_or(limit, |p| p.end);
+            if from >= limit {
                 break;
             }
-            let end = self.piece_end(from);
+            let end = self.piece_end(from).min(limit);
             self.launch(from, end)?;
         }
         if let Err(e) = self.settle(at, arrived) {
@@ -102,10 +124,24 @@ impl ReadAhead {
             return Err(e);
         }
         let piece = &self.pieces[at];
+        let until = piece.end.min(read_end);
+        mark_served(&mut self.served, pos..until);
         match &piece.state {
-            State::Ready(data) => Ok(&data[(pos - piece.start) as usize..]),
+            State::Ready(data) => {
+                let from = (pos - piece.start) as usize;
+                Ok(&data[from..from + (until - pos) as usize])
+            }
             State::InFlight(_) => Err(Error::backend(&self.uri, "piece not fetched", false).into()),
         }
+    }
+
+    /// Where fetching stops for a read ending at `read_end`: the first
+    /// byte from there on that TF has already been served, or the file's end.
+    fn ahead_limit(&self, read_end: u64) -> u64 {
+        self.served
+            .iter()
+            .find(|r| r.end > read_end)
+            .map_or(self.size, |r| r.start.max(read_end))
     }
 
     fn piece_end(&self, from: u64) -> u64 {
@@ -154,7 +190,7 @@ impl ReadAhead {
         }
     }
 
-    /// Drop every piece: in-flight fetches are cancelled.
+    /// Drop every piece of the queue: in-flight fetches are cancelled.
     fn clear(&mut self) {
         while let Some(piece) = self.pieces.pop_front() {
             self.retire(piece);
@@ -173,8 +209,42 @@ impl ReadAhead {
     }
 }
 
+/// Whether `pos` lies in one of the contiguous `pieces`.
+fn holds(pieces: &VecDeque<Piece>, pos: u64) -> bool {
+    pieces.front().is_some_and(|p| p.start <= pos) && pieces.back().is_some_and(|p| pos < p.end)
+}
+
+/// Add `range` to the sorted, merged ranges in `served`.
+fn mark_served(served: &mut Vec<Range<u64>>, range: Range<u64>) {
+    let at = served.partition_point(|r| r.end < range.start);
+    let mut merged = range;
+    while at < served.len() && served[at].start <= merged.end {
+        let r = served.remove(at);
+        merged = merged.start.min(r.start)..merged.end.max(r.end);
+    }
+    served.insert(at, merged);
+}
+
 impl Drop for ReadAhead {
     fn drop(&mut self) {
         self.clear();
+        std::mem::swap(&mut self.pieces, &mut self.parked);
+        self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mark_served;
+
+    #[test]
+    fn served_ranges_stay_sorted_and_merged() {
+        let mut served = Vec::new();
+        for r in [10..20, 30..40, 20..25, 0..5, 50..60, 35..52, 5..10] {
+            mark_served(&mut served, r);
+        }
+        assert_eq!(served, vec![0..25, 30..60]);
+        mark_served(&mut served, 25..30);
+        assert_eq!(served, vec![0..60]);
     }
 }
