@@ -465,25 +465,23 @@ def test_abi_tables_match_the_installed_header(tmp_path: pathlib.Path):
     assert header["sizeof TF_FilesystemPluginInfo"] == 32
 
 
-def _bytes_read_by_this_process() -> int:
-    with open("/proc/self/io") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
-
-
 @pytest.mark.parametrize("backend", ["s3", "az"])
-def test_copy_and_rename_move_no_data_through_the_client(backend, request):
+def test_copy_and_rename_move_no_data_through_the_client(backend, request, monkeypatch):
     base = request.getfixturevalue(f"{backend}_base")
     payload = os.urandom(32 << 20)
     with tf.io.gfile.GFile(f"{base}/big.bin", "wb") as f:
         f.write(payload)
-    before = _bytes_read_by_this_process()
-    tf.io.gfile.copy(f"{base}/big.bin", f"{base}/copy.bin")
-    tf.io.gfile.rename(f"{base}/copy.bin", f"{base}/moved.bin")
-    received = _bytes_read_by_this_process() - before
-    # A copy through the client would read all 32 MiB (twice for both ops).
-    # What is read is other I/O: each Azure store opened loads the system CA
-    # bundle (~0.4 MB), and the plugin opens one per path per op.
-    assert received < (4 << 20), received
+    relay = _relayed(backend, request, monkeypatch)
+    try:
+        tf.io.gfile.copy(f"{base}/big.bin", f"{base}/copy.bin")
+        tf.io.gfile.rename(f"{base}/copy.bin", f"{base}/moved.bin")
+    finally:
+        monkeypatch.undo()
+        relay.close()
+    # Server-side copies only: a copy through the client would GET the
+    # 32 MiB and send them back in uploads (twice, for both ops).
+    assert relay.counts["copy (server-side)"] == 2, relay.counts
+    assert set(relay.counts) <= {"HEAD", "list", "copy (server-side)", "DELETE"}, relay.counts
     assert not tf.io.gfile.exists(f"{base}/copy.bin")
     # The copy keeps the CRC32C recorded for the original, and a whole read
     # through TensorFlow checks the bytes against it.
