@@ -555,14 +555,13 @@ def test_s3_multipart_file_records_its_crc(s3_base, s3_server):
     assert uri.split("://")[1] in str(e.value)
 
 
-def test_s3_checkpoint_rename_records_the_crc_in_its_copy(s3_base, s3_server, monkeypatch):
+def test_s3_checkpoint_rename_records_the_crc_in_its_copy(s3_base, s3_server, request, monkeypatch):
     # TF closes the data file as `<name>.tempstate<digits>` and renames it at
     # once; on S3 a rename is a copy, so the copy records the file's CRC32C
     # instead of a self-copy of its own after the upload.
     n = (80 << 20) // 4  # above the 64 MiB multipart threshold
     v = tf.Variable(tf.range(n, dtype=tf.float32))
-    relay = CountingProxy(s3_server.port)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{relay.port}")
+    relay = _relayed("s3", request, monkeypatch)
     try:
         tf.train.Checkpoint(v=v).write(f"{s3_base}/crc/ckpt")
     finally:
