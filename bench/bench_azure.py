@@ -275,14 +275,13 @@ def main() -> None:
                 ranges.mkdir()
                 down = run_worker(peer, "download", blob, str(src), str(ranges))
                 got = sorted(ranges.iterdir())
-                if sum(p.stat().st_size for p in got) != size or digest(*got) != want:
-                    raise RuntimeError(f"{peer}: the blob's data differs from the source")
-                shutil.rmtree(ranges)
             else:
                 down = run_worker(peer, "download", blob, str(dst))
-                if dst.stat().st_size != size or digest(dst) != want:
-                    raise RuntimeError(f"{peer}: the blob's data differs from the source")
-                dst.unlink()
+                got = [dst]
+            if sum(p.stat().st_size for p in got) != size or digest(*got) != want:
+                raise RuntimeError(f"{peer}: the blob's data differs from the source")
+            for p in got:
+                p.unlink()
             container.get_blob_client(blob).delete_blob()
             results[peer] = {"upload": up, "download": down}
             for op, r in results[peer].items():
