@@ -24,6 +24,7 @@ from conftest import BUCKET, flip_byte
 from request_counter import CountingProxy
 
 TF_BACKENDS = ["direct", "s3", "az"]
+OTHER_BUCKET = "tf-other-bucket"
 
 
 @pytest.fixture(params=TF_BACKENDS)
@@ -491,10 +492,18 @@ def test_copy_and_rename_move_no_data_through_the_client(backend, request, monke
     assert tf.io.gfile.GFile(f"{base}/moved.bin", "rb").read() == payload
 
 
+def _other_bucket(s3_server) -> str:
+    """A second bucket on the session's server, for moves across buckets."""
+    client = s3_server.client()
+    if OTHER_BUCKET not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket=OTHER_BUCKET)
+    return OTHER_BUCKET
+
+
 def test_a_compressed_file_moved_to_another_bucket_stays_compressed(s3_base, s3_server):
     # Across buckets a rename streams the stored bytes through the client,
     # compressed as they are: the copy must not be taken for a plain object.
-    s3_server.client().create_bucket(Bucket="tf-other-bucket")
+    _other_bucket(s3_server)
     payload = os.urandom(3 << 20) + bytes(5 << 20)
     s3dlio_tf.configure(compression_level=1)
     try:
@@ -502,10 +511,67 @@ def test_a_compressed_file_moved_to_another_bucket_stays_compressed(s3_base, s3_
             f.write(payload)
     finally:
         s3dlio_tf.configure(None)
-    moved = "s3://tf-other-bucket/moved/z.bin"
+    moved = f"s3://{OTHER_BUCKET}/moved/z.bin"
     tf.io.gfile.rename(f"{s3_base}/z.bin", moved)
     assert native.stat(moved)["codec"] == "zstd-seekable"
     assert tf.io.gfile.GFile(moved, "rb").read() == payload
+
+
+def _write_multipart(uri: str) -> bytes:
+    """A plain file at the 64 MiB multipart threshold: its CRC32C is
+    recorded by the plugin, not carried by the upload."""
+    data = os.urandom(64 << 20)
+    with tf.io.gfile.GFile(uri, "wb") as f:
+        f.write(data)
+    return data
+
+
+def test_a_file_moved_to_another_bucket_is_checked_and_keeps_its_crc(s3_base, s3_server):
+    # Across buckets a rename streams the bytes through the client: they are
+    # checked against the source's CRC32C before the copy is published, and
+    # the copy records it (above the single-PUT limit S3 does not).
+    _other_bucket(s3_server)
+    key = s3_base.split("/", 3)[3] + "/across.bin"
+    src = f"s3://{BUCKET}/{key}"
+    moved = f"s3://{OTHER_BUCKET}/across/moved.bin"
+    data = _write_multipart(src)
+    flip_byte(s3_server.data / BUCKET / key, 40 << 20)
+    with pytest.raises(tf.errors.DataLossError, match="integrity") as e:
+        tf.io.gfile.rename(src, moved)
+    assert key in str(e.value)
+    assert not tf.io.gfile.exists(moved)
+    assert tf.io.gfile.exists(src)
+
+    flip_byte(s3_server.data / BUCKET / key, 40 << 20)  # mended
+    tf.io.gfile.rename(src, moved)
+    assert not tf.io.gfile.exists(src)
+    head = s3_server.client().head_object(Bucket=OTHER_BUCKET, Key="across/moved.bin")
+    assert "s3dlio-crc32c" in head["Metadata"], head["Metadata"]
+    assert tf.io.gfile.GFile(moved, "rb").read() == data
+    flip_byte(s3_server.data / OTHER_BUCKET / "across" / "moved.bin", 50 << 20)
+    with pytest.raises(tf.errors.DataLossError, match="integrity"):
+        tf.io.gfile.GFile(moved, "rb").read()
+
+
+def test_a_temporary_file_is_checked_before_its_rename(s3_base, s3_server):
+    # A closed `.tempstate` file of TF's checkpoint writer has its CRC32C
+    # only in this process until its rename records it: a read of it and
+    # a move to another bucket are still checked against it.
+    _other_bucket(s3_server)
+    key = s3_base.split("/", 3)[3] + "/t.data.tempstate123"
+    temp = f"s3://{BUCKET}/{key}"
+    data = _write_multipart(temp)
+    head = s3_server.client().head_object(Bucket=BUCKET, Key=key)
+    assert "s3dlio-crc32c" not in head["Metadata"], head["Metadata"]
+    assert tf.io.gfile.GFile(temp, "rb").read() == data
+    flip_byte(s3_server.data / BUCKET / key, 30 << 20)
+    with pytest.raises(tf.errors.DataLossError, match="integrity"):
+        tf.io.gfile.GFile(temp, "rb").read()
+    moved = f"s3://{OTHER_BUCKET}/t.data"
+    with pytest.raises(tf.errors.DataLossError, match="integrity"):
+        tf.io.gfile.rename(temp, moved)
+    assert not tf.io.gfile.exists(moved)
+    assert tf.io.gfile.exists(temp)
 
 
 def _corrupt_blob(azurite, uri: str, offset: int) -> None:

@@ -73,7 +73,7 @@ impl CheckpointReader {
         let store = self.store.loc.store.clone();
         let reader = match meta.codec {
             crate::codec::Codec::None => {
-                ObjectReader::open_plain(store, &key, meta.stored_size).await?
+                ObjectReader::open_plain(store, &key, meta.stored_size, None).await?
             }
             crate::codec::Codec::ZstdSeekable => ObjectReader::open(store, &key).await?,
         };

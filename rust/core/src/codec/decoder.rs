@@ -201,10 +201,16 @@ impl ObjectReader {
         Err(Error::corrupt(&uri, "trailer could not be read"))
     }
 
-    /// A reader for an object the caller knows is plain, of `size` bytes.
-    pub async fn open_plain(store: Arc<dyn ObjectStore>, key: &str, size: u64) -> Result<Self> {
+    /// A reader for an object the caller knows is plain, of `size` bytes;
+    /// full reads are checked against `recorded_crc32c` when given.
+    pub async fn open_plain(
+        store: Arc<dyn ObjectStore>,
+        key: &str,
+        size: u64,
+        recorded_crc32c: Option<u32>,
+    ) -> Result<Self> {
         let uri = store.uri(key);
-        Ok(Self::plain(store, key, uri, size, None))
+        Ok(Self::plain(store, key, uri, size, recorded_crc32c))
     }
 
     fn plain(
@@ -960,7 +966,7 @@ mod tests {
         let got = r.read_range(10..(9 << 20)).await.unwrap();
         assert_eq!(&got[..], &data[10..9 << 20]);
 
-        let small = ObjectReader::open_plain(dyn_store(&store), "p.bin", data.len() as u64)
+        let small = ObjectReader::open_plain(dyn_store(&store), "p.bin", data.len() as u64, None)
             .await
             .unwrap();
         assert_eq!(&small.read_range(0..5).await.unwrap()[..], &data[..5]);

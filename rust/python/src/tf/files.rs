@@ -66,9 +66,14 @@ impl ReadFile {
         let target = Target::open(uri)?;
         block_on(async {
             let reader = ObjectReader::open(target.loc.store.clone(), target.key()).await?;
+            // A closed temporary file not yet renamed has its CRC32C only
+            // in this process: reads of it are checked against that.
             let expected = match reader.crc32c() {
                 Some(crc) => Some(crc),
-                None => integrity::recorded(&target).await?,
+                None => match integrity::pending_crc(&target.uri()) {
+                    Some(crc) => Some(crc),
+                    None => integrity::recorded(&target).await?,
+                },
             };
             let size = reader.logical_size();
             let plain = (reader.codec() == Codec::None).then(|| {

@@ -9,7 +9,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use s3dlio_core::codec::ObjectReader;
 use s3dlio_core::object::copy_stored;
 use s3dlio_core::runtime::block_on;
-use s3dlio_core::store::ObjectMeta;
+use s3dlio_core::store::{ObjectMeta, PutOptions};
 use s3dlio_core::{Error, Result};
 
 use super::abi::code;
@@ -345,31 +345,53 @@ pub fn copy_file(from: &str, to: &str, remove_source: bool) -> OpResult<()> {
         integrity::copy_local(a, b)?;
         return Ok(());
     }
-    let same_store = src.loc.store.uri("") == dst.loc.store.uri("");
-    let copied: Result<()> = block_on(async {
-        let store = &src.loc.store;
-        if same_store {
-            // Server-side where the store can (S3 CopyObject), recording the
-            // CRC32C a closed temporary file left to its rename.
+    let store = &src.loc.store;
+    if src.loc.store.uri("") == dst.loc.store.uri("") {
+        // Server-side where the store can (S3 CopyObject), recording the
+        // CRC32C a closed temporary file left to its rename.
+        block_on(async {
             match integrity::pending_crc(&src.uri()) {
                 Some(crc) => store.copy_recording_crc32c(src.key(), dst.key(), crc),
                 None => store.copy(src.key(), dst.key()),
             }
-            .await?;
-        } else {
-            let head = store.head(src.key()).await?;
-            let reader = ObjectReader::open_plain(store.clone(), src.key(), head.size).await?;
-            // Stored bytes copied as they are: no level, no decoding.
-            copy_stored(&reader, &dst.loc, head.plain, &|_| {}).await?;
-        }
+            .await
+        })??;
         integrity::forget(&dst.uri());
-        if remove_source {
-            store.delete(src.key()).await?;
-            integrity::forget(&src.uri());
-        }
-        Ok(())
-    })?;
-    Ok(copied?)
+    } else {
+        copy_across(&src, &dst)?;
+    }
+    if remove_source {
+        block_on(store.delete(src.key()))??;
+        integrity::forget(&src.uri());
+    }
+    Ok(())
+}
+
+/// Stream the stored bytes of `src` to `dst` in another store, as they are
+/// (compressed stays compressed). The stream is checked against the CRC32C
+/// of the source (the one its store keeps, or the one a closed temporary
+/// file left for its rename) before the copy is published, and a plain
+/// copy records it wherever its store needs telling (S3 above the single
+/// PUT limit, direct://'s xattr).
+fn copy_across(src: &Target, dst: &Target) -> OpResult<()> {
+    let store = &src.loc.store;
+    let (put, expected, size) = block_on(async {
+        let head = store.head(src.key()).await?;
+        let expected = integrity::pending_crc(&src.uri()).or(head.crc32c);
+        let reader =
+            ObjectReader::open_plain(store.clone(), src.key(), head.size, expected).await?;
+        copy_stored(&reader, &dst.loc, head.plain, &|_| {}).await?;
+        let put = PutOptions {
+            plain: head.plain,
+            ..PutOptions::default()
+        };
+        Ok::<_, Error>((put, expected, head.size))
+    })??;
+    integrity::forget(&dst.uri());
+    if let (Some(crc), true) = (expected, put.plain) {
+        integrity::record(dst, crc, size, &put)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -18,9 +18,10 @@
 //! rename is a server-side copy. For such a file the self-copy is left to
 //! the rename: its CRC32C waits here, in this process, and the rename's
 //! copy records it (`ObjectStore::copy_recording_crc32c`), one server pass
-//! over the data instead of two. Until then the temporary file carries no
-//! CRC32C: a read of it is not checked, and one left behind by a killed
-//! process (garbage TF never points to) never is.
+//! over the data instead of two. Until then the temporary file's CRC32C is
+//! known only here: a read of it in this process, or its move to another
+//! store, is checked against it; one left behind by a killed process
+//! (garbage TF never points to) never is.
 
 use std::collections::HashMap;
 use std::ffi::CString;
