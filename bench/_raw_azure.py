@@ -13,6 +13,7 @@ AZURE_STORAGE_CONNECTION_STRING, S3DLIO_BENCH_AZ_CONTAINER.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import http.client
 import os
@@ -20,11 +21,12 @@ import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-from _raw_s3 import Pieces, exchange
+from _raw_s3 import Pieces, cut, exchange
 
 
 class RawAzure:
-    """Whole-blob Put Blobs and ranged Get Blobs on a pool of `workers` threads."""
+    """Whole-blob Put Blobs (or Put Block + Put Block List) and ranged Get
+    Blobs on a pool of `workers` threads."""
 
     def __init__(self, workers: int) -> None:
         from azure.storage.blob import ContainerSasPermissions, generate_container_sas
@@ -61,15 +63,16 @@ class RawAzure:
         headers: dict[str, str],
         body: Pieces | None = None,
         into: Pieces | None = None,
+        query: str = "",
     ) -> None:
         try:
-            self._send(method, blob, headers, body, into)
+            self._send(method, blob, headers, body, into, query)
         except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
             # Azurite (Node) closes keep-alive connections idle for 5 s, as
             # between two timed rounds: one fresh connection, one retry.
             self.local.conn.close()
             self.local.conn = None
-            self._send(method, blob, headers, body, into)
+            self._send(method, blob, headers, body, into, query)
 
     def _send(
         self,
@@ -78,8 +81,9 @@ class RawAzure:
         headers: dict[str, str],
         body: Pieces | None,
         into: Pieces | None,
+        query: str,
     ) -> None:
-        path = f"{self.base.path}/{self.container}/{urllib.parse.quote(blob)}?{self.sas}"
+        path = f"{self.base.path}/{self.container}/{urllib.parse.quote(blob)}?{query}{self.sas}"
         headers = {"x-ms-version": "2021-08-06", **headers}
         exchange(self._conn(), method, path, headers, body, into, f"{method} {blob}")
 
@@ -90,6 +94,31 @@ class RawAzure:
             for name, body in blobs.items()
         ]
         for f in futures:
+            f.result()
+
+    def put_blocks(self, blobs: dict[str, Pieces], block_size: int) -> None:
+        """Each blob as Put Blocks of `block_size` bytes, all in flight at
+        once up to the pool's size, then one Put Block List per blob: the
+        requests a streaming writer that does not know the size sends."""
+        futures = []
+        ids: dict[str, list[str]] = {}
+        for name, body in blobs.items():
+            ids[name] = []
+            for n, block in enumerate(cut(body, block_size)):
+                block_id = base64.b64encode(f"{n:08d}".encode()).decode()
+                ids[name].append(block_id)
+                query = f"comp=block&blockid={urllib.parse.quote(block_id, safe='')}&"
+                futures.append(self.pool.submit(self._request, "PUT", name, {}, block, None, query))
+        for f in futures:
+            f.result()
+        commits = []
+        for name, blocks in ids.items():
+            xml = "".join(f"<Latest>{b}</Latest>" for b in blocks)
+            body = [memoryview(f"<BlockList>{xml}</BlockList>".encode())]
+            commits.append(
+                self.pool.submit(self._request, "PUT", name, {}, body, None, "comp=blocklist&")
+            )
+        for f in commits:
             f.result()
 
     def get_each(self, blobs: dict[str, Pieces]) -> None:
