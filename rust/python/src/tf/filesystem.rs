@@ -367,12 +367,13 @@ pub fn copy_file(from: &str, to: &str, remove_source: bool) -> OpResult<()> {
     Ok(())
 }
 
-/// Stream the stored bytes of `src` to `dst` in another store, as they are
-/// (compressed stays compressed). The stream is checked against the CRC32C
-/// of the source (the one its store keeps, or the one a closed temporary
-/// file left for its rename) before the copy is published, and a plain
-/// copy records it wherever its store needs telling (S3 above the single
-/// PUT limit, direct://'s xattr).
+/// Stream the stored bytes of `src` to `dst` in another bucket or
+/// container, as they are (compressed stays compressed; TF itself refuses
+/// a rename across schemes). The stream is checked against the CRC32C of
+/// the source (the one its store keeps, or the one a closed temporary file
+/// left for its rename) before the copy is published, and a plain copy
+/// records it where its store needs telling (S3 above the single-PUT
+/// limit).
 fn copy_across(src: &Target, dst: &Target) -> OpResult<()> {
     let store = &src.loc.store;
     let (put, expected, size) = block_on(async {
