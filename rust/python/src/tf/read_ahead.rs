@@ -32,7 +32,7 @@ use super::status::OpResult;
 
 /// Bytes per piece, one ranged request (an O_DIRECT read on direct://).
 /// Pieces end on multiples of it, so all but a run's first start aligned.
-pub const PIECE: u64 = 8 << 20;
+const PIECE: u64 = 8 << 20;
 
 pub struct ReadAhead {
     store: Arc<dyn ObjectStore>,
