@@ -589,6 +589,25 @@ def _corrupt_blob(azurite, uri: str, offset: int) -> None:
     blob.upload_blob(bytes(data), overwrite=True, metadata=metadata)
 
 
+def test_a_blob_moved_to_another_container_is_checked(az_base, azurite):
+    # As across buckets: the streamed bytes are checked against the source's
+    # recorded CRC32C before the copy is published.
+    src = f"{az_base}/across.bin"
+    moved = f"{az_base.rsplit('/', 1)[0]}/{azurite.create_container()}/moved.bin"
+    data = os.urandom((20 << 20) + 3)
+    with tf.io.gfile.GFile(src, "wb") as f:
+        f.write(data)
+    _corrupt_blob(azurite, src, 12 << 20)
+    with pytest.raises(tf.errors.DataLossError, match="integrity"):
+        tf.io.gfile.rename(src, moved)
+    assert not tf.io.gfile.exists(moved)
+    assert tf.io.gfile.exists(src)
+    _corrupt_blob(azurite, src, 12 << 20)  # mended
+    tf.io.gfile.rename(src, moved)
+    assert native.stat(moved)["crc32c"] is not None
+    assert tf.io.gfile.GFile(moved, "rb").read() == data
+
+
 @pytest.mark.parametrize("size", [100_000, (20 << 20) + 3], ids=["one-put", "blocks"])
 def test_azure_corrupt_file_is_data_loss(az_base, azurite, size):
     uri = f"{az_base}/corrupt/c.bin"
