@@ -24,6 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from _raw_s3 import Pieces, cut, exchange
 
 
+def block_id(n: int) -> str:
+    """The id of a blob's `n`th block: one fixed length for all of them, as
+    Azure requires within a blob."""
+    return base64.b64encode(f"{n:08d}".encode()).decode()
+
+
 class RawAzure:
     """Whole-blob Put Blobs (or Put Block + Put Block List) and ranged Get
     Blobs on a pool of `workers` threads."""
@@ -105,9 +111,9 @@ class RawAzure:
         for name, body in blobs.items():
             ids[name] = []
             for n, block in enumerate(cut(body, block_size)):
-                block_id = base64.b64encode(f"{n:08d}".encode()).decode()
-                ids[name].append(block_id)
-                query = f"comp=block&blockid={urllib.parse.quote(block_id, safe='')}&"
+                bid = block_id(n)
+                ids[name].append(bid)
+                query = f"comp=block&blockid={urllib.parse.quote(bid, safe='')}&"
                 futures.append(self.pool.submit(self._request, "PUT", name, {}, block, None, query))
         for f in futures:
             f.result()

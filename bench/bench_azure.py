@@ -31,7 +31,6 @@ S3DLIO_BENCH_AZ_ACCOUNT.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import hashlib
 import json
@@ -45,6 +44,7 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 from _common import AZURE_PID_ENV, OUT_DIR, Bench
+from _raw_azure import block_id
 from _transfer import (
     MIB,
     RAW_CURL,
@@ -162,10 +162,6 @@ def curl(url: str, extra: list[str], out: str = "/dev/null") -> None:
     # sending each block, which no SDK does.
     cmd = ["curl", "-sS", "--fail", "-o", out, "-H", "Expect:", *extra, url]
     subprocess.run(cmd, check=True, capture_output=True)
-
-
-def block_id(n: int) -> str:
-    return base64.b64encode(f"{n:08d}".encode()).decode()
 
 
 def work_raw_curl(srv: Server, op: str, blob: str, path: str, extra: str) -> None:
