@@ -627,9 +627,7 @@ def test_s3_multipart_file_records_its_crc(s3_base, s3_server):
     # checksum is not the file's; the plugin records the file's CRC32C.
     key = s3_base.split("/", 3)[3] + "/big.bin"
     uri = f"s3://{BUCKET}/{key}"
-    data = os.urandom(64 << 20)
-    with tf.io.gfile.GFile(uri, "wb") as f:
-        f.write(data)
+    data = _write_multipart(uri)
     head = s3_server.client().head_object(Bucket=BUCKET, Key=key)
     assert head["ETag"].strip('"').endswith("-8"), head["ETag"]  # eight 8 MiB parts
     assert "s3dlio-crc32c" in head["Metadata"], head["Metadata"]

@@ -68,12 +68,12 @@ impl ReadFile {
             let reader = ObjectReader::open(target.loc.store.clone(), target.key()).await?;
             // A closed temporary file not yet renamed has its CRC32C only
             // in this process: reads of it are checked against that.
-            let expected = match reader.crc32c() {
+            let expected = match reader
+                .crc32c()
+                .or_else(|| integrity::pending_crc(&target.uri()))
+            {
                 Some(crc) => Some(crc),
-                None => match integrity::pending_crc(&target.uri()) {
-                    Some(crc) => Some(crc),
-                    None => integrity::recorded(&target).await?,
-                },
+                None => integrity::recorded(&target).await?,
             };
             let size = reader.logical_size();
             let plain = (reader.codec() == Codec::None).then(|| {

@@ -346,7 +346,7 @@ pub fn copy_file(from: &str, to: &str, remove_source: bool) -> OpResult<()> {
         return Ok(());
     }
     let store = &src.loc.store;
-    if src.loc.store.uri("") == dst.loc.store.uri("") {
+    if store.uri("") == dst.loc.store.uri("") {
         // Server-side where the store can (S3 CopyObject), recording the
         // CRC32C a closed temporary file left to its rename.
         block_on(async {
