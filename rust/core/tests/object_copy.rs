@@ -110,3 +110,66 @@ async fn corrupt_source_leaves_no_copy() {
         "a failed copy left an object behind"
     );
 }
+
+/// A plain source checked against the CRC32C its store recorded: bytes
+/// changed behind the record fail the copy, compressed or not, before it is
+/// published; the same bytes with their true CRC32C copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_source_not_matching_its_recorded_crc_leaves_no_copy() {
+    let store: Arc<dyn ObjectStore> = MemoryStore::new();
+    let data = sample(70 << 20);
+    store
+        .put("src", Bytes::from(data.clone()), &PutOptions::default())
+        .await
+        .expect("put source");
+    let size = data.len() as u64;
+    let truth = s3dlio_core::crc::crc32c(&data);
+    for level in [None, Some(1)] {
+        let reader = ObjectReader::open_plain(store.clone(), "src", size, Some(truth ^ 1))
+            .await
+            .expect("open");
+        let err = copy_object(
+            &reader,
+            &at(&store, "dst"),
+            &WriteOptions::with_level(level),
+            &|_| {},
+        )
+        .await
+        .expect_err("bytes that differ from their record must not copy");
+        match err {
+            Error::Integrity {
+                uri,
+                expected,
+                actual,
+                ..
+            } => {
+                assert_eq!(uri, "memory:///src", "the error names the source");
+                assert_eq!((expected, actual), (truth ^ 1, truth));
+            }
+            other => panic!("level {level:?}: expected Integrity, got {other}"),
+        }
+        assert!(
+            store.head("dst").await.is_err(),
+            "level {level:?}: a failed copy left an object behind"
+        );
+
+        let reader = ObjectReader::open_plain(store.clone(), "src", size, Some(truth))
+            .await
+            .expect("open");
+        let meta = copy_object(
+            &reader,
+            &at(&store, "dst"),
+            &WriteOptions::with_level(level),
+            &|_| {},
+        )
+        .await
+        .expect("a source matching its record copies");
+        assert_eq!(meta.crc32c, truth);
+        let back = get_object(&at(&store, "dst")).await.expect("read copy");
+        assert!(
+            back == data,
+            "level {level:?}: the copy differs from the source"
+        );
+        store.delete("dst").await.expect("delete copy");
+    }
+}

@@ -281,7 +281,16 @@ impl EncodingWriter {
     }
 
     /// Compress what is left, write the trailer and commit the object.
-    pub async fn finish(mut self) -> Result<EncodedMeta> {
+    pub async fn finish(self) -> Result<EncodedMeta> {
+        self.finish_checked(None).await
+    }
+
+    /// [`finish`](Self::finish), committing only when the logical bytes
+    /// written have the CRC32C `source` expects (`(crc, uri)` of the object
+    /// they were copied from); else nothing becomes visible and the error is
+    /// the source's `Integrity`. A copy checks its stream with the CRC32C
+    /// the encoder keeps anyway instead of a second pass over every byte.
+    pub async fn finish_checked(mut self, source: Option<(u32, String)>) -> Result<EncodedMeta> {
         if let Err(e) = self.usable().and_then(|()| self.whole_elements()) {
             let _ = self.inner.abort().await;
             return Err(e);
@@ -289,6 +298,15 @@ impl EncodingWriter {
         if let Err(e) = self.flush_all().await {
             let _ = self.inner.abort().await;
             return Err(e);
+        }
+        if let Some((expected, uri)) = source.filter(|(expected, _)| *expected != self.crc) {
+            self.inner.abort().await?;
+            return Err(Error::Integrity {
+                uri,
+                offset: 0,
+                expected,
+                actual: self.crc,
+            });
         }
         let object = self.inner.finish().await?;
         let (codec, level, byte_group) = match &self.zstd {
