@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use s3dlio_core::codec::ObjectReader;
+use s3dlio_core::codec::{EncodedMeta, ObjectReader};
 use s3dlio_core::object::{copy_object, get_object, put_object, WriteOptions};
 use s3dlio_core::store::memory::MemoryStore;
 use s3dlio_core::store::{Location, ObjectStore, PutOptions};
@@ -111,6 +111,26 @@ async fn corrupt_source_leaves_no_copy() {
     );
 }
 
+/// Copy `src`, opened plain with `recorded` as the CRC32C its store
+/// keeps, to `dst` at `level`.
+async fn copy_recorded(
+    store: &Arc<dyn ObjectStore>,
+    size: u64,
+    recorded: u32,
+    level: Option<i32>,
+) -> Result<EncodedMeta, Error> {
+    let reader = ObjectReader::open_plain(store.clone(), "src", size, Some(recorded))
+        .await
+        .expect("open");
+    copy_object(
+        &reader,
+        &at(store, "dst"),
+        &WriteOptions::with_level(level),
+        &|_| {},
+    )
+    .await
+}
+
 /// A plain source checked against the CRC32C its store recorded: bytes
 /// changed behind the record fail the copy, compressed or not, before it is
 /// published; the same bytes with their true CRC32C copy.
@@ -125,17 +145,9 @@ async fn plain_source_not_matching_its_recorded_crc_leaves_no_copy() {
     let size = data.len() as u64;
     let truth = s3dlio_core::crc::crc32c(&data);
     for level in [None, Some(1)] {
-        let reader = ObjectReader::open_plain(store.clone(), "src", size, Some(truth ^ 1))
+        let err = copy_recorded(&store, size, truth ^ 1, level)
             .await
-            .expect("open");
-        let err = copy_object(
-            &reader,
-            &at(&store, "dst"),
-            &WriteOptions::with_level(level),
-            &|_| {},
-        )
-        .await
-        .expect_err("bytes that differ from their record must not copy");
+            .expect_err("bytes that differ from their record must not copy");
         match err {
             Error::Integrity {
                 uri,
@@ -153,17 +165,9 @@ async fn plain_source_not_matching_its_recorded_crc_leaves_no_copy() {
             "level {level:?}: a failed copy left an object behind"
         );
 
-        let reader = ObjectReader::open_plain(store.clone(), "src", size, Some(truth))
+        let meta = copy_recorded(&store, size, truth, level)
             .await
-            .expect("open");
-        let meta = copy_object(
-            &reader,
-            &at(&store, "dst"),
-            &WriteOptions::with_level(level),
-            &|_| {},
-        )
-        .await
-        .expect("a source matching its record copies");
+            .expect("a source matching its record copies");
         assert_eq!(meta.crc32c, truth);
         let back = get_object(&at(&store, "dst")).await.expect("read copy");
         assert!(
