@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 from torch.distributed.checkpoint.filesystem import _StorageInfo
-from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.metadata import STATE_DICT_TYPE, Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteItem, WriteItemType
 from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 from torch.futures import Future
 
 from s3dlio import _native
-from s3dlio_torch import _framing, _layout, _staging
+from s3dlio_torch import _async_staging, _framing, _layout, _staging
 from s3dlio_torch._gc_freeze import GcFreeze
 from s3dlio_torch._layout import FilePrefix, ItemRecord
 
@@ -155,6 +155,31 @@ class S3DlioWriter(StorageWriter):
         self.is_coordinator = False
         self.freeze_gc = freeze_gc
         self._gc = GcFreeze()
+
+    # -- AsyncStager (what `dcp.async_save` copies first) ----------------
+
+    # The copy is complete when `stage` returns: nothing to wait for later.
+    _synchronize_after_execute = False
+
+    @property
+    def should_synchronize_after_execute(self) -> bool:
+        return self._synchronize_after_execute
+
+    def stage(self, state_dict: STATE_DICT_TYPE) -> STATE_DICT_TYPE:
+        """The host copy of `state_dict` that `dcp.async_save` writes while
+        training goes on: host memory kept from save to save (pinned for
+        device tensors once reused), device copies waited for once
+        (`_async_staging`)."""
+        return _async_staging.STAGING.stage(state_dict)
+
+    def synchronize_staging(self) -> None:
+        """Nothing to wait for: `stage` returns a finished copy."""
+
+    def close(self) -> None:
+        """Free the host copies `stage` keeps for the next save (they are
+        the process's, not this writer's: any writer's next `stage`
+        allocates again). torch never calls this for a storage writer."""
+        _async_staging.STAGING.release()
 
     # -- StorageWriter ---------------------------------------------------
 
