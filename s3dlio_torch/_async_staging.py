@@ -27,6 +27,7 @@ process-mode save moves away is then never pinned for nothing.
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from typing import Any
@@ -35,6 +36,8 @@ import torch
 import torch.cuda._pin_memory_utils as pin_memory_utils
 from torch.distributed.checkpoint._state_dict_stager import StateDictStager
 from torch.storage import UntypedStorage
+
+log = logging.getLogger(__name__)
 
 
 class _KeptStager(StateDictStager):
@@ -52,6 +55,8 @@ class _KeptStager(StateDictStager):
         # Pinning is ours (`Staging._pin`): torch's would pin at the first save.
         super().__init__(pin_memory=False, share_memory=False)
         self.devices: set[torch.device] = set()
+        # Cleared when the driver refuses to pin (`Staging._pin`).
+        self.pinning = True
 
     def stage(self, state_dict: Any, non_blocking: bool = False) -> Any:
         memo: dict[int, Any] = {}
@@ -165,10 +170,19 @@ class Staging:
 
     @staticmethod
     def _pin(stager: _KeptStager) -> None:
+        if not stager.pinning:
+            return
         for source, host in stager.staged_storages():
             if source.device.type != "cuda" or host.nbytes() == 0 or host.is_pinned():
                 continue
-            pin_memory_utils.pin_memory(host.data_ptr(), host.nbytes())
+            try:
+                pin_memory_utils.pin_memory(host.data_ptr(), host.nbytes())
+            except RuntimeError as e:
+                # Pinning only speeds the copy up: where the driver refuses
+                # (locked-memory limits), the copies stay pageable, said once.
+                stager.pinning = False
+                log.warning("async_save staging stays in pageable memory: %s", e)
+                return
             # Unregistered when the storage goes, not after CUDA is torn down.
             done = weakref.finalize(host, pin_memory_utils.unpin_memory, host.data_ptr())
             done.atexit = False

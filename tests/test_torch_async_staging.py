@@ -200,6 +200,32 @@ def test_close_lets_the_kept_copies_go() -> None:
     assert _async_staging.STAGING._stager is not None
 
 
+def test_a_driver_refusing_to_pin_leaves_the_copies_pageable(monkeypatch, caplog) -> None:
+    # Pinning only speeds device copies up: refused (locked-memory limits
+    # in a container), the save goes on unpinned and says so once.
+    calls: list[int] = []
+
+    def refuse(ptr: int, size: int) -> None:
+        calls.append(size)
+        raise RuntimeError("cudaHostRegister failed: operation not permitted")
+
+    class DeviceStorage:
+        device = torch.device("cuda", 0)
+
+    stager = _async_staging._KeptStager()
+    hosts = [torch.empty(64, dtype=torch.uint8).untyped_storage() for _ in range(2)]
+    monkeypatch.setattr(stager, "staged_storages", lambda: [(DeviceStorage(), h) for h in hosts])
+    monkeypatch.setattr(_async_staging.pin_memory_utils, "pin_memory", refuse)
+    with caplog.at_level("WARNING", logger="s3dlio_torch._async_staging"):
+        _async_staging.Staging._pin(stager)
+        _async_staging.Staging._pin(stager)
+    assert calls == [64] and stager.pinning is False
+    assert [r.getMessage() for r in caplog.records] == [
+        "async_save staging stays in pageable memory: "
+        "cudaHostRegister failed: operation not permitted"
+    ]
+
+
 class HeldWriter(S3DlioWriter):
     """Writes only once `go` is set: a save still in flight."""
 
