@@ -73,9 +73,7 @@ class _KeptStager(StateDictStager):
         cls = type(x)
         if cls is dict:
             return {
-                k if type(k) is str else self._walk(k, memo, non_blocking): self._walk(
-                    v, memo, non_blocking
-                )
+                self._walk(k, memo, non_blocking): self._walk(v, memo, non_blocking)
                 for k, v in x.items()
             }
         if cls is list:
@@ -98,12 +96,20 @@ class _KeptStager(StateDictStager):
             memo[id(storage)] = host
             self._seen.append(storage)
         y = torch.empty(0, dtype=x.dtype).set_(host, x.storage_offset(), x.size(), x.stride())
+        # A conjugate or negative view reads its storage through a flag: the
+        # copy keeps the stored bytes and the view keeps the flag.
+        lazy = x.is_conj() or x.is_neg()
         if not copied:
-            if x.is_contiguous() and x.storage_offset() == 0 and x.nbytes == storage.nbytes():
+            whole = x.storage_offset() == 0 and x.nbytes == storage.nbytes()
+            if whole and x.is_contiguous() and not lazy:
                 # The tensor is its whole storage: one copy, no byte views.
                 y.copy_(x, non_blocking=non_blocking)
             else:
                 _as_bytes(host).copy_(_as_bytes(storage), non_blocking=non_blocking)
+        if x.is_conj():
+            y = y.conj()
+        if x.is_neg():
+            y = y._neg_view()
         memo[id(x)] = y
         return y
 

@@ -147,6 +147,9 @@ def test_every_kind_of_entry_is_staged_exactly_and_storages_once() -> None:
         "tagged": tagged,
         "empty": torch.empty(0, 4),
         "nested": [{"x": torch.tensor(True)}, "text", None, 1.5],
+        "complex": (c := torch.randn(4, dtype=torch.complex64)),
+        "conj": c.conj(),
+        "neg_conj": c.conj().imag,  # a negative view of c's storage
         7: torch.full((2,), 7.0),
     }
     staged = S3DlioWriter("memory://staging/kinds").stage(sd)
@@ -162,6 +165,12 @@ def test_every_kind_of_entry_is_staged_exactly_and_storages_once() -> None:
     assert staged["tagged"].note == "kept" and torch.equal(staged["tagged"], tagged)
     assert staged["nested"][1:] == ["text", None, 1.5] and bool(staged["nested"][0]["x"])
     assert torch.equal(staged[7], sd[7])
+    for key in ("complex", "conj", "neg_conj"):
+        assert staged[key].is_conj() == sd[key].is_conj(), key
+        assert torch.equal(
+            staged[key].resolve_conj().resolve_neg(), sd[key].resolve_conj().resolve_neg()
+        ), key
+    assert storage_at(staged["conj"]) == storage_at(staged["complex"])
     views = [staged[k] for k in ("base", "transposed", "offset", "strided")] + [
         staged["in_tuple"][0]
     ]
