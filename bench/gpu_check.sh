@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One short GPU session: the CUDA tests of tests/test_torch_dcp.py and
-# bench/bench_gpu.py, written to bench/results-gpu.md.
+# tests/test_torch_async_staging.py, and bench/bench_gpu.py, written to
+# bench/results-gpu.md.
 #
 # Runs with the Python that has CUDA torch on that machine (PYTHON, default
 # python3), in a venv that sees its packages (--system-site-packages) plus
@@ -30,7 +31,7 @@ fi
 tests_log=$out/gpu-tests.log
 set +e
 (cd "$out" && "$OLDPWD/$py" -m pytest -q -p no:cacheprovider -k "cuda and not s3 and not az" \
-    "$OLDPWD/tests/test_torch_dcp.py") >"$tests_log" 2>&1
+    "$OLDPWD/tests/test_torch_dcp.py" "$OLDPWD/tests/test_torch_async_staging.py") >"$tests_log" 2>&1
 tests_rc=$?
 set -e
 
@@ -54,7 +55,7 @@ md = [
     f"`bench/gpu_check.sh`, {now:%Y-%m-%d %H:%M} UTC. Every number was measured in this run;",
     "ratios are ours/peer. The machine is in each row's notes.",
     "",
-    "## CUDA tests (tests/test_torch_dcp.py -k cuda, file:// and direct://)",
+    "## CUDA tests (tests/test_torch_dcp.py and test_torch_async_staging.py -k cuda, file:// and direct://)",
     "",
     f"exit code {rc}: {summary[0]}",
     "",

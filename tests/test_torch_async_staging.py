@@ -275,6 +275,7 @@ def test_cuda_state_is_staged_pinned_once_reused_and_saved_exactly(scratch) -> N
         "step": 7,
     }
     writer = S3DlioWriter(f"file://{scratch}/cuda-staged")
+    writer.close()  # a set of this process's own, whatever earlier tests kept
     first = writer.stage(sd)
     assert first["w"].device.type == "cpu" and torch.equal(first["w"], sd["w"].cpu())
     del first
