@@ -90,22 +90,28 @@ class _KeptStager(StateDictStager):
             return done
         storage = x.untyped_storage()
         host = memo.get(id(storage))
-        copied = host is not None
+        # The tensor is its whole storage: copied as the tensor below (one
+        # copy, no byte views). A conjugate or negative view reads its
+        # storage through a flag, so its bytes are copied as stored and the
+        # view keeps the flag.
+        whole = (
+            host is None
+            and x.storage_offset() == 0
+            and x.nbytes == storage.nbytes()
+            and x.is_contiguous()
+            and not (x.is_conj() or x.is_neg())
+        )
         if host is None:
-            host = self._host_for(storage)
+            host = (
+                self._host_for(storage)
+                if whole
+                else self._stage_untyped_storage(storage, non_blocking=non_blocking)
+            )
             memo[id(storage)] = host
             self._seen.append(storage)
         y = torch.empty(0, dtype=x.dtype).set_(host, x.storage_offset(), x.size(), x.stride())
-        # A conjugate or negative view reads its storage through a flag: the
-        # copy keeps the stored bytes and the view keeps the flag.
-        lazy = x.is_conj() or x.is_neg()
-        if not copied:
-            whole = x.storage_offset() == 0 and x.nbytes == storage.nbytes()
-            if whole and x.is_contiguous() and not lazy:
-                # The tensor is its whole storage: one copy, no byte views.
-                y.copy_(x, non_blocking=non_blocking)
-            else:
-                _as_bytes(host).copy_(_as_bytes(storage), non_blocking=non_blocking)
+        if whole:
+            y.copy_(x, non_blocking=non_blocking)
         if x.is_conj():
             y = y.conj()
         if x.is_neg():
@@ -126,7 +132,7 @@ class _KeptStager(StateDictStager):
     def _stage_untyped_storage(
         self, storage: UntypedStorage, non_blocking: bool = False
     ) -> UntypedStorage:
-        # torch's walk (DTensor, attributes, ...): a byte copy, as it does.
+        # torch's walk (DTensor, attributes, ...) and views: a byte copy.
         host = self._host_for(storage)
         _as_bytes(host).copy_(_as_bytes(storage), non_blocking=non_blocking)
         return host
